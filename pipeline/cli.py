@@ -1,0 +1,144 @@
+"""The ``dpt`` command: one entry point that chains the stages.
+
+This is the one module of ``pipeline`` that may import the stages (ingest, training, evaluation); it does
+so lazily, inside each command, so that ``dpt --help`` stays fast and a stage's heavy imports (torch,
+Ray) are paid only by the command that needs them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+
+# Stage commands that later work fills in: name -> (one-line help, longer description).
+PLANNED = {
+    "ingest": ("ingest a dataset into WebDataset shards of disparity targets",
+               "Convert one source's native layout (local or s3://) into <out>/<source>/<split>/shard-*.tar "
+               "plus manifest.parquet and rejects.parquet, as Ray tasks."),
+    "train": ("train DPT on ingested shards with Ray Train",
+              "Train a DPT model with the scale- and shift-invariant loss on a Ray cluster; logs to MLflow."),
+    "eval": ("zero-shot evaluation on the paper's benchmarks",
+             "Evaluate a checkpoint on DIW, ETH3D, Sintel, KITTI, NYU and TUM; logs metrics and pictures to MLflow."),
+    "predict": ("predict depth (disparity) for images",
+                "Run a checkpoint on image files and write disparity maps and colour pictures."),
+    "compare": ("compare evaluated runs in MLflow",
+                "Print a table of the zero-shot metrics of MLflow runs beside the paper's reference rows."),
+    "pipeline": ("run ingest, training, evaluation and comparison as one job",
+                 "Run the whole pipeline from a YAML config on the Ray cluster that ray.init reaches."),
+}
+
+
+def _not_yet(name: str) -> Callable[[argparse.Namespace], int]:
+    def run(args: argparse.Namespace) -> int:
+        print(f"dpt {name}: not available in this version yet (see `dpt {name} --help`).", file=sys.stderr)
+        return 2
+
+    return run
+
+
+# --------------------------------------------------------------------------- dpt shards
+
+
+def _shards_verify(args: argparse.Namespace) -> int:
+    from pipeline.manifest import verify_directory
+
+    samples, errors = verify_directory(args.directory, decode=args.decode)
+    for error in errors:
+        print(f"FAILED {error}", file=sys.stderr)
+    status = "FAILED" if errors else "OK"
+    print(f"{status}: {args.directory}: {samples} samples in shards that verify, {len(errors)} bad shards")
+    return 1 if errors else 0
+
+
+def _shards_ls(args: argparse.Namespace) -> int:
+    from pipeline import storage
+    from pipeline.manifest import read_manifest, read_rejects
+    from pipeline.shards import MANIFEST_NAME, REJECTS_NAME
+
+    manifests = [u for u in storage.list_files(args.prefix) if storage.basename(u) == MANIFEST_NAME]
+    if not manifests:
+        print(f"no complete <source>/<split>/ directories under {args.prefix}")
+        return 1
+    print(f"{'directory':<60} {'shards':>7} {'samples':>9} {'MB':>9} {'rejected':>9}")
+    for url in manifests:
+        directory = storage.dirname(url)
+        shards = read_manifest(directory)
+        has_rejects = storage.exists(storage.join(directory, REJECTS_NAME))
+        rejected = len(read_rejects(directory)) if has_rejects else 0
+        mb = sum(s.bytes for s in shards) / 1e6
+        print(f"{directory:<60} {len(shards):>7} {sum(s.samples for s in shards):>9} {mb:>9.1f} {rejected:>9}")
+    return 0
+
+
+def _shards_demo(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from pipeline.demo import demo_samples
+    from pipeline.manifest import write_manifest, write_rejects
+    from pipeline.shards import ShardWriter, shard_dir, shard_url
+
+    directory = shard_dir(args.out, "demo", "train")
+    infos = []
+    samples = demo_samples(args.samples)
+    per_shard = max(1, args.per_shard)
+    with tqdm(total=len(samples), desc="writing demo shards", unit="sample") as bar:
+        for index, start in enumerate(range(0, len(samples), per_shard)):
+            with ShardWriter(shard_url(args.out, "demo", "train", index)) as writer:
+                for sample in samples[start:start + per_shard]:
+                    writer.write(sample)
+                    bar.update()
+            infos.append(writer.info)
+    write_rejects(directory, [])
+    write_manifest(directory, infos)
+    print(f"wrote {len(samples)} samples in {len(infos)} shards to {directory}")
+    return 0
+
+
+def _add_shards(sub: argparse._SubParsersAction) -> None:
+    shards = sub.add_parser("shards", help="inspect and verify shard corpora",
+                            description="Inspect and verify corpora written in the shard contract.")
+    verbs = shards.add_subparsers(dest="verb", required=True, metavar="VERB")
+    verify = verbs.add_parser("verify", help="check sha256 (and optionally decode) every shard of a directory")
+    verify.add_argument("directory", help="<prefix>/<source>/<split> holding manifest.parquet (local or s3://)")
+    verify.add_argument("--decode", action="store_true", help="also decode every sample against the contract")
+    verify.set_defaults(func=_shards_verify)
+    ls = verbs.add_parser("ls", help="list complete <source>/<split> directories under a prefix")
+    ls.add_argument("prefix", help="corpus prefix (local or s3://)")
+    ls.set_defaults(func=_shards_ls)
+    demo = verbs.add_parser("demo", help="write a small synthetic corpus (procedural scenes with exact depth)")
+    demo.add_argument("--out", required=True, help="corpus prefix to write to (local or s3://)")
+    demo.add_argument("--samples", type=int, default=24, help="number of samples (default 24)")
+    demo.add_argument("--per-shard", type=int, default=8, help="samples per shard (default 8)")
+    demo.set_defaults(func=_shards_demo)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="dpt",
+        description="DPT (Dense Prediction Transformer) pipeline: ingest -> shards -> train -> evaluate -> MLflow.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, (short, long) in PLANNED.items():
+        p = sub.add_parser(name, help=short, description=long)
+        p.set_defaults(func=_not_yet(name))
+    _add_shards(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except (ValueError, OSError, RuntimeError) as exc:
+        # Expected failures (bad input, missing files, storage errors) get one clear line, no traceback.
+        print(f"dpt {args.command}: error: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,221 @@
+"""Typed run configuration: dataclasses loaded from YAML, overridden from the command line.
+
+Each stage declares its own dataclasses; this module only turns YAML (parsed with ``yaml.safe_load``) and
+``key.sub=value`` overrides into instances of them, strictly: an unknown key, a missing required key or a
+value of the wrong type is a :class:`ConfigError` whose message names the dotted key and the file.
+
+>>> @dataclasses.dataclass
+... class Optim:
+...     lr: float = 1e-4
+>>> @dataclasses.dataclass
+... class Run:
+...     name: str
+...     optim: Optim = dataclasses.field(default_factory=Optim)
+>>> load_config(Run, "run.yaml", overrides=["optim.lr=3e-5"])
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import types
+import typing
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+T = TypeVar("T")
+
+
+class ConfigError(ValueError):
+    """A configuration value is unknown, missing or of the wrong type; the message names the key."""
+
+
+def _where(path: str, source: str | None) -> str:
+    key = path or "<root>"
+    return f"{source}: {key}" if source else key
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _convert(tp: Any, value: Any, path: str, source: str | None) -> Any:
+    """Check and convert one YAML value to the annotated type ``tp``."""
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+
+    if tp is Any:
+        return value
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        for option in (a for a in args if a is not type(None)):
+            try:
+                return _convert(option, value, path, source)
+            except ConfigError:
+                continue
+        raise ConfigError(f"{_where(path, source)}: {value!r} fits none of {_type_name(tp)}")
+    if origin is typing.Literal:
+        if value not in args:
+            raise ConfigError(f"{_where(path, source)}: {value!r} is not one of {list(args)}")
+        return value
+    if dataclasses.is_dataclass(tp):
+        return _from_dict(tp, value, path, source)
+    if isinstance(tp, type) and issubclass(tp, enum.Enum):
+        try:
+            return tp(value)
+        except ValueError:
+            raise ConfigError(f"{_where(path, source)}: {value!r} is not one of {[e.value for e in tp]}") from None
+    if origin in (list, tuple, Sequence) or tp in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{_where(path, source)}: expected a list, got {type(value).__name__} {value!r}")
+        if origin is tuple and args and args[-1] is not Ellipsis:
+            if len(value) != len(args):
+                raise ConfigError(f"{_where(path, source)}: expected {len(args)} items, got {len(value)}")
+            return tuple(_convert(a, v, f"{path}[{i}]", source) for i, (a, v) in enumerate(zip(args, value)))
+        item = args[0] if args else Any
+        items = [_convert(item, v, f"{path}[{i}]", source) for i, v in enumerate(value)]
+        return tuple(items) if origin is tuple or tp is tuple else items
+    if origin in (dict, Mapping) or tp is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{_where(path, source)}: expected a mapping, got {type(value).__name__} {value!r}")
+        key_tp, val_tp = args if args else (Any, Any)
+        return {
+            _convert(key_tp, k, f"{path}.{k}", source): _convert(val_tp, v, f"{path}.{k}", source)
+            for k, v in value.items()
+        }
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{_where(path, source)}: expected true/false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{_where(path, source)}: expected an integer, got {value!r}")
+        return value
+    if tp is float:
+        # YAML 1.1 reads "1e-4" (no dot) as a string; accept anything float() parses exactly.
+        if isinstance(value, bool):
+            raise ConfigError(f"{_where(path, source)}: expected a number, got {value!r}")
+        if isinstance(value, (int, float)):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        raise ConfigError(f"{_where(path, source)}: expected a number, got {value!r}")
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{_where(path, source)}: expected a string, got {type(value).__name__} {value!r}")
+        return value
+    if tp is Path:
+        if not isinstance(value, str):
+            raise ConfigError(f"{_where(path, source)}: expected a path string, got {value!r}")
+        return Path(value)
+    raise ConfigError(f"{_where(path, source)}: unsupported annotation {_type_name(tp)}")
+
+
+def _from_dict(cls: type[T], data: Any, path: str, source: str | None) -> T:
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{_where(path, source)}: expected a mapping for {cls.__name__}, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        dotted = ", ".join(f"{path}.{k}" if path else str(k) for k in unknown)
+        raise ConfigError(f"{source + ': ' if source else ''}unknown key {dotted} "
+                          f"(known: {', '.join(sorted(fields))})")
+    kwargs = {}
+    for name, field in fields.items():
+        sub = f"{path}.{name}" if path else name
+        if name in data:
+            kwargs[name] = _convert(hints[name], data[name], sub, source)
+        elif field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING:
+            raise ConfigError(f"{_where(sub, source)}: required key is missing")
+    try:
+        return cls(**kwargs)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{_where(path, source)}: {exc}") from exc
+
+
+def from_dict(cls: type[T], data: Mapping[str, Any] | None, source: str | None = None) -> T:
+    """Build ``cls`` from plain data, checking every key and type."""
+    return _from_dict(cls, dict(data or {}), "", source)
+
+
+def to_dict(config: Any) -> dict[str, Any]:
+    """A config instance -> plain YAML-safe data (enums and paths become strings)."""
+
+    def plain(value: Any) -> Any:
+        if dataclasses.is_dataclass(value):
+            return {f.name: plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+        if isinstance(value, enum.Enum):
+            return value.value
+        if isinstance(value, Path):
+            return str(value)
+        if isinstance(value, (list, tuple)):
+            return [plain(v) for v in value]
+        if isinstance(value, dict):
+            return {k: plain(v) for k, v in value.items()}
+        return value
+
+    return plain(config)
+
+
+def apply_overrides(cls: type, data: dict[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
+    """Apply ``key.sub=value`` strings to raw config data; values are parsed as YAML scalars/lists.
+
+    The dotted key must name a field of ``cls`` (checked here, so a typo fails before anything runs).
+    """
+    data = dict(data)
+    for item in overrides:
+        key, eq, raw = item.partition("=")
+        key = key.strip()
+        if not eq or not key:
+            raise ConfigError(f"override {item!r} must look like key.sub=value")
+        parts = key.split(".")
+        target_cls: Any = cls
+        node = data
+        for depth, part in enumerate(parts):
+            names = {f.name: f for f in dataclasses.fields(target_cls)} if dataclasses.is_dataclass(target_cls) else None
+            if names is not None and part not in names:
+                prefix = ".".join(parts[:depth])
+                raise ConfigError(f"override {item!r}: unknown key {key} "
+                                  f"(known under {prefix or '<root>'}: {', '.join(sorted(names))})")
+            hint = typing.get_type_hints(target_cls)[part] if names is not None else Any
+            if depth == len(parts) - 1:
+                node[part] = yaml.safe_load(raw) if raw.strip() else ""
+                break
+            child = node.get(part)
+            node[part] = dict(child) if isinstance(child, dict) else {}
+            node = node[part]
+            target_cls = next((a for a in (hint, *typing.get_args(hint)) if dataclasses.is_dataclass(a)), Any)
+            if target_cls is Any and names is not None and typing.get_origin(hint) not in (dict, Mapping):
+                raise ConfigError(f"override {item!r}: {'.'.join(parts[:depth + 1])} is not a section")
+    return data
+
+
+def load_config(cls: type[T], path: str | Path | None = None, overrides: Sequence[str] = ()) -> T:
+    """Read YAML at ``path`` (optional), apply ``overrides``, and build a checked ``cls`` instance."""
+    data: dict[str, Any] = {}
+    source = None
+    if path is not None:
+        source = str(path)
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ConfigError(f"{source}: cannot read config ({exc.strerror})") from exc
+        try:
+            loaded = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{source}: not valid YAML ({exc})") from exc
+        if loaded is not None and not isinstance(loaded, dict):
+            raise ConfigError(f"{source}: the top level must be a mapping, got {type(loaded).__name__}")
+        data = loaded or {}
+    data = apply_overrides(cls, data, overrides)
+    return _from_dict(cls, data, "", source)

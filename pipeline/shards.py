@@ -1,0 +1,355 @@
+"""The shard contract between ingest and training (see DESIGN.md, "The shard contract").
+
+A corpus lives under ``<prefix>/<source>/<split>/`` as WebDataset tar shards ``shard-%06d.tar`` plus two
+parquet files written last: ``manifest.parquet`` (one row per shard: url, samples, bytes, sha256) and
+``rejects.parquet`` (one row per input that was not written: path, reason). A sample is a group of tar
+members sharing one key ``<source>-<id>`` (characters ``[a-z0-9_-]``):
+
+==================  ==========================================================================
+member              content
+==================  ==========================================================================
+``<key>.rgb.jpg``   the RGB image, 8-bit (or ``.rgb.png``); the source's own bytes when possible
+``<key>.disp.npy``  float16 or float32 ``[H, W]`` disparity (inverse depth), finite, >= 0, 0 where invalid
+``<key>.mask.png``  uint8 ``[H, W]``, 255 = valid target pixel, 0 = invalid
+``<key>.json``      metadata: source, id, split, kind, height, width, plus what the source knows
+==================  ==========================================================================
+
+Decoding returns :class:`Sample` with ``rgb`` uint8 ``[H, W, 3]``, ``disparity`` float32 ``[H, W]`` and
+``mask`` bool ``[H, W]``. Every violation raises :class:`ShardError` naming the shard and the key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import io
+import json
+import re
+import tarfile
+from collections.abc import Iterator, Mapping
+from typing import IO, Any
+
+import numpy as np
+from PIL import Image
+
+from pipeline import storage
+
+CONTRACT_VERSION = "1"
+RGB_MEMBERS = ("rgb.jpg", "rgb.png")
+DISP_MEMBER = "disp.npy"
+MASK_MEMBER = "mask.png"
+META_MEMBER = "json"
+REQUIRED_META = ("source", "id", "split", "kind", "height", "width")
+MANIFEST_NAME = "manifest.parquet"
+REJECTS_NAME = "rejects.parquet"
+# Fixed tar header times make shards byte-identical for identical input (resume, caching, checksums).
+TAR_MTIME = 0
+KEY_PATTERN = re.compile(r"^[a-z0-9_-]{1,200}$")
+
+
+class ShardError(ValueError):
+    """A shard or one of its samples breaks the contract. ``shard`` and ``key`` say where."""
+
+    def __init__(self, shard: str, key: str | None, problem: str):
+        self.shard, self.key, self.problem = shard, key, problem
+        where = f"shard {shard}" + (f", key {key}" if key else "")
+        super().__init__(f"{where}: {problem}")
+
+
+class ShardIntegrityError(ShardError):
+    """A shard's bytes differ from what its manifest recorded."""
+
+
+@dataclasses.dataclass
+class Sample:
+    """One training sample.
+
+    rgb: uint8 ``[H, W, 3]``. disparity: float32 ``[H, W]``, inverse depth up to unknown scale and shift,
+    0 where invalid. mask: bool ``[H, W]``, True where the target is valid. meta: the ``.json`` member.
+    ``rgb_bytes``/``rgb_format`` keep the source's encoded image so that writing does not re-encode it.
+    """
+
+    key: str
+    rgb: np.ndarray
+    disparity: np.ndarray
+    mask: np.ndarray
+    meta: dict[str, Any]
+    rgb_bytes: bytes | None = None
+    rgb_format: str = "png"
+
+
+@dataclasses.dataclass(frozen=True)
+class ShardInfo:
+    """One manifest row. ``url`` is absolute once read back (stored relative to the manifest)."""
+
+    url: str
+    samples: int
+    bytes: int
+    sha256: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Reject:
+    """One input that was not written, and why."""
+
+    path: str
+    reason: str
+
+
+def make_key(source: str, sample_id: str) -> str:
+    """``<source>-<id>`` in ``[a-z0-9_-]``; ids with other characters get a hash suffix to stay unique."""
+    if not KEY_PATTERN.match(source) or "-" in source:
+        raise ValueError(f"source name {source!r} must match [a-z0-9_]+")
+    clean = re.sub(r"[^a-z0-9_-]+", "_", sample_id.lower()).strip("_")
+    if clean != sample_id:
+        digest = hashlib.sha1(sample_id.encode("utf-8")).hexdigest()[:10]
+        clean = f"{clean[:150]}_{digest}" if clean else digest
+    return f"{source}-{clean}"
+
+
+def shard_dir(prefix: str, source: str, split: str) -> str:
+    return storage.join(prefix, source, split)
+
+
+def shard_url(prefix: str, source: str, split: str, index: int) -> str:
+    return storage.join(shard_dir(prefix, source, split), f"shard-{index:06d}.tar")
+
+
+# --------------------------------------------------------------------------- encode / decode
+
+
+def _png(array: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(array).save(buf, format="PNG", compress_level=1)
+    return buf.getvalue()
+
+
+def _check_arrays(shard: str, key: str, rgb, disparity, mask) -> None:
+    if rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3:
+        raise ShardError(shard, key, f"rgb must be uint8 [H, W, 3], got {rgb.dtype} {list(rgb.shape)}")
+    h, w = rgb.shape[:2]
+    if disparity.shape != (h, w):
+        raise ShardError(shard, key, f"disparity shape {list(disparity.shape)} differs from the image's {[h, w]}")
+    if mask.shape != (h, w):
+        raise ShardError(shard, key, f"mask shape {list(mask.shape)} differs from the image's {[h, w]}")
+    if not np.isfinite(disparity).all():
+        raise ShardError(shard, key, f"disparity has {int((~np.isfinite(disparity)).sum())} NaN/Inf values")
+    if (disparity < 0).any():
+        raise ShardError(shard, key, f"disparity has {int((disparity < 0).sum())} negative values")
+
+
+def _check_meta(shard: str, key: str, meta: Mapping[str, Any], h: int, w: int) -> None:
+    missing = [k for k in REQUIRED_META if k not in meta]
+    if missing:
+        raise ShardError(shard, key, f"metadata lacks {missing}")
+    if (meta["height"], meta["width"]) != (h, w):
+        raise ShardError(shard, key, f"metadata says {meta['height']}x{meta['width']}, arrays are {h}x{w}")
+    if not key.startswith(f"{meta['source']}-"):
+        raise ShardError(shard, key, f"key does not start with its source {meta['source']!r}")
+
+
+def encode_sample(sample: Sample, disparity_dtype: str = "float32", jpeg_quality: int = 95) -> dict[str, bytes]:
+    """Sample -> ``{member suffix: bytes}``. Invalid pixels' disparity is written as 0."""
+    key = sample.key
+    if not KEY_PATTERN.match(key):
+        raise ShardError("<writing>", key, "key must match [a-z0-9_-]{1,200}")
+    rgb = np.asarray(sample.rgb)
+    mask = np.asarray(sample.mask).astype(bool)
+    disparity = np.asarray(sample.disparity, dtype=np.float32)
+    _check_arrays("<writing>", key, rgb, disparity, mask)
+    stored = np.where(mask, disparity, 0).astype(disparity_dtype)
+    if not np.isfinite(stored).all():
+        raise ShardError("<writing>", key, f"disparity overflows {disparity_dtype}; write float32")
+    meta = {**sample.meta, "height": int(rgb.shape[0]), "width": int(rgb.shape[1])}
+    _check_meta("<writing>", key, meta, *rgb.shape[:2])
+
+    if sample.rgb_format not in ("jpg", "png"):
+        raise ShardError("<writing>", key, f"rgb_format must be jpg or png, not {sample.rgb_format!r}")
+    if sample.rgb_bytes is not None:
+        rgb_bytes = sample.rgb_bytes
+    elif sample.rgb_format == "jpg":
+        buf = io.BytesIO()
+        Image.fromarray(rgb).save(buf, format="JPEG", quality=jpeg_quality)
+        rgb_bytes = buf.getvalue()
+    else:
+        rgb_bytes = _png(rgb)
+    npy = io.BytesIO()
+    np.save(npy, stored, allow_pickle=False)
+    return {
+        f"rgb.{sample.rgb_format}": rgb_bytes,
+        DISP_MEMBER: npy.getvalue(),
+        MASK_MEMBER: _png(mask.astype(np.uint8) * 255),
+        META_MEMBER: json.dumps(meta, sort_keys=True).encode("utf-8"),
+    }
+
+
+def _decode_image(shard: str, key: str, member: str, data: bytes) -> Image.Image:
+    try:
+        img = Image.open(io.BytesIO(data))
+        img.load()
+        return img
+    except Exception as exc:  # PIL raises many types for corrupt data
+        raise ShardError(shard, key, f"cannot decode {member}: {exc}") from exc
+
+
+def decode_sample(members: Mapping[str, Any], shard: str | None = None, key: str | None = None) -> Sample:
+    """Members of one sample (suffix -> bytes; WebDataset's ``__key__``/``__url__`` are honoured) -> Sample."""
+    key = key or members.get("__key__") or "?"
+    shard = shard or members.get("__url__") or "?"
+    rgb_member = next((m for m in RGB_MEMBERS if m in members), None)
+    missing = [m for m in (DISP_MEMBER, MASK_MEMBER, META_MEMBER) if m not in members]
+    if rgb_member is None:
+        missing.insert(0, "rgb.jpg|rgb.png")
+    if missing:
+        raise ShardError(shard, key, f"sample is missing members {missing}")
+
+    rgb = np.asarray(_decode_image(shard, key, rgb_member, members[rgb_member]).convert("RGB"))
+    try:
+        disparity = np.load(io.BytesIO(members[DISP_MEMBER]), allow_pickle=False)
+    except Exception as exc:
+        raise ShardError(shard, key, f"cannot decode {DISP_MEMBER}: {exc}") from exc
+    if disparity.dtype not in (np.float16, np.float32) or disparity.ndim != 2:
+        raise ShardError(shard, key, f"disparity must be float16/float32 [H, W], got {disparity.dtype} {list(disparity.shape)}")
+    disparity = disparity.astype(np.float32)
+    mask_img = np.asarray(_decode_image(shard, key, MASK_MEMBER, members[MASK_MEMBER]))
+    if mask_img.dtype != np.uint8 or mask_img.ndim != 2:
+        raise ShardError(shard, key, f"mask must be 8-bit single channel, got {mask_img.dtype} {list(mask_img.shape)}")
+    mask = mask_img == 255
+    _check_arrays(shard, key, rgb, disparity, mask)
+    if (disparity[~mask] != 0).any():
+        raise ShardError(shard, key, "disparity is non-zero outside the mask")
+    try:
+        meta = json.loads(members[META_MEMBER])
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ShardError(shard, key, f"cannot decode {META_MEMBER}: {exc}") from exc
+    if not isinstance(meta, dict):
+        raise ShardError(shard, key, f"{META_MEMBER} must hold an object")
+    _check_meta(shard, key, meta, *rgb.shape[:2])
+    return Sample(key, rgb, disparity, mask, meta, members[rgb_member], rgb_member.split(".")[1])
+
+
+# --------------------------------------------------------------------------- writing
+
+
+class _HashingWriter:
+    """File wrapper that counts and hashes the bytes passing through it."""
+
+    def __init__(self, f: IO[bytes]):
+        self.f, self.sha256, self.bytes = f, hashlib.sha256(), 0
+        self.discarded = False  # set on abort: the tar stream's late flushes then go nowhere
+
+    def write(self, data) -> int:
+        if self.discarded:
+            return len(data)
+        self.sha256.update(data)
+        self.bytes += len(data)
+        return self.f.write(data)
+
+    def flush(self) -> None:
+        self.f.flush()
+
+
+class ShardWriter:
+    """Write samples into one shard; the shard appears at ``url`` only when :meth:`close` succeeds.
+
+    >>> with ShardWriter("out/nyu/train/shard-000000.tar") as w:
+    ...     w.write(sample)
+    >>> w.info  # ShardInfo(url, samples, bytes, sha256)
+    """
+
+    def __init__(self, url: str, options: storage.S3Options | None = None, disparity_dtype: str = "float32"):
+        import webdataset
+
+        self.url, self.disparity_dtype = url, disparity_dtype
+        self._atomic = storage.write_atomic(url, options)
+        self._hashing = _HashingWriter(self._atomic.__enter__())
+        self._tar = webdataset.TarWriter(self._hashing, encoder=False, mtime=TAR_MTIME, user="dpt", group="dpt")
+        self._keys: set[str] = set()
+        self.info: ShardInfo | None = None
+
+    def write(self, sample: Sample) -> int:
+        """Append one sample; returns its encoded size in bytes."""
+        if sample.key in self._keys:
+            raise ShardError(self.url, sample.key, "duplicate key in shard")
+        members = encode_sample(sample, self.disparity_dtype)
+        self._keys.add(sample.key)
+        return self._tar.write({"__key__": sample.key, **members})
+
+    def close(self) -> ShardInfo:
+        self._tar.close()
+        self._atomic.__exit__(None, None, None)
+        self.info = ShardInfo(self.url, len(self._keys), self._hashing.bytes, self._hashing.sha256.hexdigest())
+        return self.info
+
+    def abort(self, exc: BaseException | None = None) -> None:
+        """Discard everything written: nothing appears under the final name."""
+        exc = exc or RuntimeError("shard write aborted")
+        self._hashing.discarded = True
+        try:
+            self._atomic.__exit__(type(exc), exc, exc.__traceback__)
+        except BaseException as raised:
+            if raised is not exc:
+                raise
+
+    def __enter__(self) -> ShardWriter:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc is None:
+            self.close()
+        else:
+            self.abort(exc)
+
+
+# --------------------------------------------------------------------------- reading
+
+
+def _member_key(shard: str, name: str) -> tuple[str, str]:
+    """Tar member name -> (key, suffix), refusing names that could escape an extraction directory."""
+    parts = name.split("/")
+    if name.startswith("/") or ".." in parts or "\\" in name or ":" in parts[0]:
+        raise ShardError(shard, None, f"unsafe member name {name!r} (absolute path or '..')")
+    base = parts[-1]
+    key, dot, suffix = base.partition(".")
+    if len(parts) != 1 or not dot or not KEY_PATTERN.match(key):
+        raise ShardError(shard, key or None, f"member {name!r} is not <key>.<suffix> with key in [a-z0-9_-]")
+    return key, suffix
+
+
+def iter_shard_members(url: str, options: storage.S3Options | None = None) -> Iterator[dict[str, Any]]:
+    """Yield each sample of a shard as ``{"__key__", "__url__", suffix: bytes, ...}`` without decoding.
+
+    Members of one sample must be consecutive (the WebDataset convention); a key seen twice, a member
+    that is not a regular file, an unsafe name or a truncated tar raises :class:`ShardError`.
+    """
+    seen: set[str] = set()
+    current: dict[str, Any] | None = None
+    with storage.open_read(url, options) as f:
+        try:
+            with tarfile.open(fileobj=f, mode="r|") as tar:
+                for info in tar:
+                    key, suffix = _member_key(url, info.name)
+                    if not info.isfile():
+                        raise ShardError(url, key, f"member {info.name!r} is not a regular file")
+                    if current is None or current["__key__"] != key:
+                        if current is not None:
+                            yield current
+                        if key in seen:
+                            raise ShardError(url, key, "key appears twice in the shard")
+                        seen.add(key)
+                        current = {"__key__": key, "__url__": url}
+                    if suffix in current:
+                        raise ShardError(url, key, f"member {suffix!r} appears twice")
+                    data = tar.extractfile(info)
+                    current[suffix] = data.read() if data is not None else b""
+        except tarfile.TarError as exc:
+            last = current["__key__"] if current else None
+            raise ShardError(url, last, f"corrupt or truncated tar: {exc}") from exc
+    if current is not None:
+        yield current
+
+
+def iter_shard(url: str, options: storage.S3Options | None = None) -> Iterator[Sample]:
+    """Yield the decoded samples of one shard in stored order."""
+    for members in iter_shard_members(url, options):
+        yield decode_sample(members, shard=url)

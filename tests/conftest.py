@@ -1,0 +1,193 @@
+"""Session fixtures that run REAL services on 127.0.0.1: a Ray head with token authentication, an MLflow
+tracking server on SQLite, and moto's standalone S3 server. No mocks: tests speak the real protocols.
+
+Each server is started lazily by the first test that asks for it and stopped by its own pid at the end
+of the session (see tests/services.py).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import shutil
+import subprocess
+import tempfile
+import uuid
+from pathlib import Path
+
+import pytest
+
+from tests.services import BIN, Server, free_port, http_ok
+
+FIXTURES = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures"
+
+
+@pytest.fixture(scope="session")
+def shared_fixtures() -> Path:
+    """../shared/fixtures (real files in native dataset formats); tests skip when it is absent."""
+    if not FIXTURES.is_dir():
+        pytest.skip(f"real-format fixtures not found at {FIXTURES} (only present in the project's workspace)")
+    return FIXTURES
+
+
+# --------------------------------------------------------------------------- Ray
+
+
+@dataclasses.dataclass(frozen=True)
+class RayHead:
+    address: str  # GCS address for ray.init / RAY_ADDRESS
+    dashboard_url: str  # for `ray job submit --address`
+    token_path: Path
+    env: dict[str, str]  # what a client needs: auth mode, token path, loopback node IP
+
+    def auth_header(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token_path.read_text().strip()}"}
+
+
+def _ray_env(token_path: Path) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(
+        RAY_AUTH_MODE="token",
+        RAY_AUTH_TOKEN_PATH=str(token_path),
+        # Ray maps --node-ip-address=127.0.0.1 to the machine's routable address unless told that this
+        # is a single-machine cluster; with this every Ray server binds the loopback interface only.
+        RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0",
+        RAY_USAGE_STATS_ENABLED="0",
+        PYTHONUNBUFFERED="1",
+    )
+    env.pop("RAY_ADDRESS", None)
+    return env
+
+
+def _generate_token(home: Path) -> Path:
+    """`ray get-auth-token --generate` writes ~/.ray/auth_token; point HOME at our temp dir instead."""
+    env = dict(os.environ, HOME=str(home), RAY_AUTH_MODE="token")
+    env.pop("RAY_AUTH_TOKEN_PATH", None)
+    env.pop("RAY_AUTH_TOKEN", None)
+    # The token is printed on stdout: capture it and never show it.
+    subprocess.run([str(BIN / "ray"), "get-auth-token", "--generate"], env=env, check=True,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=120)
+    token = home / ".ray" / "auth_token"
+    token.chmod(0o600)
+    return token
+
+
+@pytest.fixture(scope="session")
+def ray_head():
+    # Ray's socket paths must stay under ~107 characters: use a short directory.
+    tmp = Path(tempfile.mkdtemp(prefix="dptray-", dir="/tmp"))
+    token = _generate_token(tmp)
+    env = _ray_env(token)
+    port, dash = free_port(), free_port()
+    cmd = [
+        str(BIN / "ray"), "start", "--head", "--block", "--node-ip-address=127.0.0.1", "--num-cpus=2",
+        f"--port={port}", "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}",
+        f"--temp-dir={tmp / 'r'}", "--disable-usage-stats",
+    ]
+    server = Server("ray head", cmd, env, tmp / "head.log")
+    head = RayHead(f"127.0.0.1:{port}", f"http://127.0.0.1:{dash}", token, env)
+    try:
+        server.wait_ready(lambda: http_ok(f"{head.dashboard_url}/api/version", head.auth_header()), timeout=180)
+        yield head
+    finally:
+        server.stop(grace=30)
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+@pytest.fixture
+def ray_cluster(ray_head, monkeypatch):
+    """This process as a client of the session's Ray head (``ray.init()`` connects to it)."""
+    for key in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN_PATH", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"):
+        monkeypatch.setenv(key, ray_head.env[key])
+    monkeypatch.setenv("RAY_ADDRESS", ray_head.address)
+    yield ray_head
+    import ray
+
+    if ray.is_initialized():
+        ray.shutdown()
+
+
+# --------------------------------------------------------------------------- MLflow
+
+
+@pytest.fixture(scope="session")
+def mlflow_server():
+    """URL of a real `mlflow server` (SQLite backend, proxied local artifact store)."""
+    tmp = Path(tempfile.mkdtemp(prefix="dptmlflow-"))
+    port = free_port()
+    env = dict(os.environ, MLFLOW_DISABLE_TELEMETRY="true", MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false")
+    env.pop("MLFLOW_TRACKING_URI", None)
+    cmd = [
+        str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+        "--backend-store-uri", f"sqlite:///{tmp / 'mlflow.db'}", "--artifacts-destination", str(tmp / "artifacts"),
+    ]
+    server = Server("mlflow server", cmd, env, tmp / "server.log")
+    url = f"http://127.0.0.1:{port}"
+    try:
+        server.wait_ready(lambda: http_ok(f"{url}/health"), timeout=120)
+        yield url
+    finally:
+        server.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+@pytest.fixture
+def mlflow_tracking(mlflow_server, monkeypatch):
+    """This process logs to the session's MLflow server (``MLFLOW_TRACKING_URI``)."""
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server)
+    monkeypatch.setenv("MLFLOW_DISABLE_TELEMETRY", "true")
+    return mlflow_server
+
+
+# --------------------------------------------------------------------------- S3 (moto server)
+
+S3_TEST_CREDENTIALS = {
+    "AWS_ACCESS_KEY_ID": "dpt-test-access-key",
+    "AWS_SECRET_ACCESS_KEY": "dpt-test-secret-key-never-printed",
+    "AWS_DEFAULT_REGION": "us-east-1",
+}
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    """Endpoint URL of moto's standalone S3 server, spoken to over HTTP by boto3."""
+    tmp = Path(tempfile.mkdtemp(prefix="dpts3-"))
+    port = free_port()
+    cmd = [str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)]
+    server = Server("moto_server", cmd, dict(os.environ), tmp / "moto.log")
+    url = f"http://127.0.0.1:{port}"
+    try:
+        server.wait_ready(lambda: http_ok(f"{url}/moto-api/"), timeout=60)
+        yield url
+    finally:
+        server.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+@pytest.fixture
+def s3_env(s3_server, monkeypatch) -> dict[str, str]:
+    """Point the standard AWS environment at the moto server; returns the variables set."""
+    env = {**S3_TEST_CREDENTIALS, "AWS_ENDPOINT_URL": s3_server}
+    for key in ("AWS_PROFILE", "AWS_ENDPOINT_URL_S3", "AWS_SESSION_TOKEN"):
+        monkeypatch.delenv(key, raising=False)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    return env
+
+
+@pytest.fixture
+def s3_bucket(s3_env) -> str:
+    """A fresh bucket on the moto server, as ``s3://name``."""
+    import boto3
+
+    name = f"dpt-test-{uuid.uuid4().hex[:12]}"
+    boto3.client("s3", endpoint_url=s3_env["AWS_ENDPOINT_URL"]).create_bucket(Bucket=name)
+    return f"s3://{name}"
+
+
+@pytest.fixture(params=["local", "s3"])
+def storage_root(request, tmp_path) -> str:
+    """A writable root, once as a local directory and once as an s3:// bucket on the moto server."""
+    if request.param == "local":
+        return str(tmp_path / "store")
+    return request.getfixturevalue("s3_bucket")
