@@ -1,0 +1,67 @@
+"""The one conversion from what a source measured to the corpus target: disparity (inverse depth).
+
+Every source's native values become disparity up to an unknown scale and shift, which is exactly what the
+scale- and shift-invariant loss consumes and why differently measured sources can be mixed (MiDaS, DPT).
+Adapters only turn their files into ``(target, valid)`` in the source's own units; this function is the
+only place where a kind becomes disparity.
+
+=====================  ==============================================  ============================
+kind                   target as the adapter returns it                disparity
+=====================  ==============================================  ============================
+``metric_depth``       depth along the optical axis, metres            ``1 / depth``
+``relative_depth``     depth up to an unknown scale (SfM, MVS)         ``1 / depth``
+``stereo_disparity``   disparity in pixels (stereo matching, GT)       as is
+``inverse_depth``      inverse depth up to scale (larger = nearer)     as is
+=====================  ==============================================  ============================
+
+Pixels very far away (sky at thousands of metres) stay valid with a disparity near zero: that is what
+the loss should learn for them, rather than ignoring them.
+"""
+
+from __future__ import annotations
+
+import enum
+
+import numpy as np
+
+
+class TargetKind(str, enum.Enum):
+    METRIC_DEPTH = "metric_depth"
+    RELATIVE_DEPTH = "relative_depth"
+    STEREO_DISPARITY = "stereo_disparity"
+    INVERSE_DEPTH = "inverse_depth"
+
+    @property
+    def is_depth(self) -> bool:
+        return self in (TargetKind.METRIC_DEPTH, TargetKind.RELATIVE_DEPTH)
+
+
+class InvalidTarget(ValueError):
+    """The target has values that no rule of its kind allows (NaN, Inf or negative where marked valid)."""
+
+
+def to_disparity(target: np.ndarray, valid: np.ndarray, kind: TargetKind | str) -> tuple[np.ndarray, np.ndarray]:
+    """Convert ``target`` float ``[H, W]`` of ``kind`` to ``(disparity float32 [H, W], valid bool [H, W])``.
+
+    ``valid`` marks the pixels the source measured. Depth of 0 is "no measurement" for every depth
+    source and becomes invalid; NaN, Inf or negative values inside ``valid`` raise :class:`InvalidTarget`
+    (the ingest job turns that into a reject with the message as its reason).
+    """
+    kind = TargetKind(kind)
+    target = np.asarray(target, dtype=np.float64)
+    valid = np.asarray(valid, dtype=bool)
+    if target.shape != valid.shape or target.ndim != 2:
+        raise InvalidTarget(f"target {list(target.shape)} and valid {list(valid.shape)} must be one [H, W]")
+    values = target[valid]
+    bad = ~np.isfinite(values)
+    if bad.any():
+        raise InvalidTarget(f"{int(bad.sum())} valid pixels are NaN or Inf")
+    if (values < 0).any():
+        raise InvalidTarget(f"{int((values < 0).sum())} valid pixels are negative")
+    if kind.is_depth:
+        valid = valid & (target > 0)
+        disparity = np.zeros(target.shape, np.float64)
+        np.divide(1.0, target, out=disparity, where=valid)
+    else:
+        disparity = np.where(valid, target, 0.0)
+    return disparity.astype(np.float32), valid

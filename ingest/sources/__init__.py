@@ -1,0 +1,49 @@
+"""Registry of dataset adapters: ``@register`` for ours, entry-point group ``dpt.sources`` for others'.
+
+>>> adapter_class = get_source("nyu")
+>>> adapter = adapter_class(root="s3://datasets/nyu")
+"""
+
+from __future__ import annotations
+
+import importlib
+from importlib.metadata import entry_points
+
+from ingest.sources.base import SourceAdapter
+
+ENTRY_POINT_GROUP = "dpt.sources"
+_BUILTIN_MODULES: tuple[str, ...] = ()  # filled as adapters land: module names under ingest.sources
+_REGISTRY: dict[str, type[SourceAdapter]] = {}
+
+
+def register(cls: type[SourceAdapter]) -> type[SourceAdapter]:
+    """Class decorator: make an adapter available by its ``name``."""
+    if cls.name in _REGISTRY and _REGISTRY[cls.name] is not cls:
+        raise ValueError(f"two adapters are named {cls.name!r}: {_REGISTRY[cls.name]} and {cls}")
+    _REGISTRY[cls.name] = cls
+    return cls
+
+
+def _load_all() -> None:
+    for module in _BUILTIN_MODULES:
+        importlib.import_module(f"ingest.sources.{module}")
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        if ep.name not in _REGISTRY:
+            cls = ep.load()
+            if not (isinstance(cls, type) and issubclass(cls, SourceAdapter)):
+                raise TypeError(f"entry point {ep.name} = {ep.value} is not a SourceAdapter subclass")
+            _REGISTRY[ep.name] = cls
+
+
+def available_sources() -> list[str]:
+    _load_all()
+    return sorted(_REGISTRY)
+
+
+def get_source(name: str) -> type[SourceAdapter]:
+    """The adapter class registered as ``name``; an unknown name lists the known ones."""
+    _load_all()
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise ValueError(f"unknown source {name!r}; known sources: {', '.join(sorted(_REGISTRY)) or 'none'}") from None
