@@ -8,33 +8,57 @@ Ray) are paid only by the command that needs them.
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 from collections.abc import Callable, Sequence
 
-# Stage commands that later work fills in: name -> (one-line help, longer description).
-PLANNED = {
-    "ingest": ("ingest a dataset into WebDataset shards of disparity targets",
-               "Convert one source's native layout (local or s3://) into <out>/<source>/<split>/shard-*.tar "
-               "plus manifest.parquet and rejects.parquet, as Ray tasks."),
-    "train": ("train DPT on ingested shards with Ray Train",
-              "Train a DPT model with the scale- and shift-invariant loss on a Ray cluster; logs to MLflow."),
-    "eval": ("zero-shot evaluation on the paper's benchmarks",
-             "Evaluate a checkpoint on DIW, ETH3D, Sintel, KITTI, NYU and TUM; logs metrics and pictures to MLflow."),
-    "predict": ("predict depth (disparity) for images",
-                "Run a checkpoint on image files and write disparity maps and colour pictures."),
-    "compare": ("compare evaluated runs in MLflow",
-                "Print a table of the zero-shot metrics of MLflow runs beside the paper's reference rows."),
-    "pipeline": ("run ingest, training, evaluation and comparison as one job",
-                 "Run the whole pipeline from a YAML config on the Ray cluster that ray.init reaches."),
+# Stage commands: name -> (module, one-line help). Each module defines ``add_arguments(parser)`` and
+# ``run(args) -> int`` (exit code), and is imported only when its command runs, so that ``dpt --help``
+# stays fast. A stage whose module does not exist yet answers that it is not available.
+STAGE_COMMANDS: dict[str, tuple[str, str]] = {
+    "ingest": ("ingest.command", "ingest a dataset into WebDataset shards of disparity targets"),
+    "train": ("training.command", "train DPT on ingested shards with Ray Train"),
+    "eval": ("evaluation.command", "zero-shot evaluation on the paper's benchmarks, logged to MLflow"),
+    "predict": ("training.predict_command", "predict relative inverse depth for images with a checkpoint"),
+    "export": ("training.export_command", "export a checkpoint to ONNX"),
+    "compare": ("evaluation.compare_command", "compare evaluated runs in MLflow with the paper's Table 1"),
+    "pipeline": ("pipeline.run", "run ingest, training, evaluation and comparison as one job"),
 }
 
 
-def _not_yet(name: str) -> Callable[[argparse.Namespace], int]:
-    def run(args: argparse.Namespace) -> int:
+def _stage_module(name: str):
+    module_name = STAGE_COMMANDS[name][0]
+    try:
+        return importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name != module_name:
+            raise  # a real missing dependency inside the module: show it
+        return None
+
+
+def _run_stage(name: str, argv: Sequence[str]) -> int:
+    module = _stage_module(name)
+    parser = argparse.ArgumentParser(prog=f"dpt {name}", description=STAGE_COMMANDS[name][1])
+    if module is None:
+        parser.epilog = "This command is not available in this version yet."
+        parser.parse_args(argv)
         print(f"dpt {name}: not available in this version yet (see `dpt {name} --help`).", file=sys.stderr)
         return 2
+    module.add_arguments(parser)
+    args = parser.parse_args(argv)
+    return _guarded(f"dpt {name}", lambda: module.run(args))
 
-    return run
+
+def _guarded(prog: str, fn: Callable[[], int | None]) -> int:
+    try:
+        return int(fn() or 0)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except (ValueError, OSError, RuntimeError) as exc:
+        # Expected failures (bad input, missing files, storage errors) get one clear line, no traceback.
+        print(f"{prog}: error: {exc}", file=sys.stderr)
+        return 1
 
 
 # --------------------------------------------------------------------------- dpt shards
@@ -119,25 +143,18 @@ def build_parser() -> argparse.ArgumentParser:
         description="DPT (Dense Prediction Transformer) pipeline: ingest -> shards -> train -> evaluate -> MLflow.",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for name, (short, long) in PLANNED.items():
-        p = sub.add_parser(name, help=short, description=long)
-        p.set_defaults(func=_not_yet(name))
+    for name, (_, short) in STAGE_COMMANDS.items():
+        sub.add_parser(name, help=short, add_help=False)  # parsed by _run_stage
     _add_shards(sub)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    try:
-        return int(args.func(args) or 0)
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
-    except (ValueError, OSError, RuntimeError) as exc:
-        # Expected failures (bad input, missing files, storage errors) get one clear line, no traceback.
-        print(f"dpt {args.command}: error: {exc}", file=sys.stderr)
-        return 1
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in STAGE_COMMANDS:
+        return _run_stage(argv[0], argv[1:])
+    args = build_parser().parse_args(argv)
+    return _guarded(f"dpt {args.command}", lambda: args.func(args))
 
 
 if __name__ == "__main__":
