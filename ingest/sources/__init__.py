@@ -7,12 +7,12 @@
 from __future__ import annotations
 
 import importlib
+import pkgutil
 from importlib.metadata import entry_points
 
 from ingest.sources.base import SourceAdapter
 
 ENTRY_POINT_GROUP = "dpt.sources"
-_BUILTIN_MODULES: tuple[str, ...] = ()  # filled as adapters land: module names under ingest.sources
 _REGISTRY: dict[str, type[SourceAdapter]] = {}
 
 
@@ -25,8 +25,10 @@ def register(cls: type[SourceAdapter]) -> type[SourceAdapter]:
 
 
 def _load_all() -> None:
-    for module in _BUILTIN_MODULES:
-        importlib.import_module(f"ingest.sources.{module}")
+    # Every module of this package except the base is one adapter that registers itself on import.
+    for module in pkgutil.iter_modules(__path__):
+        if module.name != "base":
+            importlib.import_module(f"{__name__}.{module.name}")
     for ep in entry_points(group=ENTRY_POINT_GROUP):
         if ep.name not in _REGISTRY:
             cls = ep.load()
