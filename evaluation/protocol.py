@@ -1,0 +1,159 @@
+"""Each benchmark's zero-shot protocol as data, and the one per-image procedure that applies it.
+
+The procedure (DPT section 4.1, following MiDaS): the model's disparity, resized to the ground truth's
+size, is aligned to the ground-truth disparity (1 / depth) by per-image least squares over valid pixels;
+the aligned disparity is capped at the benchmark's maximum depth, inverted to depth, and the metric is
+computed over valid pixels. DIW has no dense ground truth: its ordinal pairs are compared directly (the
+order of disparities is invariant to any positive scale, so no alignment is needed).
+
+Per-image values are reduced as sums: a benchmark's number is ``sum(value * weight) / sum(weight)`` where
+the weight is 1 per image (AbsRel, delta) or the number of point pairs (WHDR), so results from any number
+of workers add up exactly (:class:`MetricSums`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Literal
+
+import numpy as np
+
+from evaluation import metrics
+
+Metric = Literal["abs_rel", "delta_error", "whdr"]
+
+
+@dataclasses.dataclass(frozen=True)
+class BenchmarkProtocol:
+    """How one benchmark is evaluated. Depths in metres; ``crop`` is ``(top, bottom, left, right)`` rows
+    and columns of the ground truth kept (end-exclusive), or None; pixels outside it count as invalid."""
+
+    name: str  # short name used on the command line and in metric names
+    title: str  # as in the paper's table
+    metric: Metric
+    split: str  # which images, in words
+    expected_images: int  # size of the official split (a smaller local copy only warns)
+    max_depth: float | None = None  # cap applied to the prediction (metres)
+    min_valid_depth: float = 0.0  # ground truth valid only where depth > this
+    max_valid_depth: float | None = None  # ... and where depth < this
+    crop: tuple[int, int, int, int] | None = None
+    align: Literal["disparity", "none"] = "disparity"
+    threshold: float = 1.25  # for delta_error
+
+    @property
+    def metric_key(self) -> str:
+        """The MLflow metric name; the same for every run, so runs line up in the MLflow UI."""
+        suffix = {"abs_rel": "absrel", "delta_error": f"delta_gt_{self.threshold:g}", "whdr": "whdr"}
+        return f"zero_shot/{self.name}_{suffix[self.metric]}"
+
+
+PROTOCOLS: dict[str, BenchmarkProtocol] = {
+    p.name: p
+    for p in (
+        BenchmarkProtocol("diw", "DIW", "whdr", "official test set, one annotated pair per image",
+                          74441, align="none"),
+        BenchmarkProtocol("eth3d", "ETH3D", "abs_rel", "high-res multi-view training DSLR images",
+                          454, max_depth=72.0),
+        BenchmarkProtocol("sintel", "Sintel", "abs_rel", "all training frames, final pass",
+                          1064, max_depth=72.0, max_valid_depth=72.0),
+        BenchmarkProtocol("kitti", "KITTI", "delta_error",
+                          "Eigen test split with improved (annotated) ground truth from the depth val set",
+                          161, max_depth=80.0),
+        BenchmarkProtocol("nyu", "NYU Depth v2", "delta_error", "official labeled test split, raw depth",
+                          654, max_depth=10.0, max_valid_depth=10.0, crop=(45, 471, 41, 601)),
+        BenchmarkProtocol("tum", "TUM RGB-D", "delta_error", "dynamic sequences with people",
+                          1815, max_depth=10.0),
+    )
+}
+
+
+def get_protocol(name: str) -> BenchmarkProtocol:
+    try:
+        return PROTOCOLS[name]
+    except KeyError:
+        raise ValueError(f"unknown benchmark {name!r}; known: {', '.join(PROTOCOLS)}") from None
+
+
+@dataclasses.dataclass
+class MetricSums:
+    """Additive partial result of one benchmark: the only thing workers send back for the number."""
+
+    total: float = 0.0  # sum of value * weight
+    weight: float = 0.0  # sum of weights
+    images: int = 0  # images that entered the metric
+    skipped: int = 0  # images without a single valid pixel (reported per image, not in the metric)
+
+    def add(self, value: float, weight: float) -> None:
+        self.total += value * weight
+        self.weight += weight
+        self.images += 1
+
+    def __add__(self, other: MetricSums) -> MetricSums:
+        return MetricSums(self.total + other.total, self.weight + other.weight,
+                          self.images + other.images, self.skipped + other.skipped)
+
+    @property
+    def value(self) -> float:
+        return self.total / self.weight if self.weight else float("nan")
+
+
+@dataclasses.dataclass
+class ImageResult:
+    """One image's outcome. ``value`` is NaN and ``reason`` says why when the image had no valid pixel."""
+
+    value: float
+    weight: float
+    valid_pixels: int
+    scale: float = float("nan")
+    shift: float = float("nan")
+    reason: str = ""
+    aligned_disparity: np.ndarray | None = None  # [H, W], kept for the picture grid
+
+
+def valid_mask(gt_depth: np.ndarray, valid: np.ndarray, protocol: BenchmarkProtocol) -> np.ndarray:
+    """Where the ground truth counts: the reader's validity, finite, inside the depth range and the crop."""
+    with np.errstate(invalid="ignore"):
+        mask = valid & np.isfinite(gt_depth) & (gt_depth > protocol.min_valid_depth)
+        if protocol.max_valid_depth is not None:
+            mask &= gt_depth < protocol.max_valid_depth
+    if protocol.crop is not None:
+        top, bottom, left, right = protocol.crop
+        box = np.zeros_like(mask)
+        box[top:bottom, left:right] = True
+        mask &= box
+    return mask
+
+
+def evaluate_dense(pred_disparity: np.ndarray, gt_depth: np.ndarray, valid: np.ndarray,
+                   protocol: BenchmarkProtocol) -> ImageResult:
+    """Align, cap, invert and score one image. All arrays ``[H, W]`` at the ground truth's size;
+    ``pred_disparity`` is the model's (relative) disparity, ``gt_depth`` metres."""
+    if pred_disparity.shape != gt_depth.shape:
+        raise ValueError(f"prediction {pred_disparity.shape} and ground truth {gt_depth.shape} differ in size")
+    mask = valid_mask(gt_depth, valid, protocol)
+    count = int(mask.sum())
+    if count == 0:
+        return ImageResult(float("nan"), 0.0, 0, reason="no valid ground-truth pixel")
+    gt_disparity = np.zeros_like(gt_depth, dtype=np.float64)
+    gt_disparity[mask] = 1.0 / gt_depth[mask]
+    pred = np.asarray(pred_disparity, np.float64)
+    if protocol.align == "disparity":
+        scale, shift = metrics.align_scale_shift(pred, gt_disparity, mask)
+    else:
+        scale, shift = 1.0, 0.0
+    aligned = scale * pred + shift
+    depth = metrics.cap_and_invert(aligned, protocol.max_depth)
+    gt = np.where(mask, gt_depth, 1.0)  # placeholders outside the mask keep the metrics' checks simple
+    if protocol.metric == "abs_rel":
+        value = metrics.abs_rel(depth, gt, mask)
+    elif protocol.metric == "delta_error":
+        value = metrics.delta_error(depth, gt, mask, protocol.threshold)
+    else:
+        raise ValueError(f"{protocol.name}: metric {protocol.metric} needs point pairs, not a depth map")
+    return ImageResult(value, 1.0, count, scale, shift, aligned_disparity=aligned.astype(np.float32))
+
+
+def evaluate_pairs(pred_disparity: np.ndarray, pairs: np.ndarray) -> ImageResult:
+    """WHDR of one image's ordinal pairs; weight = number of pairs."""
+    value = metrics.whdr(pred_disparity, pairs)
+    return ImageResult(value, float(len(pairs)), int(len(pairs)), aligned_disparity=pred_disparity)
