@@ -11,11 +11,14 @@ member              content
 ``<key>.rgb.jpg``   the RGB image, 8-bit (or ``.rgb.png``); the source's own bytes when possible
 ``<key>.disp.npy``  float16 or float32 ``[H, W]`` disparity (inverse depth), finite, >= 0, 0 where invalid
 ``<key>.mask.png``  uint8 ``[H, W]``, 255 = valid target pixel, 0 = invalid
+``<key>.seg.png``   uint8 ``[H, W]`` semantic class ids, 255 = ignore (segmentation samples)
 ``<key>.json``      metadata: source, id, split, kind, height, width, plus what the source knows
 ==================  ==========================================================================
 
+A depth sample has ``disp.npy`` and ``mask.png``; a segmentation sample has ``seg.png`` (and may have both).
 Decoding returns :class:`Sample` with ``rgb`` uint8 ``[H, W, 3]``, ``disparity`` float32 ``[H, W]`` and
-``mask`` bool ``[H, W]``. Every violation raises :class:`ShardError` naming the shard and the key.
+``mask`` bool ``[H, W]`` (None without a depth target), ``segmentation`` uint8 ``[H, W]`` or None.
+Every violation raises :class:`ShardError` naming the shard and the key.
 """
 
 from __future__ import annotations
@@ -38,6 +41,8 @@ CONTRACT_VERSION = "1"
 RGB_MEMBERS = ("rgb.jpg", "rgb.png")
 DISP_MEMBER = "disp.npy"
 MASK_MEMBER = "mask.png"
+SEG_MEMBER = "seg.png"
+IGNORE_LABEL = 255  # in seg.png: pixels that no class covers (ADE20K's class 0, "other")
 META_MEMBER = "json"
 REQUIRED_META = ("source", "id", "split", "kind", "height", "width")
 MANIFEST_NAME = "manifest.parquet"
@@ -67,15 +72,18 @@ class Sample:
     rgb: uint8 ``[H, W, 3]``. disparity: float32 ``[H, W]``, inverse depth up to unknown scale and shift,
     0 where invalid. mask: bool ``[H, W]``, True where the target is valid. meta: the ``.json`` member.
     ``rgb_bytes``/``rgb_format`` keep the source's encoded image so that writing does not re-encode it.
+    segmentation: uint8 ``[H, W]`` class ids with :data:`IGNORE_LABEL` for unlabelled pixels. A sample
+    has a depth target (disparity + mask), a segmentation target, or both.
     """
 
     key: str
     rgb: np.ndarray
-    disparity: np.ndarray
-    mask: np.ndarray
+    disparity: np.ndarray | None
+    mask: np.ndarray | None
     meta: dict[str, Any]
     rgb_bytes: bytes | None = None
     rgb_format: str = "png"
+    segmentation: np.ndarray | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -124,18 +132,29 @@ def _png(array: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-def _check_arrays(shard: str, key: str, rgb, disparity, mask) -> None:
+def _check_rgb(shard: str, key: str, rgb: np.ndarray) -> None:
     if rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3:
         raise ShardError(shard, key, f"rgb must be uint8 [H, W, 3], got {rgb.dtype} {list(rgb.shape)}")
-    h, w = rgb.shape[:2]
-    if disparity.shape != (h, w):
-        raise ShardError(shard, key, f"disparity shape {list(disparity.shape)} differs from the image's {[h, w]}")
-    if mask.shape != (h, w):
-        raise ShardError(shard, key, f"mask shape {list(mask.shape)} differs from the image's {[h, w]}")
+
+
+def _check_same_size(shard: str, key: str, what: str, array: np.ndarray, rgb: np.ndarray) -> None:
+    if array.shape != rgb.shape[:2]:
+        raise ShardError(shard, key, f"{what} shape {list(array.shape)} differs from the image's {list(rgb.shape[:2])}")
+
+
+def _check_depth(shard: str, key: str, rgb: np.ndarray, disparity: np.ndarray, mask: np.ndarray) -> None:
+    _check_same_size(shard, key, "disparity", disparity, rgb)
+    _check_same_size(shard, key, "mask", mask, rgb)
     if not np.isfinite(disparity).all():
         raise ShardError(shard, key, f"disparity has {int((~np.isfinite(disparity)).sum())} NaN/Inf values")
     if (disparity < 0).any():
         raise ShardError(shard, key, f"disparity has {int((disparity < 0).sum())} negative values")
+
+
+def _check_segmentation(shard: str, key: str, rgb: np.ndarray, labels: np.ndarray) -> None:
+    if labels.dtype != np.uint8 or labels.ndim != 2:
+        raise ShardError(shard, key, f"segmentation must be uint8 [H, W], got {labels.dtype} {list(labels.shape)}")
+    _check_same_size(shard, key, "segmentation", labels, rgb)
 
 
 def _check_meta(shard: str, key: str, meta: Mapping[str, Any], h: int, w: int) -> None:
@@ -148,39 +167,53 @@ def _check_meta(shard: str, key: str, meta: Mapping[str, Any], h: int, w: int) -
         raise ShardError(shard, key, f"key does not start with its source {meta['source']!r}")
 
 
+def _encode_rgb(sample: Sample, rgb: np.ndarray, jpeg_quality: int) -> bytes:
+    if sample.rgb_format not in ("jpg", "png"):
+        raise ShardError("<writing>", sample.key, f"rgb_format must be jpg or png, not {sample.rgb_format!r}")
+    if sample.rgb_bytes is not None:
+        return sample.rgb_bytes
+    if sample.rgb_format == "jpg":
+        buf = io.BytesIO()
+        Image.fromarray(rgb).save(buf, format="JPEG", quality=jpeg_quality)
+        return buf.getvalue()
+    return _png(rgb)
+
+
 def encode_sample(sample: Sample, disparity_dtype: str = "float32", jpeg_quality: int = 95) -> dict[str, bytes]:
-    """Sample -> ``{member suffix: bytes}``. Invalid pixels' disparity is written as 0."""
+    """Sample -> ``{member suffix: bytes}``. Invalid pixels' disparity is written as 0.
+
+    A sample carries a depth target (``disparity`` with ``mask``), a label map (``segmentation``), or both.
+    """
     key = sample.key
     if not KEY_PATTERN.match(key):
         raise ShardError("<writing>", key, "key must match [a-z0-9_-]{1,200}")
     rgb = np.asarray(sample.rgb)
-    mask = np.asarray(sample.mask).astype(bool)
-    disparity = np.asarray(sample.disparity, dtype=np.float32)
-    _check_arrays("<writing>", key, rgb, disparity, mask)
-    stored = np.where(mask, disparity, 0).astype(disparity_dtype)
-    if not np.isfinite(stored).all():
-        raise ShardError("<writing>", key, f"disparity overflows {disparity_dtype}; write float32")
+    _check_rgb("<writing>", key, rgb)
+    if sample.disparity is None and sample.segmentation is None:
+        raise ShardError("<writing>", key, "sample has no target: set disparity and mask, or segmentation")
     meta = {**sample.meta, "height": int(rgb.shape[0]), "width": int(rgb.shape[1])}
     _check_meta("<writing>", key, meta, *rgb.shape[:2])
+    members = {f"rgb.{sample.rgb_format}": _encode_rgb(sample, rgb, jpeg_quality)}
 
-    if sample.rgb_format not in ("jpg", "png"):
-        raise ShardError("<writing>", key, f"rgb_format must be jpg or png, not {sample.rgb_format!r}")
-    if sample.rgb_bytes is not None:
-        rgb_bytes = sample.rgb_bytes
-    elif sample.rgb_format == "jpg":
-        buf = io.BytesIO()
-        Image.fromarray(rgb).save(buf, format="JPEG", quality=jpeg_quality)
-        rgb_bytes = buf.getvalue()
-    else:
-        rgb_bytes = _png(rgb)
-    npy = io.BytesIO()
-    np.save(npy, stored, allow_pickle=False)
-    return {
-        f"rgb.{sample.rgb_format}": rgb_bytes,
-        DISP_MEMBER: npy.getvalue(),
-        MASK_MEMBER: _png(mask.astype(np.uint8) * 255),
-        META_MEMBER: json.dumps(meta, sort_keys=True).encode("utf-8"),
-    }
+    if sample.disparity is not None:
+        if sample.mask is None:
+            raise ShardError("<writing>", key, "disparity needs its mask")
+        mask = np.asarray(sample.mask).astype(bool)
+        disparity = np.asarray(sample.disparity, dtype=np.float32)
+        _check_depth("<writing>", key, rgb, disparity, mask)
+        stored = np.where(mask, disparity, 0).astype(disparity_dtype)
+        if not np.isfinite(stored).all():
+            raise ShardError("<writing>", key, f"disparity overflows {disparity_dtype}; write float32")
+        npy = io.BytesIO()
+        np.save(npy, stored, allow_pickle=False)
+        members[DISP_MEMBER] = npy.getvalue()
+        members[MASK_MEMBER] = _png(mask.astype(np.uint8) * 255)
+    if sample.segmentation is not None:
+        labels = np.asarray(sample.segmentation)
+        _check_segmentation("<writing>", key, rgb, labels)
+        members[SEG_MEMBER] = _png(labels)
+    members[META_MEMBER] = json.dumps(meta, sort_keys=True).encode("utf-8")
+    return members
 
 
 def _decode_image(shard: str, key: str, member: str, data: bytes) -> Image.Image:
@@ -192,18 +225,7 @@ def _decode_image(shard: str, key: str, member: str, data: bytes) -> Image.Image
         raise ShardError(shard, key, f"cannot decode {member}: {exc}") from exc
 
 
-def decode_sample(members: Mapping[str, Any], shard: str | None = None, key: str | None = None) -> Sample:
-    """Members of one sample (suffix -> bytes; WebDataset's ``__key__``/``__url__`` are honoured) -> Sample."""
-    key = key or members.get("__key__") or "?"
-    shard = shard or members.get("__url__") or "?"
-    rgb_member = next((m for m in RGB_MEMBERS if m in members), None)
-    missing = [m for m in (DISP_MEMBER, MASK_MEMBER, META_MEMBER) if m not in members]
-    if rgb_member is None:
-        missing.insert(0, "rgb.jpg|rgb.png")
-    if missing:
-        raise ShardError(shard, key, f"sample is missing members {missing}")
-
-    rgb = np.asarray(_decode_image(shard, key, rgb_member, members[rgb_member]).convert("RGB"))
+def _decode_depth(shard: str, key: str, members: Mapping[str, Any], rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     try:
         disparity = np.load(io.BytesIO(members[DISP_MEMBER]), allow_pickle=False)
     except Exception as exc:
@@ -215,9 +237,31 @@ def decode_sample(members: Mapping[str, Any], shard: str | None = None, key: str
     if mask_img.dtype != np.uint8 or mask_img.ndim != 2:
         raise ShardError(shard, key, f"mask must be 8-bit single channel, got {mask_img.dtype} {list(mask_img.shape)}")
     mask = mask_img == 255
-    _check_arrays(shard, key, rgb, disparity, mask)
+    _check_depth(shard, key, rgb, disparity, mask)
     if (disparity[~mask] != 0).any():
         raise ShardError(shard, key, "disparity is non-zero outside the mask")
+    return disparity, mask
+
+
+def decode_sample(members: Mapping[str, Any], shard: str | None = None, key: str | None = None) -> Sample:
+    """Members of one sample (suffix -> bytes; WebDataset's ``__key__``/``__url__`` are honoured) -> Sample."""
+    key = key or members.get("__key__") or "?"
+    shard = shard or members.get("__url__") or "?"
+    rgb_member = next((m for m in RGB_MEMBERS if m in members), None)
+    has_depth = DISP_MEMBER in members or MASK_MEMBER in members
+    needed = [META_MEMBER] + ([DISP_MEMBER, MASK_MEMBER] if has_depth or SEG_MEMBER not in members else [])
+    missing = [m for m in needed if m not in members]
+    if rgb_member is None:
+        missing.insert(0, "rgb.jpg|rgb.png")
+    if missing:
+        raise ShardError(shard, key, f"sample is missing members {missing}")
+
+    rgb = np.asarray(_decode_image(shard, key, rgb_member, members[rgb_member]).convert("RGB"))
+    disparity, mask = _decode_depth(shard, key, members, rgb) if has_depth else (None, None)
+    segmentation = None
+    if SEG_MEMBER in members:
+        segmentation = np.asarray(_decode_image(shard, key, SEG_MEMBER, members[SEG_MEMBER]))
+        _check_segmentation(shard, key, rgb, segmentation)
     try:
         meta = json.loads(members[META_MEMBER])
     except (ValueError, UnicodeDecodeError) as exc:
@@ -225,7 +269,7 @@ def decode_sample(members: Mapping[str, Any], shard: str | None = None, key: str
     if not isinstance(meta, dict):
         raise ShardError(shard, key, f"{META_MEMBER} must hold an object")
     _check_meta(shard, key, meta, *rgb.shape[:2])
-    return Sample(key, rgb, disparity, mask, meta, members[rgb_member], rgb_member.split(".")[1])
+    return Sample(key, rgb, disparity, mask, meta, members[rgb_member], rgb_member.split(".")[1], segmentation)
 
 
 # --------------------------------------------------------------------------- writing

@@ -289,3 +289,50 @@ def test_manifest_bad_inputs(tmp_path):
         manifest.read_manifest(directory)
     with pytest.raises(FileNotFoundError):
         manifest.read_rejects(str(tmp_path / "nowhere"))
+
+
+# --------------------------------------------------------------------------- segmentation samples
+
+
+def make_seg_sample(i: int, h: int = 9, w: int = 11, with_depth: bool = False) -> Sample:
+    base = make_sample(i, h, w, source="ade20k")
+    labels = np.random.default_rng(i).integers(0, 150, (h, w)).astype(np.uint8)
+    labels[0, :3] = 255  # ignore
+    meta = {**base.meta, "kind": "semantic_segmentation", "classes": 150}
+    return Sample(base.key, base.rgb, base.disparity if with_depth else None,
+                  base.mask if with_depth else None, meta, segmentation=labels)
+
+
+def test_segmentation_round_trip(storage_root):
+    samples = [make_seg_sample(0), make_seg_sample(1, with_depth=True)]
+    url = shard_url(storage_root, "ade20k", "train", 0)
+    write_shard(url, samples)
+    members = list(iter_shard_members(url))
+    assert "seg.png" in members[0] and "disp.npy" not in members[0] and "mask.png" not in members[0]
+    back = list(iter_shard(url))
+    np.testing.assert_array_equal(back[0].segmentation, samples[0].segmentation)
+    assert back[0].segmentation.dtype == np.uint8 and back[0].disparity is None and back[0].mask is None
+    np.testing.assert_array_equal(back[1].segmentation, samples[1].segmentation)
+    np.testing.assert_array_equal(back[1].mask, samples[1].mask)
+
+
+def test_segmentation_bad_inputs():
+    sample = make_seg_sample(0)
+    sample.segmentation = sample.segmentation.astype(np.int32)
+    with pytest.raises(ShardError, match="segmentation must be uint8"):
+        encode_sample(sample)
+    sample = make_seg_sample(0)
+    sample.segmentation = sample.segmentation[:-1]
+    with pytest.raises(ShardError, match="segmentation shape"):
+        encode_sample(sample)
+    sample.segmentation = None
+    with pytest.raises(ShardError, match="no target"):
+        encode_sample(sample)
+    members = encode_sample(make_seg_sample(0))
+    del members["seg.png"]
+    with pytest.raises(ShardError, match=r"missing members \['disp.npy', 'mask.png'\]"):
+        decode_sample({"__key__": "ade20k-f0", **members})
+    depth_only_mask = encode_sample(make_seg_sample(0, with_depth=True))
+    del depth_only_mask["disp.npy"]
+    with pytest.raises(ShardError, match=r"missing members \['disp.npy'\]"):
+        decode_sample({"__key__": "ade20k-f0", **depth_only_mask})
