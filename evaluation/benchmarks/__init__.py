@@ -1,0 +1,26 @@
+"""Benchmark readers, one per file, by the name used on the command line."""
+
+from __future__ import annotations
+
+from evaluation.benchmarks.base import BenchmarkError, BenchmarkReader, BenchmarkSample
+from evaluation.benchmarks.diw import DIWReader
+from evaluation.benchmarks.eth3d import ETH3DReader
+from evaluation.benchmarks.kitti import KITTIReader
+from evaluation.benchmarks.nyu import NYUReader
+from evaluation.benchmarks.sintel import SintelReader
+from evaluation.benchmarks.tum import TUMReader
+
+READERS: dict[str, type[BenchmarkReader]] = {
+    r.name: r for r in (DIWReader, ETH3DReader, SintelReader, KITTIReader, NYUReader, TUMReader)
+}
+
+__all__ = ["READERS", "BenchmarkError", "BenchmarkReader", "BenchmarkSample", "make_reader"]
+
+
+def make_reader(name: str, data_root: str) -> BenchmarkReader:
+    """The reader of benchmark ``name`` over ``<data_root>/<name>``."""
+    from pipeline import storage
+
+    if name not in READERS:
+        raise ValueError(f"unknown benchmark {name!r}; known: {', '.join(READERS)}")
+    return READERS[name](storage.join(data_root, name))

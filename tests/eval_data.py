@@ -1,0 +1,171 @@
+"""Tiny benchmark folders in each benchmark's own released file formats, for reader and job tests.
+
+Every builder writes a scene whose depth is known exactly (a tilted plane plus a box), in the native
+encoding of the benchmark (Sintel ``.dpt``, ETH3D raw float32, KITTI and TUM 16-bit PNG, NYU MATLAB v7.3
+HDF5 + v5 ``splits.mat``, DIW CSV + JPEG ``.thumb``), so that tests exercise the real decoders.
+"""
+
+from __future__ import annotations
+
+import io
+import struct
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from pipeline import storage
+
+H, W = 24, 32
+
+
+def scene_depth(seed: int, height: int = H, width: int = W, near: float = 1.0, far: float = 8.0) -> np.ndarray:
+    """float32 [H, W] metres: a ground plane receding with the row plus a box in front."""
+    rows = np.linspace(1.0, 0.0, height)[:, None] * np.ones((1, width))
+    depth = near + (far - near) * rows ** 1.5
+    rng = np.random.default_rng(seed)
+    top, left = rng.integers(2, height // 2), rng.integers(2, width // 2)
+    depth[top:top + height // 3, left:left + width // 3] = near + 0.5
+    return depth.astype(np.float32)
+
+
+def scene_rgb(depth: np.ndarray) -> np.ndarray:
+    """uint8 [H, W, 3]: brightness follows inverse depth, so a model can see the structure."""
+    disp = 1.0 / depth
+    v = (255 * (disp - disp.min()) / (disp.max() - disp.min() + 1e-9)).astype(np.uint8)
+    return np.stack([v, 255 - v, np.full_like(v, 128)], axis=-1)
+
+
+def _png(array: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(array).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _jpeg(array: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(array).save(buf, format="JPEG", quality=95)
+    return buf.getvalue()
+
+
+def _put(root: str, rel: str, data: bytes) -> None:
+    storage.write_bytes(storage.join(root, rel), data)
+
+
+def dpt_bytes(depth: np.ndarray) -> bytes:
+    height, width = depth.shape
+    return struct.pack("<fii", 202021.25, width, height) + depth.astype("<f4").tobytes()
+
+
+def write_sintel(root: str, frames: int = 3) -> list[str]:
+    ids = []
+    for i in range(frames):
+        scene = "alley_1" if i < 2 else "market_5"
+        depth = scene_depth(i)
+        depth[0, 0] = 150.0  # far sky: beyond the 72 m protocol range
+        rel = f"{scene}/frame_{i + 1:04d}"
+        _put(root, f"sintel/training/final/{rel}.png", _png(scene_rgb(depth)))
+        _put(root, f"sintel/training/depth/{rel}.dpt", dpt_bytes(depth))
+        ids.append(rel)
+    return ids
+
+
+def write_eth3d(root: str, frames: int = 2) -> list[str]:
+    ids = []
+    for i in range(frames):
+        depth = scene_depth(10 + i, far=30.0)
+        depth[:2, :] = np.inf  # no ground truth at the top rows
+        name = f"DSC_{i:04d}.JPG"
+        _put(root, f"eth3d/courtyard/images/dslr_images_undistorted/{name}", _jpeg(scene_rgb(np.where(np.isinf(depth), 30.0, depth))))
+        _put(root, f"eth3d/courtyard/ground_truth_depth/dslr_images/{name}", depth.astype("<f4").tobytes())
+        ids.append(f"courtyard/{name}")
+    return ids
+
+
+def write_kitti(root: str, frames: int = 2) -> list[str]:
+    drive, date = "2011_09_26_drive_0002_sync", "2011_09_26"
+    lines, ids = [], []
+    for i in range(frames + 1):
+        frame = f"{i * 10:010d}"
+        depth = scene_depth(20 + i, far=60.0)
+        raw = np.round(depth * 256).astype(np.uint16)
+        raw[: H // 3] = 0  # sky: no lidar return
+        _put(root, f"kitti/raw/{date}/{drive}/image_02/data/{frame}.png", _png(scene_rgb(depth)))
+        if i < frames:  # the last test image has no annotated ground truth: not in the benchmark
+            _put(root, f"kitti/data_depth_annotated/val/{drive}/proj_depth/groundtruth/image_02/{frame}.png", _png(raw))
+            ids.append(f"{date}/{drive}/image_02/{frame}")
+        lines.append(f"{date}/{drive} {i * 10} l")
+    _put(root, "kitti/eigen_test_files.txt", ("\n".join(lines) + "\n").encode())
+    return ids
+
+
+def write_tum(root: str, frames: int = 2) -> list[str]:
+    seq = "rgbd_dataset_freiburg3_walking_xyz"
+    rgb_lines, depth_lines, ids = ["# color images", "# timestamp filename"], ["# depth maps"], []
+    for i in range(frames):
+        t = 1341846313.592026 + 0.1 * i
+        depth = scene_depth(30 + i, far=9.0)
+        raw = np.round(depth * 5000).astype(np.uint16)
+        raw[-1, :] = 0
+        _put(root, f"tum/{seq}/rgb/{t:.6f}.png", _png(scene_rgb(depth)))
+        _put(root, f"tum/{seq}/depth/{t + 0.011:.6f}.png", _png(raw))
+        rgb_lines.append(f"{t:.6f} rgb/{t:.6f}.png")
+        depth_lines.append(f"{t + 0.011:.6f} depth/{t + 0.011:.6f}.png")
+        ids.append(f"{seq}/{t:.6f}")
+    _put(root, f"tum/{seq}/rgb.txt", ("\n".join(rgb_lines) + "\n").encode())
+    _put(root, f"tum/{seq}/depth.txt", ("\n".join(depth_lines) + "\n").encode())
+    return ids
+
+
+MATLAB_HEADER = b"MATLAB 7.3 MAT-file, Platform: GLNXA64, Created on: Tue Oct  4 12:00:00 2011 HDF5 schema 1.00 ."
+
+
+def write_nyu(root: str, frames: int = 3, test: tuple[int, ...] = (2, 3)) -> list[str]:
+    """A labeled ``.mat`` in MATLAB v7.3 layout (HDF5 with a 512-byte MATLAB userblock, column-major
+    arrays stored transposed) and a v5 ``splits.mat``; ``test`` are the 1-based test frames."""
+    import tempfile
+
+    import h5py
+    import scipy.io
+
+    with tempfile.TemporaryDirectory() as tmp:
+        mat = Path(tmp) / "nyu_depth_v2_labeled.mat"
+        depths = [scene_depth(40 + i, height=48, width=64, near=0.8, far=12.0) for i in range(frames)]
+        with h5py.File(mat, "w", userblock_size=512) as f:
+            images = np.stack([scene_rgb(d).transpose(2, 1, 0) for d in depths])  # [N, 3, W, H]
+            raw = np.stack([np.where(d > 9.5, 0.0, d).T for d in depths]).astype(np.float32)  # [N, W, H]
+            f.create_dataset("images", data=images).attrs["MATLAB_class"] = np.bytes_("uint8")
+            f.create_dataset("rawDepths", data=raw).attrs["MATLAB_class"] = np.bytes_("single")
+            f.create_dataset("depths", data=np.stack([d.T for d in depths])).attrs["MATLAB_class"] = np.bytes_("single")
+        with open(mat, "r+b") as f:
+            f.write(MATLAB_HEADER.ljust(116) + b"\x00" * 8 + b"\x00\x02IM")
+        splits = Path(tmp) / "splits.mat"
+        train = [i for i in range(1, frames + 1) if i not in test]
+        scipy.io.savemat(splits, {"testNdxs": np.array(test, float).reshape(-1, 1),
+                                  "trainNdxs": np.array(train, float).reshape(-1, 1)})
+        _put(root, "nyu/nyu_depth_v2_labeled.mat", mat.read_bytes())
+        _put(root, "nyu/splits.mat", splits.read_bytes())
+    return [f"{i:04d}" for i in test]
+
+
+def write_diw(root: str, frames: int = 3) -> list[str]:
+    lines, ids = [], []
+    for i in range(frames):
+        depth = scene_depth(50 + i, height=30, width=40)
+        name = f"{i:040x}.thumb"
+        _put(root, f"diw/DIW_test/{name}", _jpeg(scene_rgb(depth)))
+        # point A near the bottom (close), point B at the top (far); 1-based y,x
+        ya, xa, yb, xb = 29, 5 + i, 1, 30
+        rel = "<" if depth[ya - 1, xa - 1] < depth[yb - 1, xb - 1] else ">"
+        lines += [f"./DIW_test/{name}", f"{ya},{xa},{yb},{xb},{rel},40,30"]
+        ids.append(name)
+    _put(root, "diw/DIW_test.csv", ("\n".join(lines) + "\n").encode())
+    return ids
+
+
+WRITERS = {"sintel": write_sintel, "eth3d": write_eth3d, "kitti": write_kitti, "tum": write_tum,
+           "nyu": write_nyu, "diw": write_diw}
+
+
+def write_all(root: str) -> dict[str, list[str]]:
+    return {name: writer(root) for name, writer in WRITERS.items()}
