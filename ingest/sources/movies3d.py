@@ -10,8 +10,8 @@ The footage is not public, so there is no released layout; users compute dispari
     <video>/[<clip>/...]disparity/scale.txt        the PNG divisor (one number, e.g. 256); required for PNG
     <video>/[<clip>/...]mask/<frame>.png           optional: 0 = unreliable (left-right check), else valid
 
-``<video>`` is the film (or the video), the first folder below the root: it is the group, so that
-frames of one film never straddle the train/val split.
+Group: ``<video>``, the film (or the video), the first folder below the root, so that frames of one
+film never straddle the train/val split. There is no official split.
 
 Units: disparity in pixels of the left frame (kind ``stereo_disparity``; kept as is). Disparity from a
 film's stereo pair is known only up to a shift (the convergence of the rig); the producer must shift it

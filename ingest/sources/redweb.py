@@ -13,7 +13,7 @@ with 255 masked out (isl-org/MiDaS issue #16: ``mask = disp != 255; disp = -disp
 * target = ``255 - RD`` (kind ``inverse_depth``: larger = nearer, defined up to scale and shift, which
   is all the scale- and shift-invariant loss needs); conversion keeps it as is.
 
-ReDWeb has no scenes or official split: every image is its own group.
+Group: every image is its own (ReDWeb has no scenes); there is no official split.
 """
 
 from __future__ import annotations
