@@ -1,0 +1,74 @@
+"""``dpt ingest SOURCE --root DIR_OR_S3 --out DIR_OR_S3 ...``: the ingest job from the command line.
+
+Runs on whatever Ray cluster ``ray.init()`` reaches, so the same line works on a laptop, with
+``RAY_ADDRESS`` set, or as ``ray job submit -- dpt ingest ...``. S3 credentials come from the standard AWS
+chain (environment, profile, instance role) of the driver and of every Ray worker; ``--endpoint-url`` (or
+``AWS_ENDPOINT_URL``) selects an S3-compatible store and is passed on to the workers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+from ingest.job import run_ingest
+from ingest.plan import SPLIT_BY, IngestSettings
+from ingest.sources import available_sources, get_source
+from ingest.sources.folder import FolderAdapter
+from pipeline import storage
+
+_FOLDER_ONLY = ("image_glob", "target_glob", "mask_glob", "target", "invalid_value")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("source", help="adapter name: one of ours (see --list-sources), folder, or a dpt.sources entry point")
+    parser.add_argument("--root", required=True, help="the dataset's released layout (local directory or s3://)")
+    parser.add_argument("--out", required=True, help="corpus prefix; writes <out>/<source>/<split>/ (local or s3://)")
+    parser.add_argument("--split-by", default="scene", choices=SPLIT_BY,
+                        help="scene: val gets --val-fraction of the scenes/videos by hash (default); none: all train."
+                             " A source's own official split always wins")
+    parser.add_argument("--val-fraction", type=float, default=0.0, help="share of scenes sent to val (default 0)")
+    parser.add_argument("--max-side", type=int, help="shrink so the longer side is at most N pixels (mask-aware)")
+    parser.add_argument("--shard-size-mb", type=float, default=256.0, help="target shard size (default 256)")
+    parser.add_argument("--samples-per-shard", type=int, help="fixed samples per shard (overrides --shard-size-mb)")
+    parser.add_argument("--workers", type=int, default=2, help="shards written at the same time (Ray tasks, default 2)")
+    parser.add_argument("--min-valid-fraction", type=float, default=0.01,
+                        help="reject targets with fewer valid pixels than this (default 0.01)")
+    parser.add_argument("--disparity-dtype", default="float32", choices=["float32", "float16"],
+                        help="dtype of the stored disparity (default float32)")
+    parser.add_argument("--endpoint-url", help="S3-compatible endpoint (default: AWS_ENDPOINT_URL or AWS)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    FolderAdapter.add_arguments(parser)
+
+
+def build_adapter(args: argparse.Namespace, options: storage.S3Options | None):
+    """The adapter named by ``args.source`` for ``args.root``; unknown names list the known ones."""
+    cls = get_source(args.source)
+    if hasattr(cls, "from_args"):
+        return cls.from_args(args.root, args, options)
+    stray = [f"--{n.replace('_', '-')}" for n in _FOLDER_ONLY if getattr(args, n, None) is not None]
+    if stray:
+        raise ValueError(f"{', '.join(stray)} only apply to source folder, not {args.source!r}")
+    return cls(args.root, options)
+
+
+def s3_options(args: argparse.Namespace) -> storage.S3Options | None:
+    # Workers may not share the driver's environment: pass the endpoint explicitly (never credentials).
+    endpoint = args.endpoint_url or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+    region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
+    return storage.S3Options(endpoint, region) if (endpoint or region) else None
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.source not in available_sources():
+        get_source(args.source)  # raises, listing the known sources
+    settings = IngestSettings(
+        split_by=args.split_by, val_fraction=args.val_fraction, max_side=args.max_side,
+        shard_size_mb=args.shard_size_mb, workers=args.workers, min_valid_fraction=args.min_valid_fraction,
+        disparity_dtype=args.disparity_dtype, samples_per_shard=args.samples_per_shard,
+    )
+    options = s3_options(args)
+    adapter = build_adapter(args, options)
+    summary = run_ingest(adapter, args.out, settings, options, progress=not args.no_progress)
+    print(summary.line(), flush=True)
+    return 0

@@ -1,0 +1,62 @@
+"""``--max-side``: shrink a sample so that its longer side is at most N pixels, never mixing valid and
+invalid target pixels.
+
+RGB uses Lanczos (antialiased). The disparity uses *masked area averaging*: each output pixel is the mean
+of the valid input disparities under its footprint (``box(d * m) / box(m)``), so an invalid pixel (stored
+as 0) never drags a valid neighbour towards zero. An output pixel is valid when at least half of its
+footprint was valid; otherwise it is invalid and stored as 0. Samples are never enlarged.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+from PIL import Image
+
+from pipeline.shards import Sample
+
+# An output pixel is valid when at least this fraction of its input footprint was valid.
+MIN_FOOTPRINT_VALID = 0.5
+
+
+def target_size(height: int, width: int, max_side: int) -> tuple[int, int]:
+    """``(height, width)`` with the longer side at most ``max_side``, aspect kept, each side >= 1."""
+    scale = max_side / max(height, width)
+    if scale >= 1:
+        return height, width
+    return max(1, round(height * scale)), max(1, round(width * scale))
+
+
+def resize_target(disparity: np.ndarray, valid: np.ndarray, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """Masked area averaging of ``disparity`` float32 ``[H, W]`` with ``valid`` bool ``[H, W]`` to ``size``
+    ``(h, w)`` -> ``(disparity float32 [h, w], valid bool [h, w])``, 0 where invalid."""
+    h, w = size
+    weights = valid.astype(np.float32)
+    masked = np.where(valid, disparity, 0).astype(np.float32)
+
+    def box(array: np.ndarray) -> np.ndarray:
+        return np.asarray(Image.fromarray(np.ascontiguousarray(array, np.float32)).resize((w, h), Image.Resampling.BOX), np.float32)
+
+    total, coverage = box(masked), box(weights)
+    out_valid = coverage >= MIN_FOOTPRINT_VALID - 1e-6
+    out = np.zeros((h, w), np.float32)
+    np.divide(total, coverage, out=out, where=out_valid)
+    return out, out_valid
+
+
+def resize_sample(sample: Sample, max_side: int | None) -> Sample:
+    """``sample`` with its longer side at most ``max_side`` (unchanged when already small enough).
+
+    A resized image is re-encoded in its original format (JPEG stays JPEG) by the shard writer.
+    """
+    if not max_side:
+        return sample
+    height, width = sample.rgb.shape[:2]
+    size = target_size(height, width, max_side)
+    if size == (height, width):
+        return sample
+    rgb = np.asarray(Image.fromarray(sample.rgb).resize((size[1], size[0]), Image.Resampling.LANCZOS))
+    disparity, mask = resize_target(sample.disparity, sample.mask, size)
+    meta = {**sample.meta, "height": size[0], "width": size[1], "original_size": [height, width]}
+    return dataclasses.replace(sample, rgb=rgb, disparity=disparity, mask=mask, meta=meta, rgb_bytes=None)
