@@ -87,14 +87,14 @@ def read_exr(data: bytes, name: str) -> np.ndarray:
 
     try:
         with OpenEXR.File(io.BytesIO(data)) as exr:
-            channels = exr.channels()
+            channels = {name: np.array(channel.pixels) for name, channel in exr.channels().items()}
     except Exception as exc:  # the OpenEXR binding raises RuntimeError or ValueError
         raise SampleReadError(f"{name}: unreadable OpenEXR ({exc})") from exc
     names = list(channels)
     chosen = names[0] if len(names) == 1 else next((c for c in ("Y", "Z", "R", "depth") if c in names), None)
     if chosen is None:
         raise SampleReadError(f"{name}: OpenEXR has channels {names}; expected one, or one named Y, Z, R or depth")
-    array = np.asarray(channels[chosen].pixels)
+    array = channels[chosen]
     if array.ndim == 3 and array.shape[2] == 1:
         array = array[:, :, 0]
     if array.ndim != 2:

@@ -14,6 +14,9 @@ from ingest.sources.base import SourceAdapter
 
 ENTRY_POINT_GROUP = "dpt.sources"
 _REGISTRY: dict[str, type[SourceAdapter]] = {}
+# Entry points that failed to load: name -> why. Another package's broken adapter must not take the
+# others down with it; it fails only when asked for by name.
+_BROKEN: dict[str, str] = {}
 
 
 def register(cls: type[SourceAdapter]) -> type[SourceAdapter]:
@@ -29,12 +32,20 @@ def _load_all() -> None:
     for module in pkgutil.iter_modules(__path__):
         if module.name != "base":
             importlib.import_module(f"{__name__}.{module.name}")
+    _BROKEN.clear()
     for ep in entry_points(group=ENTRY_POINT_GROUP):
-        if ep.name not in _REGISTRY:
+        if ep.name in _REGISTRY:
+            continue
+        where = f"entry point {ep.name} = {ep.value} (group {ENTRY_POINT_GROUP})"
+        try:
             cls = ep.load()
-            if not (isinstance(cls, type) and issubclass(cls, SourceAdapter)):
-                raise TypeError(f"entry point {ep.name} = {ep.value} is not a SourceAdapter subclass")
-            _REGISTRY[ep.name] = cls
+        except Exception as exc:  # whatever the other package's import raises
+            _BROKEN[ep.name] = f"{where} cannot be loaded: {type(exc).__name__}: {exc}"
+            continue
+        if not (isinstance(cls, type) and issubclass(cls, SourceAdapter)):
+            _BROKEN[ep.name] = f"{where} is not a SourceAdapter subclass"
+            continue
+        _REGISTRY[ep.name] = cls
 
 
 def available_sources() -> list[str]:
@@ -45,6 +56,8 @@ def available_sources() -> list[str]:
 def get_source(name: str) -> type[SourceAdapter]:
     """The adapter class registered as ``name``; an unknown name lists the known ones."""
     _load_all()
+    if name not in _REGISTRY and name in _BROKEN:
+        raise ValueError(_BROKEN[name])
     try:
         return _REGISTRY[name]
     except KeyError:

@@ -50,8 +50,8 @@ NAME_PATTERN = re.compile(r"^[a-z0-9_]{1,64}$")
 def glob_to_regex(pattern: str) -> re.Pattern:
     """A glob over relative paths as a regex whose groups are the wildcards' matches.
 
-    ``**/`` matches any number of directories, ``*`` anything within one path component, ``?`` one
-    character; everything else is literal.
+    ``**/`` matches any number of directories, ``*`` anything within one path component (a final ``*``
+    captures the name without its extension), ``?`` one character; everything else is literal.
     """
     if not pattern or pattern.startswith("/") or ".." in pattern.split("/"):
         raise ValueError(f"glob {pattern!r} must be a non-empty path relative to the root, without '..'")
@@ -63,6 +63,9 @@ def glob_to_regex(pattern: str) -> re.Pattern:
         elif pattern.startswith("**", i):
             out.append(r"(.*)")
             i += 2
+        elif pattern[i] == "*" and i == len(pattern) - 1:
+            out.append(r"([^/]*?)(?:\.[^/.]*)?")  # a final '*' captures the stem: 'd/*' pairs 0.npy and 0.exr
+            i += 1
         elif pattern[i] == "*":
             out.append(r"([^/]*)")
             i += 1

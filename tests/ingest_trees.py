@@ -1,0 +1,60 @@
+"""Tiny dataset trees for the ingest tests, written in the layout the ``folder`` adapter reads.
+
+``<root>/scene<k>/rgb/<frame>.jpg`` with ``<root>/scene<k>/depth/<frame>.png`` (16-bit millimetres), so
+the command line is ``--image-glob '*/rgb/*.jpg' --target-glob '*/depth/*.png' --target metric_depth
+--target-divisor 1000``. Depth values are random but seeded: the same call writes the same bytes.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import subprocess
+
+import numpy as np
+from PIL import Image
+
+from pipeline import storage
+from tests.services import BIN
+
+FOLDER_ARGS = ["--image-glob", "*/rgb/*.jpg", "--target-glob", "*/depth/*.png",
+               "--target", "metric_depth", "--target-divisor", "1000"]
+
+
+def jpeg(rgb: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(rgb).save(buf, format="JPEG", quality=90)
+    return buf.getvalue()
+
+
+def png(array: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(array).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def frame(rng: np.random.Generator, height: int, width: int) -> tuple[bytes, bytes]:
+    """(JPEG bytes, 16-bit PNG of depth in millimetres 500..5000)."""
+    rgb = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
+    depth = rng.integers(500, 5000, (height, width)).astype(np.uint16)
+    return jpeg(rgb), png(depth)
+
+
+def write_tree(root: str, scenes: int = 4, frames: int = 3, height: int = 24, width: int = 32,
+               seed: int = 0) -> dict[str, bytes]:
+    """Write the tree under ``root`` (local or s3://); returns {relative path: bytes}."""
+    rng = np.random.default_rng(seed)
+    files = {}
+    for s in range(scenes):
+        for f in range(frames):
+            rgb, depth = frame(rng, height, width)
+            files[f"scene{s}/rgb/{f:04d}.jpg"] = rgb
+            files[f"scene{s}/depth/{f:04d}.png"] = depth
+    for relative, data in files.items():
+        storage.write_bytes(storage.join(root, relative), data)
+    return files
+
+
+def dpt(*args: str, env: dict | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([str(BIN / "dpt"), *args], capture_output=True, text=True, timeout=timeout,
+                          env=dict(os.environ) if env is None else env)
