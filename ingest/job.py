@@ -34,7 +34,7 @@ from ingest.shard_task import PROGRESS_DIR, ShardRecord, load_record, record_url
 from ingest.sources.base import SourceAdapter
 from pipeline import storage
 from pipeline.manifest import write_manifest, write_rejects
-from pipeline.shards import MANIFEST_NAME, Reject, encode_sample, shard_dir
+from pipeline.shards import MANIFEST_NAME, encode_sample, shard_dir
 
 # Tar overhead per sample: four members, each a 512-byte header plus padding to 512 bytes on average.
 TAR_BYTES_PER_SAMPLE = 4 * (512 + 256)
@@ -160,6 +160,11 @@ def _remove_stale(directory: str, keep: set[int], options) -> None:
         in_place = len(parts) == 1 or (len(parts) == 2 and parts[0] == PROGRESS_DIR)
         if match and in_place and int(match.group(1)) not in keep:
             storage.delete(url, options)
+    if not storage.is_s3(directory):  # temporary files of writers killed mid-shard (S3 spools locally)
+        for folder in (directory, os.path.join(directory, PROGRESS_DIR)):
+            for name in os.listdir(folder) if os.path.isdir(folder) else []:
+                if name.startswith(".shard-") and storage.TEMP_MARKER in name:
+                    os.remove(os.path.join(folder, name))
 
 
 def _finish(adapter, plan: Plan, records: list[ShardRecord], out, options) -> dict[str, int]:

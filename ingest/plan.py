@@ -16,7 +16,6 @@ from collections import defaultdict
 from typing import Any
 
 from ingest.sources.base import SampleRef, SourceAdapter
-from pipeline import storage
 from pipeline.shards import CONTRACT_VERSION, Reject, make_key
 
 SPLIT_BY = ("scene", "none")
@@ -84,7 +83,8 @@ class Plan:
 def input_path(adapter: SourceAdapter, ref: SampleRef) -> str:
     """How a reject names its input: the image's URL (else the first file's), or the id."""
     relative = ref.files.get("rgb") or ref.files.get("image") or next(iter(sorted(ref.files.values())), None)
-    return storage.join(adapter.root, relative) if relative else f"{adapter.name}:{ref.id}"
+    # Plain concatenation (not storage.join, which drops a leading '/'): an unsafe path stays visible.
+    return f"{adapter.root.rstrip('/')}/{relative}" if relative else f"{adapter.name}:{ref.id}"
 
 
 def split_of(ref: SampleRef, settings: IngestSettings) -> str:
@@ -116,7 +116,9 @@ def screen(adapter: SourceAdapter, refs: list[SampleRef]) -> tuple[list[SampleRe
         same = by_key[key]
         for ref in same:
             if len(same) > 1:
-                others = ", ".join(input_path(adapter, o) for o in same if o is not ref)
+                mine = set(ref.files.values())
+                others = ", ".join(sorted({f"{adapter.root.rstrip('/')}/{p}" for o in same if o is not ref
+                                           for p in o.files.values() if p not in mine}))
                 rejected.append((ref, f"duplicate id {ref.id!r} (key {key}), also listed as {others}"))
             elif (reason := _unsafe(ref)) is not None:
                 rejected.append((ref, reason))

@@ -142,19 +142,23 @@ class FolderAdapter(SourceAdapter):
     # ----------------------------------------------------------------- the four methods
 
     def list_samples(self) -> list[SampleRef]:
-        found: dict[tuple[str, ...], dict[str, str]] = {}
+        """One input per registration key; two files of one role under one key (``0001.jpg`` and
+        ``0001.png`` for ``*``) give one input each with the same id, and the job rejects them all."""
+        found: dict[tuple[str, ...], dict[str, list[str]]] = {}
         for path in self.files():
             for role, regex in self._regex.items():
                 key = _captures(regex, path)
                 if key is not None:
-                    found.setdefault(key, {}).setdefault(role, path)
+                    found.setdefault(key, {}).setdefault(role, []).append(path)
         refs = []
-        for key, files in found.items():
-            if "rgb" not in files and "target" not in files:
+        for key, roles in found.items():
+            if "rgb" not in roles and "target" not in roles:
                 continue  # a mask alone is not an input
             group = "/".join(key[:-1]) if len(key) > 1 else "/".join(key)
-            refs.append(SampleRef(id="/".join(key), files=files, group=group))
-        return sorted(refs, key=lambda r: r.id)
+            first = {role: paths[0] for role, paths in roles.items()}
+            variants = [first] + [{**first, role: p} for role, paths in roles.items() for p in paths[1:]]
+            refs.extend(SampleRef(id="/".join(key), files=files, group=group) for files in variants)
+        return sorted(refs, key=lambda r: (r.id, sorted(r.files.items())))
 
     def read_rgb(self, ref: SampleRef) -> RGB:
         if "rgb" not in ref.files:
