@@ -1,0 +1,172 @@
+"""Weights in and out: official DPT/MiDaS v3 layout, transformers DPTForDepthEstimation, safetensors."""
+
+from __future__ import annotations
+
+import fractions
+import json
+
+import pytest
+import torch
+
+from training.model import build_model, load_checkpoint, load_model, save_checkpoint
+from training.model.checkpoint import load_state, read_safetensors_metadata
+
+
+def _official_state(model) -> dict[str, torch.Tensor]:
+    """Our weights under the official key names, written out here independently of key_maps.py.
+
+    Names from isl-org/DPT (dpt/models.py: ``pretrained``, ``scratch.layerN_rn``, ``scratch.refinenetN``,
+    ``scratch.output_conv``; dpt/blocks.py: ``resConfUnit1/2.conv1/2``, ``out_conv``) and isl-org/MiDaS
+    (midas/vit.py: ``pretrained.model`` is the timm ViT, ``pretrained.act_postprocessN`` a Sequential whose
+    index 0 is ProjectReadout (``.project.0`` the Linear), 3 the 1x1 conv and 4 the resampling).
+    """
+    ours = model.state_dict()
+    official = {}
+    for key, value in ours.items():
+        if key.startswith("backbone.vit."):
+            official["pretrained.model." + key[len("backbone.vit."):]] = value
+    for i in range(4):
+        n = i + 1
+        official[f"pretrained.act_postprocess{n}.0.project.0.weight"] = ours[f"reassemble.{i}.readout.proj.weight"]
+        official[f"pretrained.act_postprocess{n}.0.project.0.bias"] = ours[f"reassemble.{i}.readout.proj.bias"]
+        for p in ("weight", "bias"):
+            official[f"pretrained.act_postprocess{n}.3.{p}"] = ours[f"reassemble.{i}.project.{p}"]
+            if f"reassemble.{i}.resample.{p}" in ours:
+                official[f"pretrained.act_postprocess{n}.4.{p}"] = ours[f"reassemble.{i}.resample.{p}"]
+            official[f"scratch.refinenet{n}.out_conv.{p}"] = ours[f"fusion.{i}.out_conv.{p}"]
+            for c in (1, 2):
+                official[f"scratch.refinenet{n}.resConfUnit2.conv{c}.{p}"] = ours[f"fusion.{i}.residual_unit.conv{c}.{p}"]
+                skip = ours.get(f"fusion.{i}.skip_unit.conv{c}.{p}")
+                # The official deepest block carries an unused resConfUnit1: give it arbitrary weights.
+                official[f"scratch.refinenet{n}.resConfUnit1.conv{c}.{p}"] = (
+                    skip if skip is not None else torch.randn_like(ours[f"fusion.{i}.residual_unit.conv{c}.{p}"]))
+        official[f"scratch.layer{n}_rn.weight"] = ours[f"reassemble.{i}.to_features.weight"]
+    for index, name in ((0, "reduce"), (2, "refine"), (4, "predict")):
+        for p in ("weight", "bias"):
+            official[f"scratch.output_conv.{index}.{p}"] = ours[f"head.{name}.{p}"]
+    dim = model.backbone.embed_dim
+    official["pretrained.model.norm.weight"] = torch.ones(dim)  # unused by DPT, dropped by name
+    official["pretrained.model.norm.bias"] = torch.zeros(dim)
+    official["pretrained.model.head.weight"] = torch.randn(1000, dim)  # the ImageNet classifier
+    official["pretrained.model.head.bias"] = torch.randn(1000)
+    return official
+
+
+@pytest.fixture(scope="module")
+def source():
+    torch.manual_seed(1)
+    return build_model("dpt_tiny").eval()
+
+
+def _same_output(a, b, size=(48, 80)):
+    x = torch.randn(1, 3, *size)
+    with torch.no_grad():
+        torch.testing.assert_close(a(x), b(x), rtol=0, atol=0)
+
+
+def test_official_layout_loads(source, tmp_path):
+    path = tmp_path / "dpt_official.pt"
+    torch.save({"model": _official_state(source), "optimizer": {}}, path)  # the official training wrapper
+    target = build_model("dpt_tiny").eval()
+    load_checkpoint(target, str(path))
+    for key, value in source.state_dict().items():
+        torch.testing.assert_close(target.state_dict()[key], value, rtol=0, atol=0)
+    _same_output(source, target)
+
+
+def test_official_unknown_and_missing_keys_are_named(source, tmp_path):
+    state = _official_state(source)
+    state["scratch.refinenet9.out_conv.weight"] = torch.zeros(1)
+    del state["scratch.layer2_rn.weight"]
+    torch.save(state, tmp_path / "bad.pt")
+    with pytest.raises(ValueError, match=r"scratch\.refinenet9\.out_conv\.weight"):
+        load_checkpoint(build_model("dpt_tiny"), str(tmp_path / "bad.pt"))
+    del state["scratch.refinenet9.out_conv.weight"]
+    torch.save(state, tmp_path / "missing.pt")
+    with pytest.raises(ValueError, match=r"missing keys \['reassemble\.1\.to_features\.weight'\]"):
+        load_checkpoint(build_model("dpt_tiny"), str(tmp_path / "missing.pt"))
+
+
+def test_native_unknown_and_shape_mismatch_raise(source):
+    state = dict(source.state_dict())
+    state["head.extra.weight"] = torch.zeros(1)
+    with pytest.raises(ValueError, match=r"unexpected keys \['head\.extra\.weight'\]"):
+        load_state(build_model("dpt_tiny"), state)
+    with pytest.raises(ValueError, match="shape mismatch"):
+        load_state(build_model("dpt_tiny", features=16), source.state_dict())
+
+
+def test_pickled_code_is_refused(tmp_path):
+    """weights_only=True: a file that needs arbitrary unpickling is rejected, naming the file."""
+    path = tmp_path / "evil.pt"
+    torch.save({"model": {"x": torch.zeros(1)}, "hook": fractions.Fraction(1, 3)}, path)
+    with pytest.raises(ValueError, match="evil.pt"):
+        load_checkpoint(build_model("dpt_tiny"), str(path))
+
+
+def test_safetensors_round_trip_rebuilds_from_metadata(source, tmp_path):
+    path = str(tmp_path / "ckpt.safetensors")
+    save_checkpoint(source, path, name="dpt_tiny")
+    metadata = read_safetensors_metadata(open(path, "rb").read())
+    assert metadata["format"] == "dpt-pipeline" and metadata["name"] == "dpt_tiny"
+    assert json.loads(metadata["config"])["block_taps"] == [1, 2, 3, 4]
+    rebuilt = load_model(path).eval()
+    assert rebuilt.config == source.config
+    _same_output(source, rebuilt)
+    again = load_checkpoint(build_model("dpt_tiny").eval(), path)
+    _same_output(source, again)
+
+
+def test_load_model_refuses_foreign_files(source, tmp_path):
+    path = tmp_path / "official.pt"
+    torch.save(_official_state(source), path)
+    with pytest.raises(ValueError, match="not a dpt-pipeline checkpoint"):
+        load_model(str(path))
+
+
+# --------------------------------------------------------------------------- transformers equivalence
+
+
+def _hf_pair(readout="project"):
+    from transformers import DPTConfig, DPTForDepthEstimation
+
+    config = DPTConfig(hidden_size=64, num_hidden_layers=4, num_attention_heads=2, intermediate_size=256,
+                       image_size=64, patch_size=16, backbone_out_indices=[0, 1, 2, 3],
+                       neck_hidden_sizes=[16, 32, 64, 64], fusion_hidden_size=32, readout_type=readout,
+                       layer_norm_eps=1e-6)  # timm's ViT eps (transformers' default is 1e-12)
+    hf = DPTForDepthEstimation(config).eval()
+    generator = torch.Generator().manual_seed(3)
+    with torch.no_grad():  # transformers' init leaves biases and embeddings at 0: randomise everything
+        for name, param in hf.named_parameters():
+            base = 1.0 if "layernorm" in name and name.endswith("weight") else 0.0
+            param.copy_(base + 0.1 * torch.randn(param.shape, generator=generator))
+        hf.head.head[4].bias.fill_(1.0)  # keep many outputs above the final ReLU
+    ours = build_model("dpt_tiny", channels=(16, 32, 64, 64), features=32, readout=readout,
+                       timm_kwargs={"embed_dim": 64, "depth": 4, "num_heads": 2, "img_size": 64}).eval()
+    return hf, ours
+
+
+@pytest.mark.parametrize("readout", ["project", "add", "ignore"])
+def test_transformers_dpt_equivalence(readout, tmp_path):
+    from safetensors.torch import save_file
+
+    hf, ours = _hf_pair(readout)
+    path = str(tmp_path / "model.safetensors")  # what DPTForDepthEstimation.save_pretrained writes
+    save_file({k: v.contiguous() for k, v in hf.state_dict().items()}, path)
+    load_checkpoint(ours, path)
+    # 96x96 differs from the config's 64: both resample the position embeddings.
+    for size in ((64, 64), (96, 96)):
+        x = torch.randn(2, 3, *size)
+        with torch.no_grad():
+            expected = hf(pixel_values=x).predicted_depth
+            got = ours(x)[:, 0]
+        assert expected.abs().max() > 0.1 and (expected > 0).float().mean() > 0.05  # a non-trivial output
+        assert ((got - expected).abs().max() / expected.abs().max()).item() < 1e-4
+
+
+def test_transformers_missing_query_is_reported(tmp_path):
+    hf, ours = _hf_pair()
+    state = dict(hf.state_dict())
+    del state["dpt.encoder.layer.2.attention.attention.query.weight"]
+    with pytest.raises(ValueError, match=r"blocks\.2\.attn\.qkv\.weight \(incomplete"):
+        load_state(ours, state)

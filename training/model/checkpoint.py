@@ -1,0 +1,124 @@
+"""Weights in and out: this project's safetensors checkpoints, official DPT/MiDaS v3 files, transformers.
+
+This project's checkpoint is a safetensors file whose metadata carries ``format=dpt-pipeline``, the variant
+``name`` and the full ``config`` (JSON), so that :func:`load_model` rebuilds the model from the file alone.
+Foreign files are read with ``torch.load(weights_only=True)`` (official ``.pt``) or safetensors (transformers
+``model.safetensors``), renamed through the tables in ``key_maps`` and loaded strictly: unknown keys (not in any
+table) and missing keys (the model has them, the file does not) raise ``ValueError`` listing them.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import struct
+from collections.abc import Mapping
+
+import torch
+from torch import nn
+
+from pipeline import storage
+from training.model.config import DPTConfig
+from training.model.key_maps import HF_RULES, OFFICIAL_RULES, convert
+
+FORMAT = "dpt-pipeline"
+
+
+def save_checkpoint(model: nn.Module, path: str, name: str = "", extra: Mapping[str, str] | None = None) -> None:
+    """Write ``model``'s weights and config to ``path`` (local or s3://) atomically as safetensors."""
+    from safetensors.torch import save
+
+    config: DPTConfig = model.config
+    metadata = {"format": FORMAT, "name": name, "config": json.dumps(config.to_dict())}
+    metadata.update(extra or {})
+    tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    storage.write_bytes(path, save(tensors, metadata=metadata))
+
+
+def read_safetensors_metadata(data: bytes, path: str = "<bytes>") -> dict[str, str]:
+    """The ``__metadata__`` of a safetensors blob (8-byte little-endian header length, then JSON)."""
+    if len(data) < 8:
+        raise ValueError(f"{path}: not a safetensors file (too short)")
+    (length,) = struct.unpack("<Q", data[:8])
+    try:
+        header = json.loads(data[8:8 + length])
+    except ValueError as exc:
+        raise ValueError(f"{path}: not a safetensors file ({exc})") from None
+    return header.get("__metadata__") or {}
+
+
+def _read_state(path: str) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """``(state_dict, metadata)`` of a safetensors or torch pickle file (weights only)."""
+    data = storage.read_bytes(path)
+    if path.endswith(".safetensors") or data[8:10] == b'{"':
+        from safetensors.torch import load
+
+        return load(data), read_safetensors_metadata(data, path)
+    try:
+        state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    except Exception as exc:  # the unpickler's errors are many types; name the file
+        raise ValueError(f"{path}: cannot read as a safetensors or weights-only torch file: {exc}") from exc
+    # Training checkpoints of the official code wrap the weights: {"model": ..., "optimizer": ...}.
+    for wrapper in ("model", "state_dict"):
+        if isinstance(state, dict) and isinstance(state.get(wrapper), dict):
+            state = state[wrapper]
+    if not isinstance(state, dict):
+        raise ValueError(f"{path}: expected a state dict, got {type(state).__name__}")
+    return state, {}
+
+
+def detect_format(state: Mapping[str, torch.Tensor]) -> str:
+    """``official`` (DPT/MiDaS v3), ``transformers`` or ``native`` from the key names."""
+    keys = list(state)
+    if any(k.startswith(("pretrained.", "scratch.")) for k in keys):
+        return "official"
+    if any(k.startswith(("dpt.", "neck.")) for k in keys):
+        return "transformers"
+    return "native"
+
+
+def to_native(state: Mapping[str, torch.Tensor], source: str = "<state dict>") -> dict[str, torch.Tensor]:
+    """Rename a foreign state dict to this model's names; unknown keys raise listing them."""
+    fmt = detect_format(state)
+    if fmt == "native":
+        return dict(state)
+    converted, unknown = convert(dict(state), OFFICIAL_RULES if fmt == "official" else HF_RULES)
+    if unknown:
+        raise ValueError(f"{source}: {len(unknown)} unknown key(s) in a {fmt} DPT state dict: {sorted(unknown)}")
+    return converted
+
+
+def load_state(model: nn.Module, state: Mapping[str, torch.Tensor], source: str = "<state dict>") -> nn.Module:
+    """Load a native, official or transformers state dict into ``model`` strictly (see module doc)."""
+    native = to_native(state, source)
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(native))
+    unexpected = sorted(set(native) - set(expected))
+    if missing or unexpected:
+        raise ValueError(f"{source}: state dict does not fit {type(model).__name__}: "
+                         f"missing keys {missing}; unexpected keys {unexpected}")
+    wrong = [f"{k}: file {tuple(native[k].shape)} vs model {tuple(v.shape)}"
+             for k, v in expected.items() if native[k].shape != v.shape]
+    if wrong:
+        raise ValueError(f"{source}: shape mismatch for {len(wrong)} key(s): {wrong}")
+    model.load_state_dict(native, strict=True)
+    return model
+
+
+def load_checkpoint(model: nn.Module, path: str) -> nn.Module:
+    """Load ``path`` (local or s3://) into ``model``: this project's safetensors checkpoints, official DPT /
+    MiDaS v3 ``.pt`` files and transformers ``DPTForDepthEstimation`` weights. Returns ``model``."""
+    state, _ = _read_state(path)
+    return load_state(model, state, path)
+
+
+def load_model(path: str, **overrides) -> nn.Module:
+    """Rebuild a model from one of this project's checkpoints (its metadata) and load its weights."""
+    from training.model.dpt import DPT
+
+    state, metadata = _read_state(path)
+    if metadata.get("format") != FORMAT or "config" not in metadata:
+        raise ValueError(f"{path}: not a {FORMAT} checkpoint (no model config in its safetensors metadata); "
+                         "build the model with build_model(name) and use load_checkpoint(model, path)")
+    config = DPTConfig.from_dict({**json.loads(metadata["config"]), **overrides})
+    return load_state(DPT(config), state, path)

@@ -1,0 +1,72 @@
+"""DPT (Ranftl et al. 2021, arXiv 2103.13413): ViT encoder -> Reassemble -> Fusion -> head.
+
+    x [B,3,H,W] -> backbone -> 4 stages (tokens at 1/16, or ResNet maps for the hybrid)
+                -> reassemble[i] -> maps at 1/4, 1/8, 1/16, 1/32, each [B,256,...]
+                -> fusion[3] .. fusion[0] (deepest first) -> [B,256,H/2,W/2]
+                -> head -> [B,1,H,W] non-negative disparity (depth task)
+
+A pure ``nn.Module``: no decoding, resizing or device choice; ``model.preprocess`` says how to prepare inputs.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from training.model.backbone import ViTBackbone
+from training.model.config import DPTConfig
+from training.model.fusion import FeatureFusionBlock
+from training.model.heads import HEADS
+from training.model.reassemble import READOUT_MODES, Reassemble
+
+# Resampling of each stage relative to the 1/16 token grid: 1/4, 1/8, 1/16, 1/32 of the input.
+STAGE_FACTORS = (4, 2, 1, 0.5)
+
+
+class DPT(nn.Module):
+    """The Dense Prediction Transformer. ``forward(x [B,3,H,W], H and W multiples of 16) -> [B,1,H,W]``."""
+
+    def __init__(self, config: DPTConfig, pretrained: bool | str = False):
+        super().__init__()
+        if len(config.channels) != 4 or len(config.resnet_taps) + len(config.block_taps) != 4:
+            raise ValueError(f"DPT needs four stages: channels {config.channels}, "
+                             f"resnet_taps {config.resnet_taps}, block_taps {config.block_taps}")
+        if config.readout not in READOUT_MODES:
+            raise ValueError(f"readout must be one of {READOUT_MODES}, got {config.readout!r}")
+        if config.head not in HEADS:
+            raise ValueError(f"unknown head {config.head!r}; known: {sorted(HEADS)}")
+        self.config = config
+        self.preprocess = config.preprocess
+        timm_kwargs = dict(config.timm_kwargs)
+        if isinstance(pretrained, str):  # a local timm checkpoint file for the backbone
+            timm_kwargs["pretrained_cfg_overlay"] = {"file": pretrained}
+        self.backbone = ViTBackbone(config.timm_name, config.block_taps, config.resnet_taps, bool(pretrained),
+                                    timm_kwargs, config.fused_attention)
+        in_dims = self.backbone.stage_channels
+        maps = len(config.resnet_taps)
+        self.reassemble = nn.ModuleList(
+            Reassemble(in_dims[i], config.channels[i], STAGE_FACTORS[i], config.features, config.readout,
+                       tokens=i >= maps, num_prefix_tokens=self.backbone.num_prefix_tokens)
+            for i in range(4))
+        self.fusion = nn.ModuleList(
+            FeatureFusionBlock(config.features, has_skip=i < 3, batch_norm=config.fusion_batch_norm)
+            for i in range(4))
+        self.head = HEADS[config.head](config.features, **config.head_kwargs)
+
+    def forward_features(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """The four reassembled maps ``[B, F, H/4, W/4]`` ... ``[B, F, ceil(H/32), ceil(W/32)]``."""
+        stages, grid = self.backbone(x)
+        return [reassemble(stage, grid) for reassemble, stage in zip(self.reassemble, stages)]
+
+    def forward_decoder(self, maps: list[torch.Tensor]) -> torch.Tensor:
+        """Fuse deepest first: ``[B, F, H/2, W/2]``."""
+        sizes = [m.shape[-2:] for m in maps]
+        out = self.fusion[3](maps[3], None, sizes[2])
+        for i in (2, 1):
+            out = self.fusion[i](out, maps[i], sizes[i - 1])
+        finest = (2 * sizes[0][0], 2 * sizes[0][1])
+        return self.fusion[0](out, maps[0], finest)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        fused = self.forward_decoder(self.forward_features(x))
+        return self.head(fused, size=tuple(x.shape[-2:]))

@@ -1,0 +1,118 @@
+"""Explicit key tables from foreign DPT state dicts to this model's names.
+
+Official DPT / MiDaS v3 (isl-org/DPT ``dpt/models.py``, ``dpt/vit.py``, ``dpt/blocks.py``; isl-org/MiDaS
+``midas/vit.py``, ``midas/blocks.py``, ``midas/dpt_depth.py``): the timm ViT sits at ``pretrained.model``, the
+Reassemble layers are ``pretrained.act_postprocess{1..4}`` (a Sequential: 0 readout, 1 transpose, 2 unflatten,
+3 the 1x1 projection, 4 the resampling), the 3x3 convolutions to 256 are ``scratch.layer{1..4}_rn``, the fusion
+blocks ``scratch.refinenet{1..4}`` (``resConfUnit1`` on the skip input, ``resConfUnit2``, ``out_conv``) and the
+head ``scratch.output_conv`` (Sequential indices 0, 2, 4 hold the convolutions).
+
+transformers ``DPTForDepthEstimation`` (``transformers/models/dpt/modeling_dpt.py``): ViT under ``dpt.``
+with separate query/key/value projections (fused here into timm's ``qkv``), the reassemble stage under
+``neck.reassemble_stage``, ``neck.convs`` and ``neck.fusion_stage.layers.{0..3}`` ordered deepest first, and the
+head in ``head.head``. Hybrid transformers checkpoints carry a BiT backbone with its own names; they are not
+mapped (loading one lists its backbone keys as unknown).
+
+A rule is ``(regex, template)``: named groups are substituted into the template; group ``n`` is a one-based
+stage number and becomes zero-based, group ``j`` is a deepest-first fusion index and becomes ``3 - j``. A
+template ``None`` drops the key on purpose (weights the official modules carry but DPT never uses).
+"""
+
+from __future__ import annotations
+
+import re
+
+import torch
+
+Rule = tuple[str, str | None]
+
+_HEAD = {"0": "reduce", "2": "refine", "4": "predict"}
+_HF_HEAD = _HEAD
+
+OFFICIAL_RULES: list[Rule] = [
+    # Unused by DPT: the ImageNet classifier, the final ViT norm, and the deepest fusion block's skip unit.
+    (r"pretrained\.model\.(?:head|norm|fc_norm|pre_logits)\..+", None),
+    (r"scratch\.refinenet4\.resConfUnit1\..+", None),
+    (r"pretrained\.model\.(?P<rest>cls_token|pos_embed|patch_embed\..+|blocks\..+)", "backbone.vit.{rest}"),
+    (r"pretrained\.act_postprocess(?P<n>[1-4])\.0\.project\.0\.(?P<p>weight|bias)", "reassemble.{n}.readout.proj.{p}"),
+    (r"pretrained\.act_postprocess(?P<n>[1-4])\.3\.(?P<p>weight|bias)", "reassemble.{n}.project.{p}"),
+    (r"pretrained\.act_postprocess(?P<n>[1-4])\.4\.(?P<p>weight|bias)", "reassemble.{n}.resample.{p}"),
+    (r"scratch\.layer(?P<n>[1-4])_rn\.weight", "reassemble.{n}.to_features.weight"),
+    (r"scratch\.refinenet(?P<n>[1-4])\.resConfUnit1\.(?P<rest>.+)", "fusion.{n}.skip_unit.{rest}"),
+    (r"scratch\.refinenet(?P<n>[1-4])\.resConfUnit2\.(?P<rest>.+)", "fusion.{n}.residual_unit.{rest}"),
+    (r"scratch\.refinenet(?P<n>[1-4])\.out_conv\.(?P<p>weight|bias)", "fusion.{n}.out_conv.{p}"),
+    (r"scratch\.output_conv\.(?P<h>[024])\.(?P<p>weight|bias)", "head.{h}.{p}"),
+]
+
+_HF_LAYER = r"dpt\.encoder\.layer\.(?P<i>\d+)\."
+HF_RULES: list[Rule] = [
+    (r"dpt\.layernorm\..+", None),
+    (r"dpt\.pooler\..+", None),
+    (r"neck\.fusion_stage\.layers\.0\.residual_layer1\..+", None),
+    (r"dpt\.embeddings\.cls_token", "backbone.vit.cls_token"),
+    (r"dpt\.embeddings\.position_embeddings", "backbone.vit.pos_embed"),
+    (r"dpt\.embeddings\.patch_embeddings\.projection\.(?P<p>weight|bias)", "backbone.vit.patch_embed.proj.{p}"),
+    (_HF_LAYER + r"attention\.attention\.(?P<qkv>query|key|value)\.(?P<p>weight|bias)",
+     "backbone.vit.blocks.{i}.attn.qkv.{p}"),
+    (_HF_LAYER + r"attention\.output\.dense\.(?P<p>weight|bias)", "backbone.vit.blocks.{i}.attn.proj.{p}"),
+    (_HF_LAYER + r"intermediate\.dense\.(?P<p>weight|bias)", "backbone.vit.blocks.{i}.mlp.fc1.{p}"),
+    (_HF_LAYER + r"output\.dense\.(?P<p>weight|bias)", "backbone.vit.blocks.{i}.mlp.fc2.{p}"),
+    (_HF_LAYER + r"layernorm_before\.(?P<p>weight|bias)", "backbone.vit.blocks.{i}.norm1.{p}"),
+    (_HF_LAYER + r"layernorm_after\.(?P<p>weight|bias)", "backbone.vit.blocks.{i}.norm2.{p}"),
+    (r"neck\.reassemble_stage\.readout_projects\.(?P<i>[0-3])\.0\.(?P<p>weight|bias)",
+     "reassemble.{i}.readout.proj.{p}"),
+    (r"neck\.reassemble_stage\.layers\.(?P<i>[0-3])\.projection\.(?P<p>weight|bias)", "reassemble.{i}.project.{p}"),
+    (r"neck\.reassemble_stage\.layers\.(?P<i>[0-3])\.resize\.(?P<p>weight|bias)", "reassemble.{i}.resample.{p}"),
+    (r"neck\.convs\.(?P<i>[0-3])\.weight", "reassemble.{i}.to_features.weight"),
+    (r"neck\.fusion_stage\.layers\.(?P<j>[0-3])\.residual_layer1\.(?P<m>convolution|batch_norm)(?P<k>[12])\.(?P<p>.+)",
+     "fusion.{j}.skip_unit.{m}{k}.{p}"),
+    (r"neck\.fusion_stage\.layers\.(?P<j>[0-3])\.residual_layer2\.(?P<m>convolution|batch_norm)(?P<k>[12])\.(?P<p>.+)",
+     "fusion.{j}.residual_unit.{m}{k}.{p}"),
+    (r"neck\.fusion_stage\.layers\.(?P<j>[0-3])\.projection\.(?P<p>weight|bias)", "fusion.{j}.out_conv.{p}"),
+    (r"head\.head\.(?P<h>[024])\.(?P<p>weight|bias)", "head.{h}.{p}"),
+]
+
+
+def _substitute(template: str, groups: dict[str, str]) -> str:
+    values = dict(groups)
+    if "n" in values:
+        values["n"] = str(int(values["n"]) - 1)
+    if "j" in values:
+        values["j"] = str(3 - int(values["j"]))
+    if "h" in values:
+        values["h"] = _HEAD[values["h"]]
+    if "m" in values:
+        values["m"] = {"convolution": "conv", "batch_norm": "bn"}[values["m"]]
+    return template.format(**values)
+
+
+def convert(state: dict[str, torch.Tensor], rules: list[Rule]) -> tuple[dict[str, torch.Tensor], list[str]]:
+    """Rename ``state`` with ``rules``; returns ``(converted, unknown_keys)``.
+
+    transformers' separate query/key/value tensors are concatenated (q, k, v order, as timm's ``qkv``).
+    """
+    compiled = [(re.compile(pattern), template) for pattern, template in rules]
+    out: dict[str, torch.Tensor] = {}
+    qkv: dict[str, dict[str, torch.Tensor]] = {}
+    unknown = []
+    for key, value in state.items():
+        for pattern, template in compiled:
+            match = pattern.fullmatch(key)
+            if match is None:
+                continue
+            if template is not None:
+                groups = match.groupdict()
+                target = _substitute(template, groups)
+                if "qkv" in groups:
+                    qkv.setdefault(target, {})[groups["qkv"]] = value
+                else:
+                    out[target] = value
+            break
+        else:
+            unknown.append(key)
+    for target, parts in qkv.items():
+        if set(parts) != {"query", "key", "value"}:
+            unknown.append(f"{target} (incomplete query/key/value: has {sorted(parts)})")
+            continue
+        out[target] = torch.cat([parts["query"], parts["key"], parts["value"]], dim=0)
+    return out, unknown

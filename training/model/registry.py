@@ -1,0 +1,54 @@
+"""Named DPT variants and ``build_model`` (timm-style registry: a name -> a frozen config)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from torch import nn
+
+from training.model.config import DPTConfig, Preprocess
+
+VARIANTS: dict[str, DPTConfig] = {
+    # The paper's three models (Sec. 4): ViT-B/16, ViT-L/16 at 384, and ViT-B/16 on a ResNet-50 stem.
+    "dpt_base": DPTConfig("vit_base_patch16_384", block_taps=(3, 6, 9, 12), channels=(96, 192, 384, 768)),
+    "dpt_large": DPTConfig("vit_large_patch16_384", block_taps=(6, 12, 18, 24), channels=(256, 512, 1024, 1024)),
+    "dpt_hybrid": DPTConfig("vit_base_r50_s16_384", resnet_taps=(1, 2), block_taps=(9, 12),
+                            channels=(256, 512, 768, 768)),
+    # Small configs for CPU work (quickstart, tests): the same architecture on smaller timm ViTs.
+    "dpt_small": DPTConfig("vit_small_patch16_384", block_taps=(3, 6, 9, 12), channels=(48, 96, 192, 384),
+                           features=64),
+    "dpt_tiny": DPTConfig("vit_tiny_patch16_224", block_taps=(1, 2, 3, 4), channels=(24, 48, 96, 192),
+                          features=32, timm_kwargs={"depth": 4, "img_size": 64},
+                          preprocess=Preprocess(size=64)),
+}
+
+
+def list_models() -> list[str]:
+    return sorted(VARIANTS)
+
+
+def get_config(name: str, **overrides) -> DPTConfig:
+    """The variant's config with ``overrides`` (DPTConfig field names) applied; bad names raise ValueError."""
+    if name not in VARIANTS:
+        raise ValueError(f"unknown DPT model {name!r}; known: {list_models()}")
+    fields = {f.name for f in dataclasses.fields(DPTConfig)}
+    unknown = sorted(set(overrides) - fields)
+    if unknown:
+        raise ValueError(f"unknown override(s) {unknown} for {name}; valid: {sorted(fields)}")
+    return dataclasses.replace(VARIANTS[name], **overrides)
+
+
+def build_model(name: str, pretrained: bool | str = False, **overrides) -> nn.Module:
+    """Build a DPT variant.
+
+    Args:
+        name: ``dpt_base``, ``dpt_large``, ``dpt_hybrid`` (the paper's) or ``dpt_small``, ``dpt_tiny`` (CPU work).
+        pretrained: False builds from random initialisation with no download; True loads timm's ImageNet
+            weights for the backbone (needs the network); a path loads a local timm backbone checkpoint.
+        overrides: DPTConfig fields, e.g. ``readout="add"``, ``features=128``, ``fused_attention=False``.
+
+    Returns a :class:`training.model.dpt.DPT`; ``model.config`` and ``model.preprocess`` describe it.
+    """
+    from training.model.dpt import DPT
+
+    return DPT(get_config(name, **overrides), pretrained=pretrained)
