@@ -29,6 +29,8 @@ def irs_root(storage_root):
         files[f"IRSDataset/{scene}/r_{n}.png"] = encode(rgb(seed))  # not read
         d = disparity(seed)
         files[f"IRSDataset/{scene}/d_{n}.exr"] = write_exr({"Y": d} if seed != 1 else {"R": d, "G": d, "B": d})
+    files["IRSDataset/Home/ArchVizInterior03Data_Night/l_1.png"] = encode(rgb(5))  # lighting variant
+    files["IRSDataset/Home/ArchVizInterior03Data_Night/d_1.exr"] = write_exr({"Y": disparity(5)})
     files["IRSDataset/Office/Meeting01/l_3.png"] = encode(rgb(3))
     files["IRSDataset/Office/Meeting01/d_3.exr"] = write_exr({"R": disparity(3), "G": disparity(3) * 2})
     files["IRSDataset/Office/Meeting01/l_4.png"] = encode(rgb(4))  # no disparity
@@ -40,11 +42,13 @@ def test_listing_and_conversion(irs_root, storage_root):
     source = adapter("irs", irs_root)
     refs = source.list_samples()
     assert [r.id for r in refs] == ["IRSDataset/Home/ArchVizInterior03Data/1", "IRSDataset/Home/ArchVizInterior03Data/2",
+                                    "IRSDataset/Home/ArchVizInterior03Data_Night/1",
                                     "IRSDataset/Office/Meeting01/3", "IRSDataset/Office/Meeting01/4",
                                     "IRSDataset/Store/SupermarketData/7"]
-    assert [r.group for r in refs] == ["IRSDataset/Home/ArchVizInterior03Data"] * 2 + [
+    # The night rendering of the same room shares its group.
+    assert [r.group for r in refs] == ["IRSDataset/Home/ArchVizInterior03Data"] * 3 + [
         "IRSDataset/Office/Meeting01"] * 2 + ["IRSDataset/Store/SupermarketData"]
-    assert [r.split for r in refs] == ["train", None, None, None, "test"]
+    assert [r.split for r in refs] == ["train", None, None, None, None, "test"]
 
     for ref, seed in [(refs[0], 0), (refs[1], 1)]:
         sample = assemble_sample(source, ref, "train")
@@ -53,13 +57,14 @@ def test_listing_and_conversion(irs_root, storage_root):
         np.testing.assert_array_equal(sample.mask, valid)
         np.testing.assert_array_equal(sample.disparity[valid], d[valid])  # pixels, kept as is
         assert sample.disparity[1, 1] == 0
-    round_trip(source, [refs[0], refs[1], refs[4]], f"{storage_root}/out")
+    assert sample.meta["fx"] == 480.0
+    round_trip(source, [refs[0], refs[1], refs[5]], f"{storage_root}/out")
 
 
 def test_bad_inputs_have_reasons(irs_root):
     source = adapter("irs", irs_root)
     refs = source.list_samples()
     with pytest.raises(RejectedSample, match=r"Meeting01/d_3.exr: unknown EXR layout: expected one channel, found G, R"):
-        assemble_sample(source, refs[2], "train")
-    with pytest.raises(RejectedSample, match=r"Meeting01/d_4.exr: target missing"):
         assemble_sample(source, refs[3], "train")
+    with pytest.raises(RejectedSample, match=r"Meeting01/d_4.exr: target missing"):
+        assemble_sample(source, refs[4], "train")

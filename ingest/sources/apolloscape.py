@@ -37,6 +37,11 @@ _PART = PREFIX + r"(?P<part>[^/]+)/"
 
 @register
 class ApolloScape(SourceAdapter):
+    """ApolloScape stereo: ``camera_5/*.jpg`` + ``disparity/*.png`` uint16 pixels, 65535 = no ground truth.
+
+    Native layout, units, invalid values and the conversion rule: see the module docstring.
+    """
+
     name = "apolloscape"
     kind = TargetKind.STEREO_DISPARITY
 

@@ -30,6 +30,11 @@ SPLIT_LISTS = {"training_list.txt": "train", "validation_list.txt": "val"}
 
 @register
 class BlendedMVS(SourceAdapter):
+    """BlendedMVS: ``blended_images/*.jpg`` + ``rendered_depth_maps/*.pfm`` depth of unknown scale, 0 invalid.
+
+    Native layout, units, invalid values and the conversion rule: see the module docstring.
+    """
+
     name = "blendedmvs"
     kind = TargetKind.RELATIVE_DEPTH
 

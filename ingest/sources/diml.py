@@ -29,6 +29,11 @@ MM_PER_M = 1000.0
 
 @register
 class DIML(SourceAdapter):
+    """DIML indoor: ``color/*_c.png`` + ``depth_filled/*.png`` uint16 mm -> metres, 0 invalid.
+
+    Native layout, units, invalid values and the conversion rule: see the module docstring.
+    """
+
     name = "diml"
     kind = TargetKind.METRIC_DEPTH
 

@@ -28,6 +28,11 @@ from ingest.sources.base import RGB, SampleReadError, SampleRef, SourceAdapter
 
 @register
 class HRWSI(SourceAdapter):
+    """HR-WSI: ``imgs/*.jpg`` + ``gts/*.png`` disparity up to scale + ``valid_masks/*.png``.
+
+    Native layout, units, invalid values and the conversion rule: see the module docstring.
+    """
+
     name = "hrwsi"
     kind = TargetKind.INVERSE_DEPTH
 

@@ -13,8 +13,13 @@ Units: pixels (kind ``stereo_disparity``: kept as is). Invalid: non-finite value
 disparity has no other invalid code. The authors note that some files listed were used for debugging
 and have the wrong size: those become "image/target size mismatch" rejects.
 
-Group: ``<category>/<scene>``. Split: from the list files when present (matched on the last three path
-components, since list entries may start with the dataset folder's name).
+Group: ``<category>/<scene>`` without its lighting variant: IRS renders one room several times
+(``ArchVizInterior03Data``, ``..._Night``, ``..._Dark``, ``..._T1``, ``..._BL2``), and those views of the
+same geometry must not straddle the train/val split, so the group is the scene name up to its first
+``_``. Split: from the list files when present (matched on the last three path components, since list
+entries start with the dataset folder's name, ``IRSDataset/Home/...``).
+
+Camera (the authors' loader, ``dataloader/SIRSLoader.py``): fx = fy = 480 px for 960x540 images.
 """
 
 from __future__ import annotations
@@ -38,6 +43,11 @@ def _tail(path: str) -> str:
 
 @register
 class IRS(SourceAdapter):
+    """IRS: ``l_*.png`` + ``d_*.exr`` disparity in pixels, non-finite invalid.
+
+    Native layout, units, invalid values and the conversion rule: see the module docstring.
+    """
+
     name = "irs"
     kind = TargetKind.STEREO_DISPARITY
 
@@ -60,10 +70,11 @@ class IRS(SourceAdapter):
         splits = self._official_splits()
 
         def make_ref(groups, files):
-            scene = f"{groups['category']}/{groups['scene']}"
-            sid = sample_id(groups["prefix"], scene, groups["n"])
+            category, scene = groups["category"], groups["scene"]
+            sid = sample_id(groups["prefix"], category, scene, groups["n"])
+            room = scene.split("_", 1)[0] or scene  # lighting variants of one room share a group
             split = splits.get(_tail(files["image"]))
-            return SampleRef(sid, files, group=sample_id(groups["prefix"], scene), split=split)
+            return SampleRef(sid, files, group=sample_id(groups["prefix"], category, room), split=split)
 
         return pair_files(self.files(), self.ROLES, make_ref)
 
@@ -75,4 +86,4 @@ class IRS(SourceAdapter):
         return disparity, np.isfinite(disparity)
 
     def metadata(self, ref: SampleRef) -> dict:
-        return {"units": "pixels"}
+        return {"units": "pixels", "fx": 480.0, "fy": 480.0}

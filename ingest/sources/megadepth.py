@@ -24,6 +24,11 @@ from ingest.sources.base import RGB, SampleRef, SourceAdapter
 
 @register
 class MegaDepth(SourceAdapter):
+    """MegaDepth v1: ``dense*/imgs/*.jpg`` + ``depths/*.h5`` (``depth``), unknown scale, 0 invalid.
+
+    Native layout, units, invalid values and the conversion rule: see the module docstring.
+    """
+
     name = "megadepth"
     kind = TargetKind.RELATIVE_DEPTH
 

@@ -38,6 +38,11 @@ _DIR = r"(?P<video>[^/]+)/(?P<clip>(?:[^/]+/)*?)"
 
 @register
 class Movies3D(SourceAdapter):
+    """3D Movies: ``left/*`` + ``disparity/*.pfm`` (or 16-bit PNG / scale.txt) pixels, optional ``mask/``.
+
+    Native layout, units, invalid values and the conversion rule: see the module docstring.
+    """
+
     name = "movies3d"
     kind = TargetKind.STEREO_DISPARITY
 

@@ -32,6 +32,11 @@ INVALID = 255
 
 @register
 class ReDWeb(SourceAdapter):
+    """ReDWeb V1: ``Imgs/*.jpg`` + ``RDs/*.png``; target ``255 - RD`` (inverse depth), 255 invalid.
+
+    Native layout, units, invalid values and the conversion rule: see the module docstring.
+    """
+
     name = "redweb"
     kind = TargetKind.INVERSE_DEPTH
 

@@ -30,6 +30,11 @@ _TRAJECTORY = PREFIX + r"(?P<env>[^/]+)/(?P<level>Easy|Hard)/(?P<traj>P\d+)/"
 
 @register
 class TartanAir(SourceAdapter):
+    """TartanAir: ``image_left/*_left.png`` + ``depth_left/*_left_depth.npy`` metres; the far sky stays valid.
+
+    Native layout, units, invalid values and the conversion rule: see the module docstring.
+    """
+
     name = "tartanair"
     kind = TargetKind.METRIC_DEPTH
 

@@ -20,6 +20,11 @@ from ingest.sources.movies3d import Movies3D
 
 @register
 class WSVD(Movies3D):
+    """WSVD: the 3D Movies layout, one folder per YouTube video id (the group).
+
+    Native layout, units, invalid values and the conversion rule: see the module docstring.
+    """
+
     name = "wsvd"
 
     def metadata(self, ref) -> dict:
