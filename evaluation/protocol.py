@@ -25,8 +25,10 @@ Metric = Literal["abs_rel", "delta_error", "whdr"]
 
 @dataclasses.dataclass(frozen=True)
 class BenchmarkProtocol:
-    """How one benchmark is evaluated. Depths in metres; ``crop`` is ``(top, bottom, left, right)`` rows
-    and columns of the ground truth kept (end-exclusive), or None; pixels outside it count as invalid."""
+    """How one benchmark is evaluated. Depths in metres. ``crop`` is the kept box ``(top, bottom, left,
+    right)`` as fractions of the ground truth's height and width (end-exclusive), or None; pixels outside
+    it count as invalid. Fractions keep the box meaningful at any size (NYU's Eigen crop, rows 45-470 and
+    columns 41-600 of 480 x 640, is ``(45/480, 471/480, 41/640, 601/640)``)."""
 
     name: str  # short name used on the command line and in metric names
     title: str  # as in the paper's table
@@ -36,7 +38,7 @@ class BenchmarkProtocol:
     max_depth: float | None = None  # cap applied to the prediction (metres)
     min_valid_depth: float = 0.0  # ground truth valid only where depth > this
     max_valid_depth: float | None = None  # ... and where depth < this
-    crop: tuple[int, int, int, int] | None = None
+    crop: tuple[float, float, float, float] | None = None
     align: Literal["disparity", "none"] = "disparity"
     threshold: float = 1.25  # for delta_error
 
@@ -45,6 +47,11 @@ class BenchmarkProtocol:
         """The MLflow metric name; the same for every run, so runs line up in the MLflow UI."""
         suffix = {"abs_rel": "absrel", "delta_error": f"delta_gt_{self.threshold:g}", "whdr": "whdr"}
         return f"zero_shot/{self.name}_{suffix[self.metric]}"
+
+    @property
+    def metric_label(self) -> str:
+        """How the paper's table heads the column."""
+        return {"abs_rel": "AbsRel", "delta_error": f"δ>{self.threshold:g} (%)", "whdr": "WHDR (%)"}[self.metric]
 
 
 PROTOCOLS: dict[str, BenchmarkProtocol] = {
@@ -60,7 +67,8 @@ PROTOCOLS: dict[str, BenchmarkProtocol] = {
                           "Eigen test split with improved (annotated) ground truth from the depth val set",
                           161, max_depth=80.0),
         BenchmarkProtocol("nyu", "NYU Depth v2", "delta_error", "official labeled test split, raw depth",
-                          654, max_depth=10.0, max_valid_depth=10.0, crop=(45, 471, 41, 601)),
+                          654, max_depth=10.0, max_valid_depth=10.0,
+                          crop=(45 / 480, 471 / 480, 41 / 640, 601 / 640)),
         BenchmarkProtocol("tum", "TUM RGB-D", "delta_error", "dynamic sequences with people",
                           1815, max_depth=10.0),
     )
@@ -117,7 +125,9 @@ def valid_mask(gt_depth: np.ndarray, valid: np.ndarray, protocol: BenchmarkProto
         if protocol.max_valid_depth is not None:
             mask &= gt_depth < protocol.max_valid_depth
     if protocol.crop is not None:
-        top, bottom, left, right = protocol.crop
+        height, width = mask.shape
+        top, bottom = (round(f * height) for f in protocol.crop[:2])
+        left, right = (round(f * width) for f in protocol.crop[2:])
         box = np.zeros_like(mask)
         box[top:bottom, left:right] = True
         mask &= box

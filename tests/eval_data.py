@@ -44,7 +44,7 @@ def _png(array: np.ndarray) -> bytes:
 
 def _jpeg(array: np.ndarray) -> bytes:
     buf = io.BytesIO()
-    Image.fromarray(array).save(buf, format="JPEG", quality=95)
+    Image.fromarray(array).save(buf, format="JPEG", quality=100, subsampling=0)
     return buf.getvalue()
 
 
@@ -169,3 +169,39 @@ WRITERS = {"sintel": write_sintel, "eth3d": write_eth3d, "kitti": write_kitti, "
 
 def write_all(root: str) -> dict[str, list[str]]:
     return {name: writer(root) for name, writer in WRITERS.items()}
+
+
+# --------------------------------------------------------------------------- a tiny model for the job tests
+
+
+class RedChannelDisparity:
+    """Picklable model loader for tests: ``() -> (model, Preprocessing)``.
+
+    The model reads disparity back from the red channel, where :func:`scene_rgb` wrote it (up to scale
+    and shift), so after alignment its error is near zero; ``invert=True`` predicts the opposite order
+    (near is far, and not an affine map of the truth), which every metric must punish. ``fail=True`` mimics a checkpoint that does not load."""
+
+    def __init__(self, invert: bool = False, fail: bool = False, size: int = 64):
+        self.invert, self.fail, self.size = invert, fail, size
+
+    def __call__(self):
+        import torch
+
+        from evaluation.predict import Preprocessing
+
+        if self.fail:
+            raise ValueError("checkpoint /nowhere/model.safetensors does not load: missing keys ['head.0.weight']")
+
+        class Model(torch.nn.Module):
+            def __init__(self, invert: bool):
+                super().__init__()
+                self.invert = invert
+                self.gain = torch.nn.Parameter(torch.ones(1))
+
+            def forward(self, x):
+                red = (x[:, :1] + 1.0) / 2.0  # undo the (0.5, 0.5) normalisation
+                if self.invert:  # monotone decreasing and not affine: alignment cannot undo it
+                    return self.gain / (red + 0.1)
+                return torch.relu(self.gain * red + 0.05)
+
+        return Model(self.invert), Preprocessing(size=self.size)

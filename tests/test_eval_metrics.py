@@ -10,7 +10,7 @@ import torch
 
 from evaluation import metrics
 from evaluation.metrics import abs_rel, align_scale_shift, cap_and_invert, delta_error, whdr
-from evaluation.protocol import PROTOCOLS, BenchmarkProtocol, MetricSums, evaluate_dense, evaluate_pairs
+from evaluation.protocol import PROTOCOLS, BenchmarkProtocol, MetricSums, evaluate_dense, evaluate_pairs, valid_mask
 
 
 def test_known_scale_and_shift_recovered_exactly_numpy_and_torch():
@@ -126,7 +126,7 @@ def test_evaluate_dense_honours_cap_invalid_pixels_range_and_crop():
     ranged = _protocol(metric="delta_error", align="none", max_valid_depth=10.0)
     result = evaluate_dense(pred, gt, valid, ranged)
     assert result.valid_pixels == 3 and result.value == pytest.approx(0.0)  # 25 m leaves the mask
-    cropped = _protocol(metric="abs_rel", align="none", crop=(0, 1, 0, 2))
+    cropped = _protocol(metric="abs_rel", align="none", crop=(0, 0.5, 0, 2 / 3))
     result = evaluate_dense(pred, gt, valid, cropped)
     assert result.valid_pixels == 2 and result.value == pytest.approx(0.0)
     empty = evaluate_dense(pred, gt, np.zeros_like(valid), capped)
@@ -155,3 +155,6 @@ def test_protocol_table_matches_the_issue():
         "kitti": ("delta_error", 80.0, 161), "nyu": ("delta_error", 10.0, 654), "tum": ("delta_error", 10.0, 1815),
     }
     assert len({p.metric_key for p in PROTOCOLS.values()}) == 6
+    nyu = np.ones((480, 640), bool)
+    kept = valid_mask(np.ones((480, 640)), nyu, PROTOCOLS["nyu"])
+    assert kept.sum() == (471 - 45) * (601 - 41) and kept[45, 41] and not kept[44, 41] and not kept[45, 601]

@@ -1,0 +1,101 @@
+"""One unit of evaluation work: predict and score a few images of one benchmark (no Ray in here).
+
+A chunk returns additive :class:`~evaluation.protocol.MetricSums`, one row per image (including images
+that could not be scored, with the reason) and small pictures for the first images of a benchmark.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from evaluation.benchmarks import make_reader
+from evaluation.predict import Preprocessing, predict_disparity
+from evaluation.protocol import MetricSums, evaluate_dense, evaluate_pairs, get_protocol, valid_mask
+
+PICTURE_SIDE = 256  # longer side of the arrays sent back for picture grids
+
+
+@dataclasses.dataclass
+class Picture:
+    """Downsized arrays for one row of a picture grid: rgb uint8 [h, w, 3]; gt and pred disparity
+    float32 [h, w] (gt NaN where invalid; pred aligned to gt where the protocol aligns). ``pairs`` in
+    the downsized coordinates for DIW."""
+
+    id: str
+    rgb: np.ndarray
+    gt: np.ndarray | None
+    pred: np.ndarray
+    pairs: np.ndarray | None = None
+    value: float = float("nan")
+
+
+@dataclasses.dataclass
+class ChunkResult:
+    benchmark: str
+    sums: MetricSums
+    rows: list[dict]
+    pictures: list[Picture]
+    error: str | None = None
+
+
+def _shrink(array: np.ndarray, mode: str) -> tuple[np.ndarray, float]:
+    h, w = array.shape[:2]
+    factor = min(1.0, PICTURE_SIDE / max(h, w))
+    if factor == 1.0:
+        return array, 1.0
+    size = (max(1, round(h * factor)), max(1, round(w * factor)))
+    t = torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))
+    t = t.permute(2, 0, 1)[None] if t.ndim == 3 else t[None, None]
+    small = F.interpolate(t, size=size, mode=mode)[0]
+    small = small.permute(1, 2, 0).numpy() if array.ndim == 3 else small[0].numpy()
+    return small.astype(array.dtype), factor
+
+
+def _picture(sample, pred: np.ndarray, result, protocol) -> Picture:
+    rgb, factor = _shrink(sample.rgb, "area")
+    if sample.pairs is not None:
+        small_pred, _ = _shrink(pred, "area")
+        pairs = sample.pairs.copy()
+        pairs[:, :4] = np.floor(pairs[:, :4] * factor)
+        return Picture(sample.id, rgb, None, small_pred, pairs, result.value)
+    mask = valid_mask(sample.depth, sample.valid, protocol)
+    gt = np.full(sample.depth.shape, np.nan, np.float32)
+    gt[mask] = 1.0 / sample.depth[mask]
+    aligned = result.aligned_disparity if result.aligned_disparity is not None else pred
+    # nearest keeps invalid (NaN) ground truth from bleeding into valid neighbours
+    return Picture(sample.id, rgb, _shrink(gt, "nearest")[0], _shrink(aligned, "area")[0], None, result.value)
+
+
+def _row(benchmark: str, metric: str, sample_id: str, result) -> dict:
+    return {"benchmark": benchmark, "id": sample_id, "metric": metric, "value": result.value,
+            "weight": result.weight, "valid_pixels": result.valid_pixels, "scale": result.scale,
+            "shift": result.shift, "reason": result.reason}
+
+
+def run_chunk(model: torch.nn.Module, pre: Preprocessing, benchmark: str, data_root: str, ids: Sequence[str],
+              picture_ids: Sequence[str] = (), device: str = "cpu", batch_size: int = 4) -> ChunkResult:
+    """Evaluate ``ids`` of ``benchmark``; any exception propagates (the caller records it)."""
+    protocol = get_protocol(benchmark)
+    reader = make_reader(benchmark, data_root)
+    samples = [reader.load(i) for i in ids]
+    preds = predict_disparity(model, [s.rgb for s in samples], pre, device=device, batch_size=batch_size)
+    sums, rows, pictures = MetricSums(), [], []
+    for sample, pred in zip(samples, preds):
+        if sample.pairs is not None:
+            result = evaluate_pairs(pred, sample.pairs)
+        else:
+            result = evaluate_dense(pred, sample.depth, sample.valid, protocol)
+        if math.isnan(result.value):
+            sums.skipped += 1
+        else:
+            sums.add(result.value, result.weight)
+        rows.append(_row(benchmark, protocol.metric_key, sample.id, result))
+        if sample.id in picture_ids:
+            pictures.append(_picture(sample, pred, result, protocol))
+    return ChunkResult(benchmark, sums, rows, pictures)

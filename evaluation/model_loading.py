@@ -1,0 +1,50 @@
+"""Turning a checkpoint into ``(model, Preprocessing)`` on each evaluation worker.
+
+The one place where evaluation touches training: it imports ``training.model``'s public builder and
+checkpoint loaders only (DESIGN.md). The loader is a small frozen dataclass so that Ray can ship it to the
+workers, each of which loads the weights itself (from a local path or ``s3://``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from evaluation.predict import Preprocessing
+
+
+@dataclasses.dataclass(frozen=True)
+class CheckpointLoader:
+    """Build and load a DPT for evaluation.
+
+    ``model=None`` reads this project's checkpoints, which carry their model config; a variant name
+    (``dpt_large``, ``dpt_hybrid``, ...) builds it and loads any supported checkpoint into it (official
+    DPT/MiDaS v3 ``.pt`` files, transformers weights). ``input_size`` overrides the variant's longer side
+    (384 for the paper's models, as the protocol asks)."""
+
+    checkpoint: str
+    model: str | None = None
+    input_size: int | None = None
+
+    def __call__(self):
+        from training.model import build_model, load_checkpoint, load_model
+
+        try:
+            if self.model is None:
+                net = load_model(self.checkpoint)
+            else:
+                net = load_checkpoint(build_model(self.model, pretrained=False), self.checkpoint)
+        except FileNotFoundError:
+            raise
+        except Exception as exc:
+            raise ValueError(f"checkpoint {self.checkpoint} does not load: {exc}") from exc
+        return net, preprocessing_of(net, self.input_size)
+
+
+def preprocessing_of(model, input_size: int | None = None) -> Preprocessing:
+    """The evaluation :class:`Preprocessing` from the variant's own (``model.preprocess``)."""
+    own = getattr(model, "preprocess", None)
+    if own is None:
+        pre = Preprocessing()
+    else:
+        pre = Preprocessing(tuple(own.mean), tuple(own.std), int(own.size), int(own.multiple_of))
+    return dataclasses.replace(pre, size=input_size) if input_size else pre

@@ -1,0 +1,88 @@
+"""Logging evaluation results to MLflow, one benchmark at a time as each finishes.
+
+Names (stable across runs, so that the MLflow UI lines them up):
+
+| what | name |
+|---|---|
+| the Table 1 number of a benchmark | metric ``zero_shot/<benchmark>_<metric>`` (e.g. ``zero_shot/nyu_delta_gt_1.25``) |
+| images scored / skipped | metrics ``zero_shot/<benchmark>_images``, ``zero_shot/<benchmark>_skipped`` |
+| a benchmark that failed | tag ``eval.error.<benchmark>`` with the message |
+| the evaluated checkpoint, data root | tags ``eval.checkpoint``, ``eval.data_root`` |
+| per-image metrics | artifact ``eval/per_image/<benchmark>.parquet`` |
+| picture grids | artifact ``eval/pictures/<benchmark>.png`` |
+"""
+
+from __future__ import annotations
+
+import io
+import math
+
+import mlflow
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from evaluation.job import BenchmarkOutcome
+from evaluation.pictures import picture_grid
+from evaluation.protocol import get_protocol
+
+ROW_SCHEMA = pa.schema([
+    ("benchmark", pa.string()), ("id", pa.string()), ("metric", pa.string()), ("value", pa.float64()),
+    ("weight", pa.float64()), ("valid_pixels", pa.int64()), ("scale", pa.float64()), ("shift", pa.float64()),
+    ("reason", pa.string()),
+])
+
+
+def start_run(run_id: str | None, experiment: str | None, run_name: str | None = None):
+    """Resume ``run_id`` (e.g. the training run) or start a new run in ``experiment``."""
+    if run_id:
+        return mlflow.start_run(run_id=run_id)
+    if experiment:
+        mlflow.set_experiment(experiment)
+    return mlflow.start_run(run_name=run_name)
+
+
+def per_image_table(rows: list[dict]) -> pa.Table:
+    return pa.Table.from_pylist(rows, schema=ROW_SCHEMA)
+
+
+def log_outcome(outcome: BenchmarkOutcome) -> None:
+    """Log one finished benchmark into the active run."""
+    protocol = get_protocol(outcome.name)
+    if outcome.error:
+        mlflow.set_tag(f"eval.error.{outcome.name}", outcome.error[:4000])
+    elif not math.isnan(outcome.value):
+        mlflow.log_metrics({
+            protocol.metric_key: outcome.value,
+            f"zero_shot/{outcome.name}_images": outcome.sums.images,
+            f"zero_shot/{outcome.name}_skipped": outcome.sums.skipped,
+        })
+    if outcome.rows:
+        buf = io.BytesIO()
+        pq.write_table(per_image_table(outcome.rows), buf)
+        with _temporary(f"{outcome.name}.parquet", buf.getvalue()) as path:
+            mlflow.log_artifact(path, artifact_path="eval/per_image")
+    if outcome.pictures and not outcome.error:
+        metric = protocol.metric_label
+        fig = picture_grid(outcome.pictures, f"{protocol.title}: {metric} = {outcome.value:.4g}", metric)
+        mlflow.log_figure(fig, f"eval/pictures/{outcome.name}.png")
+        import matplotlib.pyplot as plt
+
+        plt.close(fig)
+
+
+class _temporary:
+    """A named temporary file holding ``data`` (mlflow.log_artifact logs paths, keeping the name)."""
+
+    def __init__(self, name: str, data: bytes):
+        import tempfile
+
+        self._dir = tempfile.TemporaryDirectory(prefix="dpt-eval-")
+        self.path = f"{self._dir.name}/{name}"
+        with open(self.path, "wb") as f:
+            f.write(data)
+
+    def __enter__(self) -> str:
+        return self.path
+
+    def __exit__(self, *exc) -> None:
+        self._dir.cleanup()

@@ -1,0 +1,93 @@
+"""The evaluation path from native files to numbers: preprocessing sizes, one chunk without Ray, then the
+Ray job and MLflow logging against the real services."""
+
+from __future__ import annotations
+
+import math
+
+import mlflow
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from evaluation.chunk import run_chunk
+from evaluation.job import EvalOptions, evaluate
+from evaluation.predict import Preprocessing, network_size, predict_disparity, prepare
+from evaluation.protocol import PROTOCOLS
+from evaluation.tracking import log_outcome, start_run
+from tests import eval_data
+
+
+@pytest.mark.parametrize("shape, expected", [
+    ((480, 640), (288, 384)), ((375, 1242), (128, 384)), ((436, 1024), (160, 384)),
+    ((4032, 6048), (256, 384)), ((640, 480), (384, 288)), ((10, 1000), (32, 384)),
+])
+def test_network_size_longer_side_384_shorter_multiple_of_32(shape, expected):
+    assert network_size(*shape) == expected
+
+
+def test_prepare_and_predict_return_ground_truth_size():
+    rgb = np.zeros((30, 50, 3), np.uint8)
+    x = prepare(rgb, Preprocessing())
+    assert x.shape == (3, 224, 384) and float(x.min()) == pytest.approx(-1.0)
+    model, pre = eval_data.RedChannelDisparity(size=64)()
+    preds = predict_disparity(model, [rgb, np.zeros((20, 20, 3), np.uint8), rgb], pre, batch_size=2)
+    assert [p.shape for p in preds] == [(30, 50), (20, 20), (30, 50)]
+
+
+@pytest.mark.parametrize("benchmark", sorted(PROTOCOLS))
+def test_chunk_scores_a_good_model_well_and_an_inverted_one_badly(benchmark, tmp_path):
+    root = str(tmp_path)
+    ids = eval_data.WRITERS[benchmark](root)
+    good_model, pre = eval_data.RedChannelDisparity()()
+    bad_model, _ = eval_data.RedChannelDisparity(invert=True)()
+    good = run_chunk(good_model, pre, benchmark, root, ids, picture_ids=ids[:1])
+    bad = run_chunk(bad_model, pre, benchmark, root, ids)
+    assert good.sums.images == len(ids) and len(good.rows) == len(ids) and len(good.pictures) == 1
+    limits = {"abs_rel": (0.08, 0.2), "delta_error": (10.0, 30.0), "whdr": (0.0, 100.0)}
+    good_max, bad_min = limits[PROTOCOLS[benchmark].metric]
+    assert good.sums.value <= good_max < bad_min <= bad.sums.value, (good.sums.value, bad.sums.value)
+    assert all(row["metric"] == PROTOCOLS[benchmark].metric_key for row in good.rows)
+
+
+@pytest.mark.slow
+def test_ray_job_logs_every_benchmark_and_keeps_results_when_one_fails(ray_cluster, mlflow_tracking, tmp_path):
+    import ray
+
+    root = str(tmp_path / "data")
+    eval_data.write_all(root)
+    (tmp_path / "data/sintel/training/depth/alley_1/frame_0002.dpt").write_bytes(b"\x00" * 20)  # corrupt
+    ray.init(log_to_driver=False)
+    mlflow.set_experiment("job-test")
+    with start_run(None, "job-test") as run:
+        outcomes = evaluate(eval_data.RedChannelDisparity(), ["nyu", "kitti", "sintel", "diw", "tum", "eth3d"],
+                            root, EvalOptions(chunk_images=1, workers=2, pictures=2), on_done=log_outcome)
+    assert outcomes["sintel"].error and "frame_0002.dpt" in outcomes["sintel"].error
+    for name in ("nyu", "kitti", "diw", "tum", "eth3d"):
+        assert outcomes[name].error is None and not math.isnan(outcomes[name].value)
+    logged = mlflow.get_run(run.info.run_id)
+    for name in ("nyu", "kitti", "diw", "tum", "eth3d"):
+        key = PROTOCOLS[name].metric_key
+        assert logged.data.metrics[key] == pytest.approx(outcomes[name].value)
+    assert PROTOCOLS["sintel"].metric_key not in logged.data.metrics
+    assert "frame_0002.dpt" in logged.data.tags["eval.error.sintel"]
+    client = mlflow.MlflowClient()
+    names = {a.path for a in client.list_artifacts(run.info.run_id, "eval/pictures")}
+    assert names == {f"eval/pictures/{n}.png" for n in ("nyu", "kitti", "diw", "tum", "eth3d")}
+    table = pq.read_table(client.download_artifacts(run.info.run_id, "eval/per_image/nyu.parquet", str(tmp_path)))
+    assert table.column("id").to_pylist() == ["0002", "0003"]
+    assert table.column("value").to_pylist() == pytest.approx([r["value"] for r in outcomes["nyu"].rows])
+    # the benchmark number is the weighted sum over per-image values, whichever worker computed them
+    values = table.column("value").to_numpy()
+    assert logged.data.metrics[PROTOCOLS["nyu"].metric_key] == pytest.approx(values.mean())
+
+
+@pytest.mark.slow
+def test_ray_job_reports_a_model_that_does_not_load(ray_cluster, tmp_path):
+    import ray
+
+    root = str(tmp_path)
+    eval_data.write_nyu(root)
+    ray.init(log_to_driver=False)
+    with pytest.raises(RuntimeError, match="does not load: missing keys"):
+        evaluate(eval_data.RedChannelDisparity(fail=True), ["nyu"], root, EvalOptions(workers=1))
