@@ -18,13 +18,13 @@ def depth_mm(seed: int) -> np.ndarray:
 def diml_root(storage_root):
     root = f"{storage_root}/DIML"
     files = {}
-    for split, scene, name, seed in [("train", "16.Billiard", "in_k_00_180924_000001", 0),
-                                     ("train", "16.Billiard", "in_k_00_180924_000002", 1),
+    for split, scene, name, seed in [("train", "12. Livingroom", "in_k_00_180924_000001", 0),
+                                     ("train", "12. Livingroom", "in_k_00_180924_000002", 1),
                                      ("test", "20.Office", "in_k_01_181011_000001", 2)]:
         base = f"indoor/{split}/HR/{scene}"
         files[f"{base}/color/{name}_c.png"] = encode(rgb(seed))
         files[f"{base}/depth_filled/{name}_depth_filled.png"] = write_png16(depth_mm(seed))
-    files["indoor/train/HR/16.Billiard/color/in_k_00_180924_000003_c.png"] = encode(rgb(3))  # no depth
+    files["indoor/train/HR/12. Livingroom/color/in_k_00_180924_000003_c.png"] = encode(rgb(3))  # no depth
     files["indoor/test/HR/20.Office/depth_filled/in_k_01_181011_000002_depth_filled.png"] = encode(rgb(4))  # 8-bit RGB
     files["indoor/test/HR/20.Office/color/in_k_01_181011_000002_c.png"] = encode(rgb(4))
     write_tree(root, files)
@@ -36,9 +36,9 @@ def test_listing_and_conversion(diml_root, storage_root):
     refs = source.list_samples()
     assert [r.id for r in refs] == [
         "indoor/test/HR/20.Office/in_k_01_181011_000001", "indoor/test/HR/20.Office/in_k_01_181011_000002",
-        "indoor/train/HR/16.Billiard/in_k_00_180924_000001", "indoor/train/HR/16.Billiard/in_k_00_180924_000002",
-        "indoor/train/HR/16.Billiard/in_k_00_180924_000003"]
-    assert [r.group for r in refs] == ["20.Office"] * 2 + ["16.Billiard"] * 3
+        "indoor/train/HR/12. Livingroom/in_k_00_180924_000001", "indoor/train/HR/12. Livingroom/in_k_00_180924_000002",
+        "indoor/train/HR/12. Livingroom/in_k_00_180924_000003"]
+    assert [r.group for r in refs] == ["20.Office"] * 2 + ["12. Livingroom"] * 3
     assert [r.split for r in refs] == ["test"] * 2 + ["train"] * 3
 
     sample = assemble_sample(source, refs[2], "train")
