@@ -9,8 +9,9 @@ from tests.adapter_tools import H, W, adapter, encode, rgb, round_trip, write_tr
 
 
 def depth(seed: int) -> np.ndarray:
-    d = np.linspace(0.5, 40.0, H * W, dtype=np.float32).reshape(H, W) * (1 + seed)
-    d[:, 0] = 0  # no MVS depth
+    """Column 0 has no depth; the other 88 pixels hold (1, 2, ..., 88) * (1 + seed)."""
+    d = np.zeros((H, W), np.float32)
+    d[:, 1:] = np.arange(1, 89, dtype=np.float32).reshape(H, W - 1) * (1 + seed)
     return d
 
 
@@ -19,6 +20,8 @@ def megadepth_root(storage_root):
     root = f"{storage_root}/md"
     nan_depth = depth(0)
     nan_depth[3, 3] = np.nan
+    ordinal = np.full((H, W), -1.0, np.float32)  # an ordinal-only image: -1 everywhere but labelled parts
+    ordinal[:4] = 1.0
     write_tree(root, {
         "MegaDepth_v1/0001/dense0/imgs/1234_a.jpg": encode(rgb(0), "JPEG"),
         "MegaDepth_v1/0001/dense0/depths/1234_a.h5": write_h5({"depth": depth(0)}),
@@ -28,6 +31,8 @@ def megadepth_root(storage_root):
         "MegaDepth_v1/0042/dense0/depths/9_c.h5": write_h5({"disparity": depth(2)}),  # wrong dataset name
         "MegaDepth_v1/0042/dense0/imgs/10_d.jpg": encode(rgb(3), "JPEG"),
         "MegaDepth_v1/0042/dense0/depths/10_d.h5": write_h5({"depth": nan_depth}),
+        "MegaDepth_v1/0042/dense0/imgs/12_f.jpg": encode(rgb(4), "JPEG"),
+        "MegaDepth_v1/0042/dense0/depths/12_f.h5": write_h5({"depth": ordinal}),
         "MegaDepth_v1/0042/dense0/imgs/11_e.jpg": encode(rgb(3), "JPEG")[:200],  # truncated JPEG
         "MegaDepth_v1/0042/dense0/depths/11_e.h5": write_h5({"depth": depth(3)}),
     })
@@ -39,12 +44,16 @@ def test_listing_and_conversion(megadepth_root, storage_root):
     refs = source.list_samples()
     assert [r.id for r in refs] == ["MegaDepth_v1/0001/dense0/1234_a", "MegaDepth_v1/0001/dense1/77_b",
                                     "MegaDepth_v1/0042/dense0/10_d", "MegaDepth_v1/0042/dense0/11_e",
-                                    "MegaDepth_v1/0042/dense0/9_c"]
-    assert [r.group for r in refs] == ["MegaDepth_v1/0001"] * 2 + ["MegaDepth_v1/0042"] * 3
+                                    "MegaDepth_v1/0042/dense0/12_f", "MegaDepth_v1/0042/dense0/9_c"]
+    assert [r.group for r in refs] == ["MegaDepth_v1/0001"] * 2 + ["MegaDepth_v1/0042"] * 4
 
     sample = assemble_sample(source, refs[1], "train")
     d = depth(1).astype(np.float64)
-    valid = d > 0
+    # The authors' outlier rule by hand: of the values k * 2 (k = 1..88), the 98th percentile is
+    # 86.26 * 2, which drops k = 87, 88; the 1st percentile of k = 1..86 is 1.85 * 2, which drops k = 1.
+    k = d / 2
+    valid = (k >= 2) & (k <= 86)
+    assert valid.sum() == 85
     np.testing.assert_array_equal(sample.mask, valid)
     np.testing.assert_allclose(sample.disparity[valid], 1 / d[valid], rtol=1e-6)
     assert sample.meta["kind"] == "relative_depth" and sample.rgb_format == "jpg"
@@ -58,5 +67,7 @@ def test_bad_inputs_have_reasons(megadepth_root):
         assemble_sample(source, refs["9_c"], "train")
     with pytest.raises(RejectedSample, match="1 valid pixels are NaN or Inf"):
         assemble_sample(source, refs["10_d"], "train")
+    with pytest.raises(RejectedSample, match=r"depths/12_f.h5: ordinal-only MegaDepth target"):
+        assemble_sample(source, refs["12_f"], "train")
     with pytest.raises(RejectedSample, match=r"imgs/11_e.jpg: unreadable or truncated image"):
         assemble_sample(source, refs["11_e"], "train")
