@@ -25,7 +25,9 @@ def irs_root(storage_root):
     }
     for scene, n, seed in [("Home/ArchVizInterior03Data", 1, 0), ("Home/ArchVizInterior03Data", 2, 1),
                            ("Store/SupermarketData", 7, 2)]:
-        files[f"IRSDataset/{scene}/l_{n}.png"] = encode(rgb(seed))
+        # IRS left images may carry an alpha channel (the authors' loader drops it): seed 1 has one.
+        left = rgb(seed) if seed != 1 else np.dstack([rgb(seed), np.full((H, W), 255, np.uint8)])
+        files[f"IRSDataset/{scene}/l_{n}.png"] = encode(left)
         files[f"IRSDataset/{scene}/r_{n}.png"] = encode(rgb(seed))  # not read
         d = disparity(seed)
         files[f"IRSDataset/{scene}/d_{n}.exr"] = write_exr({"Y": d} if seed != 1 else {"R": d, "G": d, "B": d})
@@ -57,6 +59,7 @@ def test_listing_and_conversion(irs_root, storage_root):
         np.testing.assert_array_equal(sample.mask, valid)
         np.testing.assert_array_equal(sample.disparity[valid], d[valid])  # pixels, kept as is
         assert sample.disparity[1, 1] == 0
+        np.testing.assert_array_equal(sample.rgb, rgb(seed))  # RGBA -> RGB, re-encoded losslessly
     assert sample.meta["fx"] == 480.0
     round_trip(source, [refs[0], refs[1], refs[5]], f"{storage_root}/out")
 
