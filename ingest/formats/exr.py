@@ -1,15 +1,13 @@
-"""OpenEXR float maps (IRS disparity ``d_*.exr``), read with the ``OpenEXR`` package.
+"""OpenEXR float maps (IRS disparity ``d_*.exr``), read and written in memory with the ``OpenEXR`` package.
 
-The ``OpenEXR`` bindings read from a file name only, so the bytes go through a temporary file. A target
-map is one channel: a file with exactly one channel (whatever its name) gives that channel; a file with
-``R``, ``G``, ``B`` channels that are all equal (a gray map saved as colour) gives ``R``; a ``channel`` may
-be named explicitly; anything else is an unknown layout.
+A target map is one channel: a file with exactly one channel (whatever its name) gives that channel; a
+file with ``R``, ``G``, ``B`` channels that are all equal (a gray map saved as colour) gives ``R``; a
+``channel`` may be named explicitly; anything else is an unknown layout.
 """
 
 from __future__ import annotations
 
-import os
-import tempfile
+import io
 
 import numpy as np
 
@@ -20,19 +18,11 @@ def read_exr(data: bytes, channel: str | None = None) -> np.ndarray:
     """Decode EXR bytes to one float32 ``[H, W]`` channel (see the module docstring for which)."""
     import OpenEXR
 
-    fd, path = tempfile.mkstemp(prefix="dpt-exr-", suffix=".exr")
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        try:
-            with OpenEXR.File(path, separate_channels=True) as exr:
-                channels = {name: np.array(ch.pixels) for name, ch in exr.channels().items()}
-        except Exception as exc:  # the bindings raise RuntimeError/ValueError for broken files
-            # The bindings name our temporary file; the caller names the real one.
-            reason = str(exc).replace(path, "file")
-            raise FormatError(f"unreadable or truncated EXR ({reason})") from exc
-    finally:
-        os.remove(path)
+        with OpenEXR.File(io.BytesIO(data), separate_channels=True) as exr:
+            channels = {name: np.array(ch.pixels) for name, ch in exr.channels().items()}
+    except Exception as exc:  # the bindings raise RuntimeError/ValueError for broken files
+        raise FormatError(f"unreadable or truncated EXR ({exc})") from exc
     return _pick_channel(channels, channel).astype(np.float32)
 
 
@@ -61,12 +51,7 @@ def write_exr(channels: dict[str, np.ndarray]) -> bytes:
 
     arrays = {name: np.ascontiguousarray(a, dtype=np.float32) for name, a in channels.items()}
     header = {"compression": OpenEXR.ZIP_COMPRESSION, "type": OpenEXR.scanlineimage}
-    fd, path = tempfile.mkstemp(prefix="dpt-exr-", suffix=".exr")
-    os.close(fd)
-    try:
-        with OpenEXR.File(header, arrays) as exr:
-            exr.write(path)
-        with open(path, "rb") as f:
-            return f.read()
-    finally:
-        os.remove(path)
+    buf = io.BytesIO()
+    with OpenEXR.File(header, arrays) as exr:
+        exr.write(buf)
+    return buf.getvalue()
