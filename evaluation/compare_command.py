@@ -1,0 +1,63 @@
+"""``dpt compare``: evaluated MLflow runs next to DPT's Table 1, with change against a baseline.
+
+    dpt compare --experiment dpt-zero-shot --baseline DPT-Large --out reports/compare
+
+Reads runs with ``mlflow.search_runs`` (tracking URI from ``MLFLOW_TRACKING_URI``), prints the table of
+the six zero-shot metrics with the paper's rows (MiDaS on MIX 5, DPT-Hybrid, DPT-Large) and each row's
+relative change against ``--baseline`` (a paper row, a run name or a run id), and writes the same as
+``compare.csv`` and ``compare.png`` under ``--out`` (local folder or s3://).
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from evaluation.command import DEFAULT_EXPERIMENT
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--experiment", action="append", default=None,
+                        help=f"experiment to read runs from (repeatable; default {DEFAULT_EXPERIMENT})")
+    parser.add_argument("--runs", default=None, help="comma-separated run ids (instead of whole experiments)")
+    parser.add_argument("--baseline", default="DPT-Large",
+                        help="paper row (DPT-Large, DPT-Hybrid, 'MiDaS (MIX 5)'), run name or run id (default DPT-Large)")
+    parser.add_argument("--out", default="dpt-compare", help="folder or s3:// prefix for compare.csv and compare.png")
+    parser.add_argument("--no-paper", action="store_true", help="leave the paper's rows out of the table")
+    parser.add_argument("--max-runs", type=int, default=50, help="most recent runs to show (default 50)")
+
+
+def search(args: argparse.Namespace):
+    import mlflow
+
+    if args.runs:
+        ids = [r.strip() for r in args.runs.split(",") if r.strip()]
+        quoted = ", ".join(f"'{r}'" for r in ids)
+        runs = mlflow.search_runs(search_all_experiments=True, filter_string=f"attributes.run_id IN ({quoted})")
+        missing = sorted(set(ids) - set(runs["run_id"])) if len(runs) else ids
+        if missing:
+            raise ValueError(f"--runs: no MLflow run with id {', '.join(missing)}")
+        return runs
+    names = args.experiment or [DEFAULT_EXPERIMENT]
+    for name in names:
+        if mlflow.get_experiment_by_name(name) is None:
+            raise ValueError(f"--experiment: no MLflow experiment named {name!r}")
+    return mlflow.search_runs(experiment_names=names, max_results=args.max_runs, order_by=["attributes.start_time DESC"])
+
+
+def run(args: argparse.Namespace) -> int:
+    from evaluation import compare
+    from pipeline import storage
+
+    run_rows = compare.run_rows(search(args))
+    if not run_rows:
+        print("no run with zero-shot metrics found (run `dpt eval` first)")
+    rows = compare.rows_with_paper(run_rows, paper=not args.no_paper)
+    if not rows:
+        return 1
+    baseline = compare.find_baseline(rows, args.baseline)
+    print(compare.format_table(rows, baseline))
+    csv_url, png_url = storage.join(args.out, "compare.csv"), storage.join(args.out, "compare.png")
+    storage.write_bytes(csv_url, compare.to_csv(rows, baseline))
+    storage.write_bytes(png_url, compare.chart_png(rows, baseline))
+    print(f"wrote {csv_url} and {png_url}")
+    return 0 if run_rows else 1

@@ -1,0 +1,101 @@
+"""`dpt compare` pieces by hand, then the whole loop: `dpt eval` on a small checkpoint and tiny native
+benchmark sets against the real Ray and MLflow servers, and `dpt compare` reading the numbers back."""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+
+import mlflow
+import pandas as pd
+import pytest
+
+from evaluation import compare
+from evaluation.protocol import PROTOCOLS
+from pipeline.cli import main
+from tests import eval_data
+
+
+def _runs_frame(rows: list[dict]) -> pd.DataFrame:
+    return pd.DataFrame(rows)
+
+
+def test_run_rows_relative_change_and_table_by_hand():
+    frame = _runs_frame([
+        {"run_id": "a" * 32, "tags.mlflow.runName": "mine", f"metrics.{PROTOCOLS['nyu'].metric_key}": 4.16,
+         f"metrics.{PROTOCOLS['eth3d'].metric_key}": 0.1335},
+        {"run_id": "b" * 32, "tags.mlflow.runName": "train-only"},  # no zero-shot metric: not shown
+    ])
+    runs = compare.run_rows(frame)
+    assert [r.name for r in runs] == ["mine"] and math.isnan(runs[0].values["kitti"])
+    rows = compare.rows_with_paper(runs)
+    baseline = compare.find_baseline(rows, "DPT-Large")
+    change = compare.relative_change(rows, baseline)
+    assert change["mine"]["nyu"] == pytest.approx((4.16 - 8.32) / 8.32 * 100)  # -50 %
+    assert change["mine"]["eth3d"] == pytest.approx(50.0)
+    assert math.isnan(change["mine"]["diw"])
+    table = compare.format_table(rows, baseline)
+    assert "DPT-Large *" in table and "4.16 (-50.0%)" in table and "0.134 (+50.0%)" in table
+    assert "12.46 (+15.2%)" in table  # MiDaS DIW vs DPT-Large: (12.46 - 10.82) / 10.82
+    assert compare.find_baseline(rows, "aaaa").name == "mine"
+    with pytest.raises(ValueError, match="--baseline 'nope'"):
+        compare.find_baseline(rows, "nope")
+    parsed = list(csv.DictReader(io.StringIO(compare.to_csv(rows, baseline).decode())))
+    assert [r["name"] for r in parsed] == ["MiDaS (MIX 5)", "DPT-Hybrid", "DPT-Large", "mine"]
+    assert float(parsed[2][PROTOCOLS["kitti"].metric_key]) == 8.46
+    assert compare.chart_png(rows, baseline)[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.slow
+def test_dpt_eval_then_dpt_compare_end_to_end(ray_cluster, mlflow_tracking, tmp_path, capsys):
+    from training.model import build_model, save_checkpoint
+
+    data = str(tmp_path / "benchmarks")
+    eval_data.write_all(data)
+    checkpoint = str(tmp_path / "tiny.safetensors")
+    save_checkpoint(build_model("dpt_tiny"), checkpoint, name="dpt_tiny")
+    code = main(["eval", "--checkpoint", checkpoint, "--data-root", data, "--experiment", "e2e",
+                 "--run-name", "tiny", "--workers", "2", "--chunk-images", "2", "--pictures", "1"])
+    out = capsys.readouterr()
+    assert code == 0, out.err
+    run = mlflow.search_runs(experiment_names=["e2e"]).iloc[0]
+    assert run["tags.eval.checkpoint"] == checkpoint and run["tags.eval.status"] == "complete"
+    logged = {b: run[f"metrics.{PROTOCOLS[b].metric_key}"] for b in compare.BENCHMARKS}
+    assert all(not math.isnan(v) for v in logged.values())
+
+    out_dir = tmp_path / "report"
+    assert main(["compare", "--experiment", "e2e", "--baseline", "DPT-Hybrid", "--out", str(out_dir)]) == 0
+    printed = capsys.readouterr().out
+    line = next(line for line in printed.splitlines() if line.startswith("tiny "))
+    assert f"{logged['nyu']:.2f}" in line and f"{logged['eth3d']:.3f}" in line
+    assert "DPT-Hybrid *" in printed
+    rows = list(csv.DictReader((out_dir / "compare.csv").open()))
+    mine = next(r for r in rows if r["name"] == "tiny")
+    assert float(mine[PROTOCOLS["tum"].metric_key]) == pytest.approx(logged["tum"])
+    assert (out_dir / "compare.png").read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.slow
+def test_dpt_eval_clear_errors_and_partial_results(ray_cluster, mlflow_tracking, tmp_path, capsys):
+    from training.model import build_model, save_checkpoint
+
+    data = str(tmp_path / "benchmarks")
+    eval_data.write_tum(data)
+    broken = tmp_path / "broken.safetensors"
+    broken.write_bytes(b"not a checkpoint at all")
+    code = main(["eval", "--checkpoint", str(broken), "--data-root", data, "--benchmarks", "tum",
+                 "--experiment", "errors"])
+    assert code == 1 and f"{broken}" in capsys.readouterr().err
+
+    checkpoint = str(tmp_path / "tiny.safetensors")
+    save_checkpoint(build_model("dpt_tiny"), checkpoint, name="dpt_tiny")
+    code = main(["eval", "--checkpoint", checkpoint, "--data-root", data, "--benchmarks", "tum,kitti",
+                 "--experiment", "errors", "--workers", "1"])
+    err = capsys.readouterr().err
+    assert code == 1 and f"kitti: benchmark folder {data}/kitti is missing" in err
+    run = mlflow.search_runs(experiment_names=["errors"], order_by=["attributes.start_time DESC"]).iloc[0]
+    assert not math.isnan(run[f"metrics.{PROTOCOLS['tum'].metric_key}"])  # the other benchmark is kept
+    assert "is missing" in run["tags.eval.error.kitti"] and run["tags.eval.status"] == "partial"
+    assert main(["compare", "--experiment", "no-such-experiment"]) == 1
+    assert "no MLflow experiment named 'no-such-experiment'" in capsys.readouterr().err
