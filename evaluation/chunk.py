@@ -42,6 +42,7 @@ class ChunkResult:
     rows: list[dict]
     pictures: list[Picture]
     error: str | None = None
+    attempted: int = 0  # images in the chunk, scored or not (for progress)
 
 
 def _shrink(array: np.ndarray, mode: str) -> tuple[np.ndarray, float]:
@@ -98,4 +99,4 @@ def run_chunk(model: torch.nn.Module, pre: Preprocessing, benchmark: str, data_r
         rows.append(_row(benchmark, protocol.metric_key, sample.id, result))
         if sample.id in picture_ids:
             pictures.append(_picture(sample, pred, result, protocol))
-    return ChunkResult(benchmark, sums, rows, pictures)
+    return ChunkResult(benchmark, sums, rows, pictures, attempted=len(ids))

@@ -38,6 +38,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=4, help="images per forward pass (default 4)")
     parser.add_argument("--pictures", type=int, default=4, help="images per benchmark in the picture grid (default 4)")
     parser.add_argument("--limit", type=int, default=None, help="only the first N images of each benchmark (smoke runs)")
+    parser.add_argument("--force", action="store_true",
+                        help="with --run-id: evaluate again benchmarks whose metric the run already has")
     parser.add_argument("--ray-address", default=None, help="Ray cluster address (default: RAY_ADDRESS or local)")
 
 
@@ -47,6 +49,18 @@ def parse_benchmarks(text: str) -> list[str]:
     if unknown or not names:
         raise ValueError(f"--benchmarks: unknown {unknown or text!r}; choose from {','.join(PROTOCOLS)}")
     return list(dict.fromkeys(names))
+
+
+def _not_yet_in_run(run_id: str, benchmarks: list[str]) -> list[str]:
+    """Resuming into an existing run: benchmarks it already has a number for are not evaluated again."""
+    import mlflow
+
+    done = mlflow.get_run(run_id).data.metrics
+    for name in benchmarks:
+        key = PROTOCOLS[name].metric_key
+        if key in done:
+            print(f"{PROTOCOLS[name].title:<14} already in run {run_id}: {key} = {done[key]:.4f} (--force to redo)")
+    return [b for b in benchmarks if PROTOCOLS[b].metric_key not in done]
 
 
 def _report(outcome) -> None:
@@ -67,13 +81,15 @@ def run(args: argparse.Namespace) -> int:
     from evaluation.model_loading import CheckpointLoader
     from evaluation.tracking import log_outcome, start_run
 
-    benchmarks = parse_benchmarks(args.benchmarks)
+    requested = benchmarks = parse_benchmarks(args.benchmarks)
     options = EvalOptions(chunk_images=args.chunk_images, batch_size=args.batch_size, workers=args.workers,
                           pictures=args.pictures, limit=args.limit)
     loader = CheckpointLoader(args.checkpoint, args.model, args.input_size)
-    if not ray.is_initialized():
-        ray.init(address=args.ray_address, log_to_driver=False)
     experiment = None if args.run_id else (args.experiment or DEFAULT_EXPERIMENT)
+    if args.run_id and not args.force:
+        benchmarks = _not_yet_in_run(args.run_id, benchmarks)
+    if benchmarks and not ray.is_initialized():
+        ray.init(address=args.ray_address, log_to_driver=False)
     with start_run(args.run_id, experiment, args.run_name) as active:
         mlflow.set_tags({"eval.checkpoint": args.checkpoint, "eval.data_root": args.data_root,
                          "eval.model": args.model or "from checkpoint"})
@@ -82,8 +98,10 @@ def run(args: argparse.Namespace) -> int:
             _report(outcome)
             log_outcome(outcome)
 
-        outcomes = evaluate(loader, benchmarks, args.data_root, options, on_done=on_done)
+        outcomes = evaluate(loader, benchmarks, args.data_root, options, on_done=on_done) if benchmarks else {}
         failed = [o.name for o in outcomes.values() if o.error or math.isnan(o.value)]
-        mlflow.set_tag("eval.status", "partial" if failed else "complete")
-        print(f"MLflow run {active.info.run_id}: {len(outcomes) - len(failed)} of {len(outcomes)} benchmarks scored")
+        logged = mlflow.get_run(active.info.run_id).data.metrics
+        scored = [b for b in requested if PROTOCOLS[b].metric_key in logged]
+        mlflow.set_tag("eval.status", "complete" if len(scored) == len(requested) else "partial")
+        print(f"MLflow run {active.info.run_id}: {len(scored)} of {len(requested)} benchmarks scored")
     return 1 if failed else 0

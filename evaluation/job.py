@@ -90,7 +90,8 @@ class EvalWorker:
                              self.batch_size)
         except Exception as exc:
             log.debug("chunk of %s failed:\n%s", benchmark, traceback.format_exc())
-            return ChunkResult(benchmark, MetricSums(), [], [], error=f"{_describe(exc)} (images {ids[0]} .. {ids[-1]})")
+            error = f"{_describe(exc)} (images {ids[0]} .. {ids[-1]})"
+            return ChunkResult(benchmark, MetricSums(), [], [], error=error, attempted=len(ids))
 
 
 def _cluster_workers(options: EvalOptions) -> tuple[int, float, int]:
@@ -163,7 +164,7 @@ def evaluate(model_loader: ModelLoader, benchmarks: Sequence[str], data_root: st
         while pool.has_next():
             result: ChunkResult = pool.get_next_unordered()
             outcome = partial[result.benchmark]
-            bar.update(max(len(result.rows), 1) if not result.error else 0)
+            bar.update(result.attempted)
             if result.error and not outcome.error:
                 outcome.error = result.error
             outcome.sums = outcome.sums + result.sums

@@ -97,5 +97,9 @@ def test_dpt_eval_clear_errors_and_partial_results(ray_cluster, mlflow_tracking,
     run = mlflow.search_runs(experiment_names=["errors"], order_by=["attributes.start_time DESC"]).iloc[0]
     assert not math.isnan(run[f"metrics.{PROTOCOLS['tum'].metric_key}"])  # the other benchmark is kept
     assert "is missing" in run["tags.eval.error.kitti"] and run["tags.eval.status"] == "partial"
+    # resuming into the run: the benchmark already scored is not evaluated again
+    assert main(["eval", "--checkpoint", checkpoint, "--data-root", data, "--benchmarks", "tum",
+                 "--run-id", run["run_id"]]) == 0
+    assert f"already in run {run['run_id']}" in capsys.readouterr().out
     assert main(["compare", "--experiment", "no-such-experiment"]) == 1
     assert "no MLflow experiment named 'no-such-experiment'" in capsys.readouterr().err
