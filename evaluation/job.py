@@ -119,6 +119,31 @@ def _start_workers(model_loader: ModelLoader, options: EvalOptions) -> list:
     return pool
 
 
+@dataclasses.dataclass
+class _Chunk:
+    benchmark: str
+    ids: list[str]
+    picture_ids: list[str]  # the ids of this chunk that go into the picture grid
+
+
+def _plan(listings: dict[str, tuple[list[str], str | None]], options: EvalOptions
+          ) -> tuple[dict[str, BenchmarkOutcome], list[_Chunk]]:
+    """Outcomes to fill (failed listings already final: ``error`` set) and the chunks of work."""
+    outcomes, chunks = {}, []
+    for name, (ids, error) in listings.items():
+        ids = ids[: options.limit] if options.limit else ids
+        outcomes[name] = BenchmarkOutcome(name, MetricSums(), len(ids), [], [], 0.0, error)
+        if not error and not ids:
+            outcomes[name].error = "no images listed"
+        if outcomes[name].error:
+            continue
+        pictures = set(ids[: options.pictures])
+        for start in range(0, len(ids), options.chunk_images):
+            part = ids[start:start + options.chunk_images]
+            chunks.append(_Chunk(name, part, [i for i in part if i in pictures]))
+    return outcomes, chunks
+
+
 def evaluate(model_loader: ModelLoader, benchmarks: Sequence[str], data_root: str, options: EvalOptions = EvalOptions(),
              on_done: Callable[[BenchmarkOutcome], None] | None = None) -> dict[str, BenchmarkOutcome]:
     """Evaluate on Ray (``ray.init()`` must have run). Calls ``on_done`` as each benchmark finishes."""
@@ -127,52 +152,40 @@ def evaluate(model_loader: ModelLoader, benchmarks: Sequence[str], data_root: st
 
     for name in benchmarks:
         get_protocol(name)  # unknown names fail before any work starts
-    outcomes: dict[str, BenchmarkOutcome] = {}
     started = time.monotonic()
+    done: dict[str, BenchmarkOutcome] = {}
 
     def finish(outcome: BenchmarkOutcome) -> None:
         outcome.rows.sort(key=lambda r: r["id"])
         outcome.pictures.sort(key=lambda p: p.id)
-        outcomes[outcome.name] = outcome
+        outcome.seconds = time.monotonic() - started
+        done[outcome.name] = outcome
         if on_done is not None:
             on_done(outcome)
 
     lister = ray.remote(_list_samples).options(num_cpus=1)
     listings = dict(zip(benchmarks, ray.get([lister.remote(b, data_root) for b in benchmarks])))
-    pending: dict[str, int] = {}
-    partial: dict[str, BenchmarkOutcome] = {}
-    chunks = []
-    for name, (ids, error) in listings.items():
-        ids = ids[: options.limit] if options.limit else ids
-        partial[name] = BenchmarkOutcome(name, MetricSums(), len(ids), [], [], 0.0, error)
-        if error or not ids:
-            partial[name].error = error or "no images listed"
-            finish(partial.pop(name))
-            continue
-        pictures = ids[: options.pictures]
-        for start in range(0, len(ids), options.chunk_images):
-            chunks.append((name, ids[start:start + options.chunk_images], pictures))
-        pending[name] = len(range(0, len(ids), options.chunk_images))
+    partial, chunks = _plan(listings, options)
+    pending = {name: sum(c.benchmark == name for c in chunks) for name in partial}
+    for name in [n for n, count in pending.items() if count == 0]:
+        finish(partial.pop(name))
     if not chunks:
-        return outcomes
+        return done
 
     pool = ActorPool(_start_workers(model_loader, options))
-    for name, ids, pictures in chunks:
-        pool.submit(lambda w, c: w.run.remote(c[0], data_root, c[1], [p for p in c[2] if p in c[1]]), (name, ids, pictures))
-    total = sum(len(c[1]) for c in chunks)
-    with tqdm(total=total, desc="evaluating", unit="img") as bar:
+    for chunk in chunks:
+        pool.submit(lambda w, c: w.run.remote(c.benchmark, data_root, c.ids, c.picture_ids), chunk)
+    with tqdm(total=sum(len(c.ids) for c in chunks), desc="evaluating", unit="img") as bar:
         while pool.has_next():
             result: ChunkResult = pool.get_next_unordered()
-            outcome = partial[result.benchmark]
             bar.update(result.attempted)
-            if result.error and not outcome.error:
-                outcome.error = result.error
+            outcome = partial[result.benchmark]
+            outcome.error = outcome.error or result.error
             outcome.sums = outcome.sums + result.sums
             outcome.rows += result.rows
             outcome.pictures += result.pictures
             pending[result.benchmark] -= 1
             if pending[result.benchmark] == 0:
-                outcome.seconds = time.monotonic() - started
                 bar.set_postfix_str(f"{outcome.name} done")
                 finish(partial.pop(result.benchmark))
-    return outcomes
+    return done
