@@ -91,8 +91,10 @@ def run(args: argparse.Namespace) -> int:
     if benchmarks and not ray.is_initialized():
         ray.init(address=args.ray_address, log_to_driver=False)
     with start_run(args.run_id, experiment, args.run_name) as active:
+        # Tags, not params: a resumed run may be evaluated again with other options.
         mlflow.set_tags({"eval.checkpoint": args.checkpoint, "eval.data_root": args.data_root,
-                         "eval.model": args.model or "from checkpoint"})
+                         "eval.model": args.model or "from checkpoint", "eval.benchmarks": ",".join(requested),
+                         "eval.input_size": str(args.input_size or "variant default")})
 
         def on_done(outcome) -> None:
             _report(outcome)

@@ -66,15 +66,15 @@ def find_baseline(rows: Sequence[Row], baseline: str) -> Row:
                      f"the runs shown")
 
 
-def relative_change(rows: Sequence[Row], baseline: Row) -> dict[str, dict[str, float]]:
-    """``{row name: {benchmark: (value - baseline) / baseline * 100}}`` (percent; NaN where missing)."""
-    out = {}
+def relative_change(rows: Sequence[Row], baseline: Row) -> list[dict[str, float]]:
+    """Per row, ``{benchmark: (value - baseline) / baseline * 100}`` (percent; NaN where missing)."""
+    out = []
     for row in rows:
         change = {}
         for name in BENCHMARKS:
             base, value = baseline.values.get(name, math.nan), row.values.get(name, math.nan)
             change[name] = (value - base) / base * 100.0 if base and not math.isnan(base) else math.nan
-        out[row.name] = change
+        out.append(change)
     return out
 
 
@@ -93,10 +93,10 @@ def format_table(rows: Sequence[Row], baseline: Row) -> str:
     changes = relative_change(rows, baseline)
     header = ["", *_headers()]
     lines = []
-    for row in rows:
+    for row, row_change in zip(rows, changes):
         cells = [row.name + (" *" if row is baseline else "")]
         for b in BENCHMARKS:
-            change = changes[row.name][b]
+            change = row_change[b]
             suffix = "" if row is baseline or math.isnan(change) else f" ({change:+.1f}%)"
             cells.append(_format(row.values[b], b) + suffix)
         lines.append(cells)
@@ -115,9 +115,9 @@ def to_csv(rows: Sequence[Row], baseline: Row) -> bytes:
     writer = csv.writer(buf)
     keys = [PROTOCOLS[b].metric_key for b in BENCHMARKS]
     writer.writerow(["name", "kind", "run_id", *keys, *(f"{k} change_vs_{baseline.name} %" for k in keys)])
-    for row in rows:
+    for row, change in zip(rows, changes):
         writer.writerow([row.name, row.kind, row.run_id, *(row.values[b] for b in BENCHMARKS),
-                         *(changes[row.name][b] for b in BENCHMARKS)])
+                         *(change[b] for b in BENCHMARKS)])
     return buf.getvalue().encode()
 
 

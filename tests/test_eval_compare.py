@@ -31,7 +31,7 @@ def test_run_rows_relative_change_and_table_by_hand():
     assert [r.name for r in runs] == ["mine"] and math.isnan(runs[0].values["kitti"])
     rows = compare.rows_with_paper(runs)
     baseline = compare.find_baseline(rows, "DPT-Large")
-    change = compare.relative_change(rows, baseline)
+    change = dict(zip([r.name for r in rows], compare.relative_change(rows, baseline)))
     assert change["mine"]["nyu"] == pytest.approx((4.16 - 8.32) / 8.32 * 100)  # -50 %
     assert change["mine"]["eth3d"] == pytest.approx(50.0)
     assert math.isnan(change["mine"]["diw"])
@@ -103,3 +103,15 @@ def test_dpt_eval_clear_errors_and_partial_results(ray_cluster, mlflow_tracking,
     assert f"already in run {run['run_id']}" in capsys.readouterr().out
     assert main(["compare", "--experiment", "no-such-experiment"]) == 1
     assert "no MLflow experiment named 'no-such-experiment'" in capsys.readouterr().err
+
+
+def test_runs_with_the_same_name_keep_their_own_numbers():
+    key = f"metrics.{PROTOCOLS['kitti'].metric_key}"
+    runs = compare.run_rows(_runs_frame([
+        {"run_id": "c" * 32, "tags.mlflow.runName": "same", key: 4.23},
+        {"run_id": "d" * 32, "tags.mlflow.runName": "same", key: 16.92},
+    ]))
+    baseline = compare.find_baseline(compare.paper_rows(), "DPT-Large")
+    changes = compare.relative_change(runs, baseline)
+    assert [round(c["kitti"]) for c in changes] == [-50, 100]
+    assert "4.23 (-50.0%)" in compare.format_table(runs, baseline)
