@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import re
 import sys
 import textwrap
 
@@ -15,7 +16,6 @@ from ingest.conversion import TargetKind
 from ingest.sources import ENTRY_POINT_GROUP, _REGISTRY, available_sources, get_source
 from ingest.sources.base import SampleReadError
 from ingest.sources.folder import FolderAdapter, glob_to_regex
-from ingest.target_formats import read_target_map
 from tests.ingest_trees import jpeg, png
 
 
@@ -127,18 +127,38 @@ def test_relative_depth_with_nan_is_rejected_with_the_reason(tmp_path):
 
 
 @pytest.mark.parametrize("name,data,message", [
-    ("0.pfm", b"PF\n3 2\n-1.0\n" + bytes(72), "3-channel PFM"),
+    ("0.pfm", b"PF\n3 2\n-1.0\n" + bytes(72), "target has shape [2, 3, 3]; expected one channel"),
     ("0.pfm", b"Pf\n3 2\n-1.0\n" + bytes(10), "truncated PFM"),
     ("0.pfm", b"P6\n3 2\n255\n", "not a PFM file"),
-    ("0.npy", b"\x93NUMPY garbage", "unreadable .npy"),
-    ("0.png", png(np.zeros((2, 3, 3), np.uint8)), "must have one channel"),
-    ("0.exr", b"not exr", "unreadable OpenEXR"),
-    ("0.bmpx", b"", "cannot tell the target encoding"),
+    ("0.npy", b"\x93NUMPY garbage", "unreadable or truncated .npy"),
+    ("0.png", png(np.full((2, 3, 3), (1, 2, 3), np.uint8)), "expected a single-channel map"),
+    ("0.exr", b"not exr", "unreadable or truncated EXR"),
+    ("0.h5", b"not h5", "unreadable or truncated H5"),
+    ("0.bmpx", b"", "cannot tell the target encoding from the extension"),
 ])
-def test_unknown_target_layouts_name_the_file(name, data, message):
-    with pytest.raises(SampleReadError, match=message) as info:
-        read_target_map(data, f"dir/{name}")
-    assert f"dir/{name}" in str(info.value)
+def test_unknown_target_layouts_are_rejected_naming_the_file(tmp_path, name, data, message):
+    put(tmp_path, "s/rgb/0.jpg", jpeg(RGB))
+    put(tmp_path, f"s/t/{name}", data)
+    adapter = folder(tmp_path, target_glob="*/t/*")
+    (ref,) = adapter.list_samples()
+    with pytest.raises(RejectedSample, match=re.escape(message)) as info:
+        assemble_sample(adapter, ref, "train")
+    assert str(info.value).startswith(f"s/t/{name}: ")
+
+
+def test_h5_target_with_a_named_dataset(tmp_path):
+    import h5py
+
+    put(tmp_path, "s/rgb/0.jpg", jpeg(RGB))
+    (tmp_path / "s/t").mkdir()
+    with h5py.File(tmp_path / "s/t/0.h5", "w") as f:
+        f["z"] = np.array([[2.0, 4.0, 0.0], [1.0, 8.0, 0.5]], np.float32)
+    adapter = folder(tmp_path, target_glob="*/t/*.h5", target="relative_depth", h5_dataset="z")
+    (ref,) = adapter.list_samples()
+    sample = assemble_sample(adapter, ref, "train")
+    np.testing.assert_allclose(sample.disparity, [[0.5, 0.25, 0.0], [1.0, 0.125, 2.0]])
+    with pytest.raises(RejectedSample, match="no dataset 'depth'"):
+        assemble_sample(folder(tmp_path, target_glob="*/t/*.h5", target="relative_depth"), ref, "train")
 
 
 def test_command_line_options_build_the_adapter(tmp_path):

@@ -127,7 +127,7 @@ def write_bad_inputs(root) -> dict[str, str]:
         "s/rgb/nan.jpg": "8 valid pixels are NaN or Inf",
         "s/rgb/negative.jpg": "64 valid pixels are negative",
         "s/rgb/sparse.jpg": "only 1.56% of target pixels are valid (minimum 5.00%)",
-        "s/rgb/corrupt.jpg": "s/depth/corrupt.png: unreadable or truncated target image",
+        "s/rgb/corrupt.jpg": "s/depth/corrupt.png: unreadable or truncated PNG",
         "s/rgb/dup.jpg": "duplicate id 's/dup'",
         "s/rgb/dup.png": "duplicate id 's/dup'",
     }

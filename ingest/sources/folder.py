@@ -35,8 +35,13 @@ import numpy as np
 
 from ingest.conversion import TargetKind
 from ingest.sources import register
+from ingest.formats import load
+from ingest.formats.exr import read_exr
+from ingest.formats.h5 import read_h5
+from ingest.formats.npy import read_npy_2d
+from ingest.formats.pfm import read_pfm
+from ingest.formats.png import read_png_gray
 from ingest.sources.base import RGB, SampleReadError, SampleRef, SourceAdapter
-from ingest.target_formats import ENCODINGS, read_png, read_target_map
 
 TARGET_KINDS = {
     "metric_depth": TargetKind.METRIC_DEPTH,
@@ -45,6 +50,10 @@ TARGET_KINDS = {
     "inverse_depth": TargetKind.INVERSE_DEPTH,
 }
 NAME_PATTERN = re.compile(r"^[a-z0-9_]{1,64}$")
+# --target-encoding -> reader of ingest.formats (8/16-bit grey PNG, NumPy, PFM, OpenEXR, HDF5)
+READERS = {"png": read_png_gray, "npy": read_npy_2d, "pfm": read_pfm, "exr": read_exr, "h5": read_h5}
+ENCODINGS = tuple(READERS)
+EXTENSIONS = {".png": "png", ".npy": "npy", ".pfm": "pfm", ".exr": "exr", ".h5": "h5", ".hdf5": "h5"}
 
 
 def glob_to_regex(pattern: str) -> re.Pattern:
@@ -95,7 +104,7 @@ class FolderAdapter(SourceAdapter):
 
     def __init__(self, root, options=None, *, image_glob: str, target_glob: str, target: str,
                  mask_glob: str | None = None, encoding: str = "auto", divisor: float = 1.0,
-                 invalid_value: float | None = None, name: str = "folder"):
+                 invalid_value: float | None = None, name: str = "folder", h5_dataset: str = "depth"):
         super().__init__(root, options)
         if target not in TARGET_KINDS:
             raise ValueError(f"--target must be one of {', '.join(TARGET_KINDS)}, not {target!r}")
@@ -108,6 +117,7 @@ class FolderAdapter(SourceAdapter):
         self.name, self.kind, self.target = name, TARGET_KINDS[target], target
         self.image_glob, self.target_glob, self.mask_glob = image_glob, target_glob, mask_glob
         self.encoding, self.divisor, self.invalid_value = encoding, float(divisor), invalid_value
+        self.h5_dataset = h5_dataset
         self._regex = {role: glob_to_regex(g) for role, g in
                        (("rgb", image_glob), ("target", target_glob), ("mask", mask_glob)) if g}
         counts = {role: r.groups for role, r in self._regex.items()}
@@ -128,6 +138,7 @@ class FolderAdapter(SourceAdapter):
         group.add_argument("--target-divisor", type=float, default=1.0,
                            help="stored value / divisor = target units, e.g. 1000 for millimetre PNGs (default 1)")
         group.add_argument("--invalid-value", type=float, help="stored value meaning 'no measurement'")
+        group.add_argument("--h5-dataset", default="depth", help="dataset inside .h5 targets (default depth)")
         group.add_argument("--name", default="folder", help="source name for keys and the output folder")
 
     @classmethod
@@ -137,7 +148,7 @@ class FolderAdapter(SourceAdapter):
             raise ValueError(f"source folder needs {', '.join(missing)}")
         return cls(root, options, image_glob=args.image_glob, target_glob=args.target_glob, target=args.target,
                    mask_glob=args.mask_glob, encoding=args.target_encoding, divisor=args.target_divisor,
-                   invalid_value=args.invalid_value, name=args.name)
+                   invalid_value=args.invalid_value, name=args.name, h5_dataset=args.h5_dataset)
 
     # ----------------------------------------------------------------- the four methods
 
@@ -169,18 +180,31 @@ class FolderAdapter(SourceAdapter):
         if "target" not in ref.files:
             raise SampleReadError(f"{ref.files['rgb']}: no target matching {self.target_glob!r} for this image")
         path = ref.files["target"]
-        stored = read_target_map(self.read_bytes(path), path, self.encoding)
+        stored = self._read_map(path)
         valid = np.ones(stored.shape, bool)
         if self.invalid_value is not None:
             valid &= stored != np.float32(self.invalid_value)
         if self.mask_glob:
             if "mask" not in ref.files:
                 raise SampleReadError(f"{path}: no mask matching {self.mask_glob!r} for this target")
-            mask = read_png(self.read_bytes(ref.files["mask"]), ref.files["mask"])
+            mask = load(self, ref.files["mask"], read_png_gray, what="mask")
             if mask.shape != stored.shape:
                 raise SampleReadError(f"{ref.files['mask']}: mask is {list(mask.shape)} but target is {list(stored.shape)}")
             valid &= mask > 0
         return stored / np.float32(self.divisor), valid
+
+    def _read_map(self, path: str) -> np.ndarray:
+        encoding = self.encoding
+        if encoding == "auto":
+            encoding = next((e for ext, e in EXTENSIONS.items() if path.lower().endswith(ext)), None)
+            if encoding is None:
+                raise SampleReadError(f"{path}: cannot tell the target encoding from the extension;"
+                                      f" pass --target-encoding ({', '.join(ENCODINGS)})")
+        kwargs = {"dataset": self.h5_dataset} if encoding == "h5" else {}
+        stored = np.asarray(load(self, path, READERS[encoding], **kwargs), np.float32)
+        if stored.ndim != 2:
+            raise SampleReadError(f"{path}: target has shape {list(stored.shape)}; expected one channel [H, W]")
+        return stored
 
     def metadata(self, ref: SampleRef) -> dict[str, Any]:
         return {"files": dict(sorted(ref.files.items())), "target": self.target, "target_divisor": self.divisor}
