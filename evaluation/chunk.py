@@ -81,22 +81,26 @@ def _row(benchmark: str, metric: str, sample_id: str, result) -> dict:
 
 def run_chunk(model: torch.nn.Module, pre: Preprocessing, benchmark: str, data_root: str, ids: Sequence[str],
               picture_ids: Sequence[str] = (), device: str = "cpu", batch_size: int = 4) -> ChunkResult:
-    """Evaluate ``ids`` of ``benchmark``; any exception propagates (the caller records it)."""
+    """Evaluate ``ids`` of ``benchmark``; any exception propagates (the caller records it).
+
+    Images are read, predicted and scored one batch at a time, so memory holds ``batch_size`` images
+    (an ETH3D image with its ground truth and float64 intermediates is about 1 GB)."""
     protocol = get_protocol(benchmark)
     reader = make_reader(benchmark, data_root)
-    samples = [reader.load(i) for i in ids]
-    preds = predict_disparity(model, [s.rgb for s in samples], pre, device=device, batch_size=batch_size)
     sums, rows, pictures = MetricSums(), [], []
-    for sample, pred in zip(samples, preds):
-        if sample.pairs is not None:
-            result = evaluate_pairs(pred, sample.pairs)
-        else:
-            result = evaluate_dense(pred, sample.depth, sample.valid, protocol)
-        if math.isnan(result.value):
-            sums.skipped += 1
-        else:
-            sums.add(result.value, result.weight)
-        rows.append(_row(benchmark, protocol.metric_key, sample.id, result))
-        if sample.id in picture_ids:
-            pictures.append(_picture(sample, pred, result, protocol))
+    for start in range(0, len(ids), batch_size):
+        samples = [reader.load(i) for i in ids[start:start + batch_size]]
+        preds = predict_disparity(model, [s.rgb for s in samples], pre, device=device, batch_size=batch_size)
+        for sample, pred in zip(samples, preds):
+            if sample.pairs is not None:
+                result = evaluate_pairs(pred, sample.pairs)
+            else:
+                result = evaluate_dense(pred, sample.depth, sample.valid, protocol)
+            if math.isnan(result.value):
+                sums.skipped += 1
+            else:
+                sums.add(result.value, result.weight)
+            rows.append(_row(benchmark, protocol.metric_key, sample.id, result))
+            if sample.id in picture_ids:
+                pictures.append(_picture(sample, pred, result, protocol))
     return ChunkResult(benchmark, sums, rows, pictures, attempted=len(ids))

@@ -48,6 +48,8 @@ def test_chunk_scores_a_good_model_well_and_an_inverted_one_badly(benchmark, tmp
     good_max, bad_min = limits[PROTOCOLS[benchmark].metric]
     assert good.sums.value <= good_max < bad_min <= bad.sums.value, (good.sums.value, bad.sums.value)
     assert all(row["metric"] == PROTOCOLS[benchmark].metric_key for row in good.rows)
+    one_by_one = run_chunk(good_model, pre, benchmark, root, ids, batch_size=1)
+    assert [r["value"] for r in one_by_one.rows] == pytest.approx([r["value"] for r in good.rows])
 
 
 @pytest.mark.slow
