@@ -93,3 +93,23 @@ def test_ray_job_reports_a_model_that_does_not_load(ray_cluster, tmp_path):
     ray.init(log_to_driver=False)
     with pytest.raises(RuntimeError, match="does not load: missing keys"):
         evaluate(eval_data.RedChannelDisparity(fail=True), ["nyu"], root, EvalOptions(workers=1))
+
+
+def test_checkpoint_loader_with_and_without_variant_name(tmp_path):
+    from evaluation.model_loading import CheckpointLoader
+    from training.model import build_model, save_checkpoint
+
+    path = str(tmp_path / "tiny.safetensors")
+    save_checkpoint(build_model("dpt_tiny"), path, name="dpt_tiny")
+    model, pre = CheckpointLoader(path)()
+    assert pre == Preprocessing(size=64)  # the variant's own preprocessing travels with it
+    model, pre = CheckpointLoader(path, "dpt_tiny", input_size=96)()
+    assert pre.size == 96 and pre.multiple_of == 32
+    out = predict_disparity(model.eval(), [np.zeros((40, 60, 3), np.uint8)], pre)
+    assert out[0].shape == (40, 60)
+    garbage = tmp_path / "garbage.pt"
+    garbage.write_bytes(b"\x80\x02not a pickle")
+    with pytest.raises(ValueError, match=f"checkpoint {garbage} does not load"):
+        CheckpointLoader(str(garbage), "dpt_tiny")()
+    with pytest.raises(FileNotFoundError, match="nowhere.safetensors"):
+        CheckpointLoader(str(tmp_path / "nowhere.safetensors"))()
