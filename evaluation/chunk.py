@@ -14,7 +14,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from evaluation.benchmarks import make_reader
+from evaluation.benchmarks import BenchmarkReader, make_reader
 from evaluation.predict import Preprocessing, predict_disparity
 from evaluation.protocol import MetricSums, evaluate_dense, evaluate_pairs, get_protocol, valid_mask
 
@@ -80,13 +80,17 @@ def _row(benchmark: str, metric: str, sample_id: str, result) -> dict:
 
 
 def run_chunk(model: torch.nn.Module, pre: Preprocessing, benchmark: str, data_root: str, ids: Sequence[str],
-              picture_ids: Sequence[str] = (), device: str = "cpu", batch_size: int = 4) -> ChunkResult:
+              picture_ids: Sequence[str] = (), device: str = "cpu", batch_size: int = 4,
+              reader: BenchmarkReader | None = None) -> ChunkResult:
     """Evaluate ``ids`` of ``benchmark``; any exception propagates (the caller records it).
+
+    ``reader`` lets a worker reuse one reader across chunks (DIW's 74k-line CSV is parsed once, NYU's
+    HDF5 file opened once).
 
     Images are read, predicted and scored one batch at a time, so memory holds ``batch_size`` images
     (an ETH3D image with its ground truth and float64 intermediates is about 1 GB)."""
     protocol = get_protocol(benchmark)
-    reader = make_reader(benchmark, data_root)
+    reader = reader or make_reader(benchmark, data_root)
     sums, rows, pictures = MetricSums(), [], []
     for start in range(0, len(ids), batch_size):
         samples = [reader.load(i) for i in ids[start:start + batch_size]]

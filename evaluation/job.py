@@ -18,6 +18,7 @@ from collections.abc import Callable, Sequence
 
 from tqdm import tqdm
 
+from evaluation.benchmarks import make_reader
 from evaluation.chunk import ChunkResult, Picture, run_chunk
 from evaluation.protocol import MetricSums, get_protocol
 
@@ -57,8 +58,6 @@ def _describe(exc: BaseException) -> str:
 
 
 def _list_samples(benchmark: str, data_root: str) -> tuple[list[str], str | None]:
-    from evaluation.benchmarks import make_reader
-
     try:
         return make_reader(benchmark, data_root).list_samples(), None
     except Exception as exc:  # reported per benchmark; the others go on
@@ -74,6 +73,7 @@ class EvalWorker:
         torch.set_num_threads(max(1, threads))
         self.device = "cuda" if torch.cuda.is_available() else "cpu"
         self.batch_size = batch_size
+        self.readers: dict[tuple[str, str], object] = {}  # one per benchmark, reused across chunks
         self.error = None
         try:
             self.model, self.pre = model_loader()
@@ -86,8 +86,11 @@ class EvalWorker:
 
     def run(self, benchmark: str, data_root: str, ids: list[str], picture_ids: list[str]) -> ChunkResult:
         try:
+            key = (benchmark, data_root)
+            if key not in self.readers:
+                self.readers[key] = make_reader(benchmark, data_root)
             return run_chunk(self.model, self.pre, benchmark, data_root, ids, picture_ids, self.device,
-                             self.batch_size)
+                             self.batch_size, reader=self.readers[key])
         except Exception as exc:
             log.debug("chunk of %s failed:\n%s", benchmark, traceback.format_exc())
             error = f"{_describe(exc)} (images {ids[0]} .. {ids[-1]})"

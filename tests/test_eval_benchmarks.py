@@ -14,7 +14,6 @@ from evaluation.benchmarks.diw import parse_diw_csv
 from evaluation.benchmarks.kitti import parse_eigen_line
 from evaluation.benchmarks.sintel import read_dpt
 from evaluation.benchmarks.tum import associate
-from pipeline import storage
 from tests import eval_data
 
 
