@@ -170,3 +170,30 @@ def test_transformers_missing_query_is_reported(tmp_path):
     del state["dpt.encoder.layer.2.attention.attention.query.weight"]
     with pytest.raises(ValueError, match=r"blocks\.2\.attn\.qkv\.weight \(incomplete"):
         load_state(ours, state)
+
+
+def test_transformers_dpt_hybrid_equivalence(tmp_path):
+    """DPT-Hybrid: transformers' BiT backbone names map onto timm's ResNetV2 (full ResNet-50 stages, small ViT)."""
+    from transformers import DPTConfig, DPTForDepthEstimation
+
+    config = DPTConfig(is_hybrid=True, hidden_size=64, num_hidden_layers=4, num_attention_heads=2,
+                       intermediate_size=256, image_size=64, patch_size=16, backbone_out_indices=[0, 1, 2, 3],
+                       neck_hidden_sizes=[256, 512, 64, 64], fusion_hidden_size=32, layer_norm_eps=1e-6,
+                       backbone_featmap_shape=[1, 1024, 4, 4])
+    hf = DPTForDepthEstimation(config).eval()
+    generator = torch.Generator().manual_seed(4)
+    with torch.no_grad():
+        for name, param in hf.named_parameters():
+            base = 1.0 if "norm" in name and name.endswith("weight") else 0.0
+            param.copy_(base + 0.1 * torch.randn(param.shape, generator=generator))
+        hf.head.head[4].weight.abs_()  # a positive last layer keeps every output above the final ReLU
+        hf.head.head[4].bias.fill_(0.1)
+    ours = build_model("dpt_hybrid", block_taps=(3, 4), channels=(256, 512, 64, 64), features=32,
+                       timm_kwargs={"embed_dim": 64, "depth": 4, "num_heads": 2, "img_size": 64}).eval()
+    load_state(ours, hf.state_dict(), "transformers hybrid")
+    x = torch.randn(2, 3, 64, 64, generator=generator)
+    with torch.no_grad():
+        expected = hf(pixel_values=x).predicted_depth
+        got = ours(x)[:, 0]
+    assert (expected > 0).all()
+    assert ((got - expected).abs().max() / expected.abs().max()).item() < 1e-4

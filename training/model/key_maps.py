@@ -10,8 +10,9 @@ head ``scratch.output_conv`` (Sequential indices 0, 2, 4 hold the convolutions).
 transformers ``DPTForDepthEstimation`` (``transformers/models/dpt/modeling_dpt.py``): ViT under ``dpt.``
 with separate query/key/value projections (fused here into timm's ``qkv``), the reassemble stage under
 ``neck.reassemble_stage``, ``neck.convs`` and ``neck.fusion_stage.layers.{0..3}`` ordered deepest first, and the
-head in ``head.head``. Hybrid transformers checkpoints carry a BiT backbone with its own names; they are not
-mapped (loading one lists its backbone keys as unknown).
+head in ``head.head``. Hybrid transformers checkpoints carry the ResNet as a BiT backbone
+(``dpt.embeddings.backbone.bit``: ``embedder.convolution/norm`` is timm's ``stem.conv/norm``,
+``encoder.stages.S.layers.L`` timm's ``stages.S.blocks.L``, as in transformers' ViT-hybrid conversion script).
 
 A rule is ``(regex, template)``: named groups are substituted into the template; group ``n`` is a one-based
 stage number and becomes zero-based, group ``j`` is a deepest-first fusion index and becomes ``3 - j``. A
@@ -52,6 +53,11 @@ HF_RULES: list[Rule] = [
     (r"dpt\.embeddings\.cls_token", "backbone.vit.cls_token"),
     (r"dpt\.embeddings\.position_embeddings", "backbone.vit.pos_embed"),
     (r"dpt\.embeddings\.patch_embeddings\.projection\.(?P<p>weight|bias)", "backbone.vit.patch_embed.proj.{p}"),
+    (r"dpt\.embeddings\.projection\.(?P<p>weight|bias)", "backbone.vit.patch_embed.proj.{p}"),  # hybrid
+    (r"dpt\.embeddings\.backbone\.bit\.embedder\.(?P<m>convolution|norm)\.(?P<p>weight|bias)",
+     "backbone.vit.patch_embed.backbone.stem.{m}.{p}"),
+    (r"dpt\.embeddings\.backbone\.bit\.encoder\.stages\.(?P<s>\d+)\.layers\.(?P<l>\d+)\.(?P<rest>.+)",
+     "backbone.vit.patch_embed.backbone.stages.{s}.blocks.{l}.{rest}"),
     (_HF_LAYER + r"attention\.attention\.(?P<qkv>query|key|value)\.(?P<p>weight|bias)",
      "backbone.vit.blocks.{i}.attn.qkv.{p}"),
     (_HF_LAYER + r"attention\.output\.dense\.(?P<p>weight|bias)", "backbone.vit.blocks.{i}.attn.proj.{p}"),
@@ -82,7 +88,7 @@ def _substitute(template: str, groups: dict[str, str]) -> str:
     if "h" in values:
         values["h"] = _HEAD[values["h"]]
     if "m" in values:
-        values["m"] = {"convolution": "conv", "batch_norm": "bn"}[values["m"]]
+        values["m"] = {"convolution": "conv", "batch_norm": "bn", "norm": "norm"}[values["m"]]
     return template.format(**values)
 
 
