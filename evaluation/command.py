@@ -63,14 +63,18 @@ def _not_yet_in_run(run_id: str, benchmarks: list[str]) -> list[str]:
     return [b for b in benchmarks if PROTOCOLS[b].metric_key not in done]
 
 
-def _report(outcome) -> None:
+def _report(outcome, limited: bool) -> None:
     protocol = PROTOCOLS[outcome.name]
     if outcome.error:
         print(f"{protocol.title:<14} FAILED: {outcome.error}", file=sys.stderr)
-    else:
-        skipped = f", {outcome.sums.skipped} without valid ground truth" if outcome.sums.skipped else ""
-        print(f"{protocol.title:<14} {protocol.metric_label:<12} {outcome.value:8.4f}   "
-              f"({outcome.sums.images} images{skipped})")
+        return
+    skipped = f", {outcome.sums.skipped} without valid ground truth" if outcome.sums.skipped else ""
+    print(f"{protocol.title:<14} {protocol.metric_label:<12} {outcome.value:8.4f}   "
+          f"({outcome.sums.images} images{skipped})")
+    if not limited and outcome.listed != protocol.expected_images:
+        # Not an error (a partial local copy is useful), but the number is not the paper's protocol.
+        print(f"{'':<14} note: {outcome.listed} images listed; the paper's split has {protocol.expected_images}",
+              file=sys.stderr)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -97,7 +101,7 @@ def run(args: argparse.Namespace) -> int:
                          "eval.input_size": str(args.input_size or "variant default")})
 
         def on_done(outcome) -> None:
-            _report(outcome)
+            _report(outcome, limited=args.limit is not None)
             log_outcome(outcome)
 
         outcomes = evaluate(loader, benchmarks, args.data_root, options, on_done=on_done) if benchmarks else {}

@@ -94,6 +94,7 @@ def test_dpt_eval_clear_errors_and_partial_results(ray_cluster, mlflow_tracking,
                  "--experiment", "errors", "--workers", "1"])
     err = capsys.readouterr().err
     assert code == 1 and f"kitti: benchmark folder {data}/kitti is missing" in err
+    assert "note: 2 images listed; the paper's split has 1815" in err
     run = mlflow.search_runs(experiment_names=["errors"], order_by=["attributes.start_time DESC"]).iloc[0]
     assert not math.isnan(run[f"metrics.{PROTOCOLS['tum'].metric_key}"])  # the other benchmark is kept
     assert "is missing" in run["tags.eval.error.kitti"] and run["tags.eval.status"] == "partial"
