@@ -14,6 +14,9 @@ kind                   target as the adapter returns it                disparity
 ``inverse_depth``      inverse depth up to scale (larger = nearer)     as is
 =====================  ==============================================  ============================
 
+A label map (kind ``semantic_labels``, for segmentation) is not a depth target: :func:`to_labels` turns the
+adapter's class ids and labelled-pixel mask into the contract's ``seg.png`` (uint8, 255 = ignore).
+
 Pixels very far away (sky at thousands of metres) stay valid with a disparity near zero: that is what
 the loss should learn for them, rather than ignoring them.
 """
@@ -24,16 +27,24 @@ import enum
 
 import numpy as np
 
+from pipeline.shards import IGNORE_LABEL
+
 
 class TargetKind(str, enum.Enum):
     METRIC_DEPTH = "metric_depth"
     RELATIVE_DEPTH = "relative_depth"
     STEREO_DISPARITY = "stereo_disparity"
     INVERSE_DEPTH = "inverse_depth"
+    SEMANTIC_LABELS = "semantic_labels"
 
     @property
     def is_depth(self) -> bool:
         return self in (TargetKind.METRIC_DEPTH, TargetKind.RELATIVE_DEPTH)
+
+    @property
+    def is_labels(self) -> bool:
+        """A segmentation label map (class ids), not a geometric target."""
+        return self is TargetKind.SEMANTIC_LABELS
 
 
 class InvalidTarget(ValueError):
@@ -48,6 +59,8 @@ def to_disparity(target: np.ndarray, valid: np.ndarray, kind: TargetKind | str) 
     (the ingest job turns that into a reject with the message as its reason).
     """
     kind = TargetKind(kind)
+    if kind.is_labels:
+        raise ValueError("semantic_labels are class ids, not a depth target: convert them with to_labels")
     target = np.asarray(target, dtype=np.float64)
     valid = np.asarray(valid, dtype=bool)
     if target.shape != valid.shape or target.ndim != 2:
@@ -65,3 +78,27 @@ def to_disparity(target: np.ndarray, valid: np.ndarray, kind: TargetKind | str) 
     else:
         disparity = np.where(valid, target, 0.0)
     return disparity.astype(np.float32), valid
+
+
+def to_labels(classes: np.ndarray, labelled: np.ndarray) -> np.ndarray:
+    """Class ids ``[H, W]`` (integers 0..254) and ``labelled`` bool ``[H, W]`` -> uint8 ``[H, W]`` label map
+    with :data:`pipeline.shards.IGNORE_LABEL` (255) where a pixel is not labelled.
+
+    A labelled pixel whose id is not an integer in 0..254 raises :class:`InvalidTarget` (255 is reserved
+    for "ignore", so a map of more than 255 classes needs another encoding).
+    """
+    classes = np.asarray(classes)
+    labelled = np.asarray(labelled, dtype=bool)
+    if classes.shape != labelled.shape or classes.ndim != 2:
+        raise InvalidTarget(f"classes {list(classes.shape)} and labelled {list(labelled.shape)} must be one [H, W]")
+    values = classes[labelled]
+    if values.size and not np.issubdtype(values.dtype, np.integer):
+        if not np.isfinite(values).all() or (values != np.round(values)).any():
+            raise InvalidTarget("labelled pixels hold class ids that are not integers")
+    bad = (values < 0) | (values >= IGNORE_LABEL)
+    if bad.any():
+        raise InvalidTarget(f"{int(bad.sum())} labelled pixels have class ids outside 0..{IGNORE_LABEL - 1} "
+                            f"(found {values[bad].min()}..{values[bad].max()})")
+    labels = np.full(classes.shape, IGNORE_LABEL, np.uint8)
+    labels[labelled] = values.astype(np.uint8)
+    return labels

@@ -1,7 +1,8 @@
 """``--max-side``: shrink a sample so that its longer side is at most N pixels, never mixing valid and
 invalid target pixels.
 
-RGB uses Lanczos (antialiased). The disparity uses *masked area averaging*: each output pixel is the mean
+RGB uses Lanczos (antialiased). A segmentation label map uses nearest neighbour only: class ids are
+categories, and any blend of two ids (or of an id and 255 = ignore) would be a third, wrong class. The disparity uses *masked area averaging*: each output pixel is the mean
 of the valid input disparities under its footprint (``box(d * m) / box(m)``), so an invalid pixel (stored
 as 0) never drags a valid neighbour towards zero. An output pixel is valid when at least half of its
 footprint was valid; otherwise it is invalid and stored as 0. Samples are never enlarged.
@@ -57,6 +58,18 @@ def resize_sample(sample: Sample, max_side: int | None) -> Sample:
     if size == (height, width):
         return sample
     rgb = np.asarray(Image.fromarray(sample.rgb).resize((size[1], size[0]), Image.Resampling.LANCZOS))
-    disparity, mask = resize_target(sample.disparity, sample.mask, size)
+    disparity, mask, labels = sample.disparity, sample.mask, sample.segmentation
+    if disparity is not None:
+        disparity, mask = resize_target(disparity, mask, size)
+    if labels is not None:
+        labels = resize_labels(labels, size)
     meta = {**sample.meta, "height": size[0], "width": size[1], "original_size": [height, width]}
-    return dataclasses.replace(sample, rgb=rgb, disparity=disparity, mask=mask, meta=meta, rgb_bytes=None)
+    return dataclasses.replace(sample, rgb=rgb, disparity=disparity, mask=mask, segmentation=labels, meta=meta,
+                               rgb_bytes=None)
+
+
+def resize_labels(labels: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Nearest-neighbour resize of a uint8 ``[H, W]`` label map to ``size`` ``(h, w)``: every output value
+    is one of the input's values (never a blend)."""
+    h, w = size
+    return np.asarray(Image.fromarray(np.ascontiguousarray(labels, np.uint8)).resize((w, h), Image.Resampling.NEAREST))

@@ -40,3 +40,32 @@ def test_unknown_kind_and_shape():
         to_disparity(np.ones((2, 2)), np.ones((2, 2), bool), "depthish")
     with pytest.raises(InvalidTarget, match="must be one"):
         to_disparity(np.ones((2, 2)), np.ones((2, 3), bool), "metric_depth")
+
+
+def test_labels_become_uint8_with_ignore():
+    from ingest.conversion import to_labels
+
+    classes = np.array([[0, 7, -1], [254, 3, 999]])
+    labelled = np.array([[True, True, False], [True, True, False]])
+    labels = to_labels(classes, labelled)
+    assert labels.dtype == np.uint8
+    # By hand: labelled ids as they are, everything else 255 (whatever value it held).
+    np.testing.assert_array_equal(labels, [[0, 7, 255], [254, 3, 255]])
+    np.testing.assert_array_equal(to_labels(np.array([[2.0, 5.0]]), np.array([[True, True]])), [[2, 5]])
+
+
+@pytest.mark.parametrize("value, message", [(255, "outside 0..254"), (-1, "outside 0..254"), (300, "outside"),
+                                            (2.5, "not integers"), (np.nan, "not integers")])
+def test_bad_class_ids_raise(value, message):
+    from ingest.conversion import to_labels
+
+    with pytest.raises(InvalidTarget, match=message):
+        to_labels(np.array([[1, value]]), np.array([[True, True]]))
+    with pytest.raises(InvalidTarget, match="must be one"):
+        to_labels(np.ones((2, 2), int), np.ones((2, 3), bool))
+
+
+def test_labels_are_not_a_depth_target():
+    with pytest.raises(ValueError, match="to_labels"):
+        to_disparity(np.ones((2, 2)), np.ones((2, 2), bool), TargetKind.SEMANTIC_LABELS)
+    assert TargetKind("semantic_labels").is_labels and not TargetKind.SEMANTIC_LABELS.is_depth

@@ -60,6 +60,18 @@ def read_png_gray(data: bytes) -> np.ndarray:
     raise FormatError(f"expected a grayscale PNG, found mode {img.mode}")
 
 
+def read_png_labels(data: bytes) -> np.ndarray:
+    """Decode a label-map PNG to its integer class ids ``[H, W]`` (uint8, or uint16 for 16-bit maps).
+
+    Grayscale (``L``, 16-bit) values are the ids; a palette PNG (``P``, as VOC-style datasets save their
+    masks) holds the ids as its palette indices, so the indices are returned, never the colours.
+    """
+    img = _open(data)
+    if img.mode == "P":
+        return np.asarray(img)
+    return read_png_gray(data)
+
+
 def write_png16(array: np.ndarray) -> bytes:
     """Encode uint16 ``[H, W]`` as a 16-bit grayscale PNG."""
     array = np.asarray(array)

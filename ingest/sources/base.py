@@ -2,7 +2,7 @@
 
 An adapter is a small class with the same four methods (list, RGB, target, metadata). It knows the
 source's layout, units and invalid values, and nothing else: it never resizes, augments, converts to
-disparity (``ingest.conversion.to_disparity`` does that from the class's ``kind``) or writes shards.
+disparity or to the label map (``ingest.conversion`` does that from the class's ``kind``) or writes shards.
 Files are read through ``pipeline.storage``, so ``root`` may be a local directory or an ``s3://`` prefix.
 """
 
@@ -70,7 +70,11 @@ class SourceAdapter(abc.ABC):
 
     @abc.abstractmethod
     def read_target(self, ref: SampleRef) -> tuple[np.ndarray, np.ndarray]:
-        """``(target float32 [H, W] in the units of ``kind``, valid bool [H, W])``."""
+        """``(target float32 [H, W] in the units of ``kind``, valid bool [H, W])``.
+
+        For ``kind = semantic_labels`` the target is the class ids (integer ``[H, W]``, numbered from 0)
+        and ``valid`` marks the labelled pixels (the others become 255 = ignore in the shard).
+        """
 
     def metadata(self, ref: SampleRef) -> dict[str, Any]:
         """What the source knows beyond the pixels (intrinsics, baseline, units); JSON-serialisable."""
