@@ -23,6 +23,7 @@ pytestmark = [pytest.mark.services, pytest.mark.slow]
 
 # source -> (test module, its tree fixture, or a tree function taking a name) as the adapter tests define them
 TREES = {
+    "ade20k": ("tests.test_source_ade20k", "ade_root"),
     "redweb": ("tests.test_source_redweb", "redweb_root"),
     "diml": ("tests.test_source_diml", "diml_root"),
     "megadepth": ("tests.test_source_megadepth", "megadepth_root"),
