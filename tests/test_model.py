@@ -160,3 +160,18 @@ def test_parameter_counts_match_the_paper(name):
     gc.collect()
     unused_official = dim * 1000 + 1000 + 2 * dim + 2 * (256 * 256 * 9 + 256)
     assert abs(ours + unused_official - paper) / paper < 0.005, (name, ours)
+
+
+def test_grad_checkpointing_gives_the_same_gradients(tiny):
+    plain = build_model("dpt_tiny")
+    plain.load_state_dict(tiny.state_dict())
+    checkpointed = build_model("dpt_tiny")
+    checkpointed.load_state_dict(tiny.state_dict())
+    checkpointed.set_grad_checkpointing(True)
+    assert checkpointed.backbone.vit.grad_checkpointing
+    x = torch.randn(1, 3, 32, 48)
+    for model in (plain, checkpointed):
+        model.train()
+        model(x).square().mean().backward()
+    for (name, a), (_, b) in zip(plain.named_parameters(), checkpointed.named_parameters()):
+        torch.testing.assert_close(a.grad, b.grad, rtol=1e-5, atol=1e-7, msg=name)

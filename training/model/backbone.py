@@ -17,6 +17,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 
 def resize_pos_embed(pos_embed: torch.Tensor, old_grid: tuple[int, int], new_grid: tuple[int, int],
@@ -119,8 +120,10 @@ class ViTBackbone(nn.Module):
         tokens = self.vit.pos_drop(torch.cat([cls, tokens], dim=1) + pos)
         tokens = self.vit.norm_pre(tokens)
         last = max(self.block_taps)
+        checkpointing = self.vit.grad_checkpointing and self.training and torch.is_grad_enabled()
         for index, block in enumerate(self.vit.blocks[:last], start=1):
-            tokens = block(tokens)
+            # timm's switch (``set_grad_checkpointing``): recompute block activations in backward to save memory.
+            tokens = checkpoint(block, tokens, use_reentrant=False) if checkpointing else block(tokens)
             if index in self.block_taps:
                 stages.append(tokens)
         return stages, grid

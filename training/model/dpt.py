@@ -53,6 +53,10 @@ class DPT(nn.Module):
             for i in range(4))
         self.head = HEADS[config.head](config.features, **config.head_kwargs)
 
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Recompute transformer blocks in backward (less activation memory, ~1/3 more compute)."""
+        self.backbone.vit.set_grad_checkpointing(enable)
+
     def forward_features(self, x: torch.Tensor) -> list[torch.Tensor]:
         """The four reassembled maps ``[B, F, H/4, W/4]`` ... ``[B, F, ceil(H/32), ceil(W/32)]``."""
         stages, grid = self.backbone(x)
