@@ -2,10 +2,11 @@
 invalid target pixels.
 
 RGB uses Lanczos (antialiased). A segmentation label map uses nearest neighbour only: class ids are
-categories, and any blend of two ids (or of an id and 255 = ignore) would be a third, wrong class. The disparity uses *masked area averaging*: each output pixel is the mean
-of the valid input disparities under its footprint (``box(d * m) / box(m)``), so an invalid pixel (stored
-as 0) never drags a valid neighbour towards zero. An output pixel is valid when at least half of its
-footprint was valid; otherwise it is invalid and stored as 0. Samples are never enlarged.
+categories, and any blend of two ids (or of an id and 255 = ignore) would be a third, wrong class.
+The disparity uses *masked area averaging*: each output pixel is the mean of the valid input disparities
+under its footprint (``box(d * m) / box(m)``), so an invalid pixel (stored as 0) never drags a valid
+neighbour towards zero. An output pixel is valid when at least half of its footprint was valid; otherwise
+it is invalid and stored as 0. Samples are never enlarged.
 """
 
 from __future__ import annotations
