@@ -3,7 +3,8 @@
 This project's checkpoint is a safetensors file whose metadata carries ``format=dpt-pipeline``, the variant
 ``name`` and the full ``config`` (JSON), so that :func:`load_model` rebuilds the model from the file alone.
 Foreign files are read with ``torch.load(weights_only=True)`` (official ``.pt``) or safetensors (transformers
-``model.safetensors``), renamed through the tables in ``key_maps`` and loaded strictly: unknown keys (not in any
+``model.safetensors``), renamed through the tables in ``key_maps`` (depth or segmentation, told apart by the
+file's head keys) and loaded strictly: unknown keys (not in any
 table) and missing keys (the model has them, the file does not) raise ``ValueError`` listing them.
 """
 
@@ -19,7 +20,8 @@ from torch import nn
 
 from pipeline import storage
 from training.model.config import DPTConfig
-from training.model.key_maps import HF_RULES, OFFICIAL_RULES, convert
+from training.model.key_maps import (HF_RULES, HF_SEGMENTATION_RULES, OFFICIAL_RULES, OFFICIAL_SEGMENTATION_RULES,
+                                     convert, is_segmentation)
 
 FORMAT = "dpt-pipeline"
 
@@ -82,7 +84,11 @@ def to_native(state: Mapping[str, torch.Tensor], source: str = "<state dict>") -
     fmt = detect_format(state)
     if fmt == "native":
         return dict(state)
-    converted, unknown = convert(dict(state), OFFICIAL_RULES if fmt == "official" else HF_RULES)
+    if is_segmentation(state):
+        rules = OFFICIAL_SEGMENTATION_RULES if fmt == "official" else HF_SEGMENTATION_RULES
+    else:
+        rules = OFFICIAL_RULES if fmt == "official" else HF_RULES
+    converted, unknown = convert(dict(state), rules)
     if unknown:
         raise ValueError(f"{source}: {len(unknown)} unknown key(s) in a {fmt} DPT state dict: {sorted(unknown)}")
     return converted

@@ -31,8 +31,11 @@ class DPTConfig:
         resnet_taps: one-based ResNet stages feeding the first stages (hybrid only).
         features: decoder width (256 in the paper).
         readout: ``ignore`` | ``add`` | ``project`` (the paper's default).
-        head: name in ``training.model.heads.HEADS`` (``depth``); ``head_kwargs`` go to its constructor.
+        head: name in ``training.model.heads.HEADS`` (``depth``, ``segmentation``); ``head_kwargs`` go to its
+            constructor (``num_classes`` for segmentation).
         fusion_batch_norm: batch norm in the residual units (the paper uses it for segmentation only).
+        aux_head: an auxiliary head (same class and ``head_kwargs`` as ``head``) on the penultimate fusion
+            output, run only when ``forward(x, return_aux=True)`` asks for it (segmentation training).
         fused_attention: scaled-dot-product attention kernels (timm's ``fused_attn``) instead of explicit softmax.
         timm_kwargs: extra ``timm.create_model`` arguments (the small CPU variants shrink depth and width).
     """
@@ -46,6 +49,7 @@ class DPTConfig:
     head: str = "depth"
     head_kwargs: dict[str, Any] = dataclasses.field(default_factory=dict)
     fusion_batch_norm: bool = False
+    aux_head: bool = False
     fused_attention: bool = True
     timm_kwargs: dict[str, Any] = dataclasses.field(default_factory=dict)
     preprocess: Preprocess = Preprocess()

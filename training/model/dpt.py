@@ -4,6 +4,8 @@
                 -> reassemble[i] -> maps at 1/4, 1/8, 1/16, 1/32, each [B,256,...]
                 -> fusion[3] .. fusion[0] (deepest first) -> [B,256,H/2,W/2]
                 -> head -> [B,1,H,W] non-negative disparity (depth task)
+                        or [B,C,H,W] class logits (segmentation task; an auxiliary head on the
+                        penultimate fusion output [B,256,H/4,W/4] adds a second output in training)
 
 A pure ``nn.Module``: no decoding, resizing or device choice; ``model.preprocess`` says how to prepare inputs.
 """
@@ -52,6 +54,8 @@ class DPT(nn.Module):
             FeatureFusionBlock(config.features, has_skip=i < 3, batch_norm=config.fusion_batch_norm)
             for i in range(4))
         self.head = HEADS[config.head](config.features, **config.head_kwargs)
+        # Segmentation training's auxiliary loss (paper Sec. 4.2); absent (None) for depth.
+        self.aux_head = HEADS[config.head](config.features, **config.head_kwargs) if config.aux_head else None
 
     def set_grad_checkpointing(self, enable: bool = True) -> None:
         """Recompute transformer blocks in backward (less activation memory, ~1/3 more compute)."""
@@ -62,15 +66,32 @@ class DPT(nn.Module):
         stages, grid = self.backbone(x)
         return [reassemble(stage, grid) for reassemble, stage in zip(self.reassemble, stages)]
 
+    def forward_fusion(self, maps: list[torch.Tensor]) -> list[torch.Tensor]:
+        """Every fusion block's output, deepest first: ``[B, F, H/16, W/16]``, ``H/8``, ``H/4``, ``H/2``."""
+        sizes = [m.shape[-2:] for m in maps]
+        outs = [self.fusion[3](maps[3], None, sizes[2])]
+        for i in (2, 1):
+            outs.append(self.fusion[i](outs[-1], maps[i], sizes[i - 1]))
+        finest = (2 * sizes[0][0], 2 * sizes[0][1])
+        outs.append(self.fusion[0](outs[-1], maps[0], finest))
+        return outs
+
     def forward_decoder(self, maps: list[torch.Tensor]) -> torch.Tensor:
         """Fuse deepest first: ``[B, F, H/2, W/2]``."""
-        sizes = [m.shape[-2:] for m in maps]
-        out = self.fusion[3](maps[3], None, sizes[2])
-        for i in (2, 1):
-            out = self.fusion[i](out, maps[i], sizes[i - 1])
-        finest = (2 * sizes[0][0], 2 * sizes[0][1])
-        return self.fusion[0](out, maps[0], finest)
+        return self.forward_fusion(maps)[-1]
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        fused = self.forward_decoder(self.forward_features(x))
-        return self.head(fused, size=tuple(x.shape[-2:]))
+    def forward(self, x: torch.Tensor, return_aux: bool = False):
+        """``x [B, 3, H, W] -> [B, 1, H, W]`` disparity (depth) or ``[B, C, H, W]`` logits (segmentation).
+
+        ``return_aux=True`` (segmentation training; through ``forward`` so that DDP sees it) returns
+        ``(logits, aux_logits)``, the auxiliary head's logits on the penultimate fusion output upsampled to
+        ``[B, C, H, W]`` as well.
+        """
+        size = tuple(x.shape[-2:])
+        fused = self.forward_fusion(self.forward_features(x))
+        out = self.head(fused[-1], size=size)
+        if not return_aux:
+            return out
+        if self.aux_head is None:
+            raise ValueError(f"return_aux=True needs a model built with aux_head=True (head {self.config.head!r})")
+        return out, self.aux_head(fused[-2], size=size)

@@ -2,7 +2,10 @@
 
 The depth head is the paper's: 3x3 conv to F/2, 2x bilinear upsampling, 3x3 conv to 32, ReLU, 1x1 conv to 1,
 ReLU, so the prediction is non-negative relative inverse depth (disparity up to scale and shift).
-Other heads (segmentation, auxiliary) register in ``HEADS`` and receive the same input.
+
+The segmentation head (paper, Sec. 4.2; isl-org/DPT ``DPTSegmentationModel``) is 3x3 conv (no bias), batch norm,
+ReLU, dropout 0.1, 1x1 conv to the classes, then 2x bilinear upsampling of the logits. The auxiliary head used
+in training is the same block without the upsampling of its own, on the penultimate fusion output.
 """
 
 from __future__ import annotations
@@ -33,5 +36,27 @@ class DepthHead(nn.Module):
         return F.relu(self.predict(x))
 
 
-# name -> head class taking (features, **head_kwargs); the segmentation issue adds its heads here.
-HEADS: dict[str, type[nn.Module]] = {"depth": DepthHead}
+class SegmentationHead(nn.Module):
+    """``[B, F, h, w] -> [B, num_classes, *size]`` class logits (before softmax).
+
+    ``size`` is the input image's size (twice the finest fused map for sides that are multiples of 32, the
+    official ``Interpolate(scale_factor=2)``); ``None`` returns the logits at the input map's resolution.
+    """
+
+    def __init__(self, features: int, num_classes: int = 150, dropout: float = 0.1):
+        super().__init__()
+        self.conv = nn.Conv2d(features, features, kernel_size=3, padding=1, bias=False)
+        self.bn = nn.BatchNorm2d(features)
+        self.dropout = nn.Dropout(dropout)
+        self.classify = nn.Conv2d(features, num_classes, kernel_size=1)
+
+    def forward(self, x: torch.Tensor, size: tuple[int, int] | None = None) -> torch.Tensor:
+        x = self.dropout(F.relu(self.bn(self.conv(x))))
+        logits = self.classify(x)
+        if size is not None:
+            logits = F.interpolate(logits, size=size, mode="bilinear", align_corners=True)
+        return logits
+
+
+# name -> head class taking (features, **head_kwargs).
+HEADS: dict[str, type[nn.Module]] = {"depth": DepthHead, "segmentation": SegmentationHead}

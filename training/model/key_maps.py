@@ -5,7 +5,8 @@ Official DPT / MiDaS v3 (isl-org/DPT ``dpt/models.py``, ``dpt/vit.py``, ``dpt/bl
 Reassemble layers are ``pretrained.act_postprocess{1..4}`` (a Sequential: 0 readout, 1 transpose, 2 unflatten,
 3 the 1x1 projection, 4 the resampling), the 3x3 convolutions to 256 are ``scratch.layer{1..4}_rn``, the fusion
 blocks ``scratch.refinenet{1..4}`` (``resConfUnit1`` on the skip input, ``resConfUnit2``, ``out_conv``) and the
-head ``scratch.output_conv`` (Sequential indices 0, 2, 4 hold the convolutions).
+head ``scratch.output_conv`` (Sequential indices 0, 2, 4 hold the convolutions; in a segmentation model 0 is
+the 3x3 conv, 1 its batch norm, 4 the classifier, and ``auxlayer`` is the auxiliary head, same indices).
 
 transformers ``DPTForDepthEstimation`` (``transformers/models/dpt/modeling_dpt.py``): ViT under ``dpt.``
 with separate query/key/value projections (fused here into timm's ``qkv``), the reassemble stage under
@@ -15,8 +16,9 @@ head in ``head.head``. Hybrid transformers checkpoints carry the ResNet as a BiT
 ``encoder.stages.S.layers.L`` timm's ``stages.S.blocks.L``, as in transformers' ViT-hybrid conversion script).
 
 A rule is ``(regex, template)``: named groups are substituted into the template; group ``n`` is a one-based
-stage number and becomes zero-based, group ``j`` is a deepest-first fusion index and becomes ``3 - j``. A
-template ``None`` drops the key on purpose (weights the official modules carry but DPT never uses).
+stage number and becomes zero-based, group ``j`` is a deepest-first fusion index and becomes ``3 - j``; groups
+``h`` and ``sh`` are Sequential indices of the depth and segmentation heads, named by ``_HEAD`` and
+``_SEG_HEAD``. A template ``None`` drops the key on purpose (weights the official modules carry but DPT never uses).
 """
 
 from __future__ import annotations
@@ -28,6 +30,8 @@ import torch
 Rule = tuple[str, str | None]
 
 _HEAD = {"0": "reduce", "2": "refine", "4": "predict"}
+# Segmentation head Sequential (conv, bn, relu, dropout, conv[, upsample]) -> SegmentationHead's names.
+_SEG_HEAD = {"0": "conv", "1": "bn", "4": "classify"}
 _HF_HEAD = _HEAD
 
 OFFICIAL_RULES: list[Rule] = [
@@ -78,6 +82,24 @@ HF_RULES: list[Rule] = [
     (r"head\.head\.(?P<h>[024])\.(?P<p>weight|bias)", "head.{h}.{p}"),
 ]
 
+# Segmentation checkpoints (isl-org/DPT ``DPTSegmentationModel``: ``scratch.output_conv`` is the segmentation
+# head and ``auxlayer`` the auxiliary head; transformers ``DPTForSemanticSegmentation``: ``head.head`` and
+# ``auxiliary_head.head``): the depth tables with the head rule (their last) swapped for these.
+OFFICIAL_SEGMENTATION_RULES: list[Rule] = OFFICIAL_RULES[:-1] + [
+    (r"scratch\.output_conv\.(?P<sh>[014])\.(?P<p>.+)", "head.{sh}.{p}"),
+    (r"auxlayer\.(?P<sh>[014])\.(?P<p>.+)", "aux_head.{sh}.{p}"),
+]
+HF_SEGMENTATION_RULES: list[Rule] = HF_RULES[:-1] + [
+    (r"head\.head\.(?P<sh>[014])\.(?P<p>.+)", "head.{sh}.{p}"),
+    (r"auxiliary_head\.head\.(?P<sh>[014])\.(?P<p>.+)", "aux_head.{sh}.{p}"),
+]
+
+
+def is_segmentation(state_keys) -> bool:
+    """A foreign state dict of a segmentation model: it has an auxiliary head or a batch norm in its head."""
+    return any(k.startswith(("auxlayer.", "auxiliary_head.", "scratch.output_conv.1.", "head.head.1."))
+               for k in state_keys)
+
 
 def _substitute(template: str, groups: dict[str, str]) -> str:
     values = dict(groups)
@@ -87,6 +109,8 @@ def _substitute(template: str, groups: dict[str, str]) -> str:
         values["j"] = str(3 - int(values["j"]))
     if "h" in values:
         values["h"] = _HEAD[values["h"]]
+    if "sh" in values:
+        values["sh"] = _SEG_HEAD[values["sh"]]
     if "m" in values:
         values["m"] = {"convolution": "conv", "batch_norm": "bn", "norm": "norm"}[values["m"]]
     return template.format(**values)

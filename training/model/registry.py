@@ -23,6 +23,26 @@ VARIANTS: dict[str, DPTConfig] = {
 }
 
 
+# Semantic segmentation (paper Sec. 4.2, ADE20K's 150 classes): the same encoders and decoder with batch norm in
+# the fusion units, the segmentation head and the auxiliary head. isl-org/DPT's run_segmentation.py feeds 480 px.
+ADE20K_CLASSES = 150
+
+
+def _segmentation(base: DPTConfig, num_classes: int = ADE20K_CLASSES, size: int = 480) -> DPTConfig:
+    return dataclasses.replace(base, head="segmentation", head_kwargs={"num_classes": num_classes},
+                               fusion_batch_norm=True, aux_head=True,
+                               preprocess=dataclasses.replace(base.preprocess, size=size))
+
+
+VARIANTS.update({
+    "dpt_hybrid_ade20k": _segmentation(VARIANTS["dpt_hybrid"]),
+    "dpt_large_ade20k": _segmentation(VARIANTS["dpt_large"]),
+    "dpt_base_ade20k": _segmentation(VARIANTS["dpt_base"]),
+    # CPU work (tests, quickstart): 150 classes on the tiny encoder; override head_kwargs for fewer.
+    "dpt_tiny_ade20k": _segmentation(VARIANTS["dpt_tiny"], size=64),
+})
+
+
 def list_models() -> list[str]:
     return sorted(VARIANTS)
 
@@ -42,7 +62,9 @@ def build_model(name: str, pretrained: bool | str = False, **overrides) -> nn.Mo
     """Build a DPT variant.
 
     Args:
-        name: ``dpt_base``, ``dpt_large``, ``dpt_hybrid`` (the paper's) or ``dpt_small``, ``dpt_tiny`` (CPU work).
+        name: ``dpt_base``, ``dpt_large``, ``dpt_hybrid`` (the paper's) or ``dpt_small``, ``dpt_tiny`` (CPU work);
+            segmentation (150 ADE20K classes): ``dpt_hybrid_ade20k``, ``dpt_large_ade20k``, ``dpt_base_ade20k``,
+            ``dpt_tiny_ade20k``.
         pretrained: False builds from random initialisation with no download; True loads timm's ImageNet
             weights for the backbone (needs the network); a path loads a local timm backbone checkpoint.
         overrides: DPTConfig fields, e.g. ``readout="add"``, ``features=128``, ``fused_attention=False``.
