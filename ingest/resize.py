@@ -7,6 +7,10 @@ The disparity uses *masked area averaging*: each output pixel is the mean of the
 under its footprint (``box(d * m) / box(m)``), so an invalid pixel (stored as 0) never drags a valid
 neighbour towards zero. An output pixel is valid when at least half of its footprint was valid; otherwise
 it is invalid and stored as 0. Samples are never enlarged.
+
+What depends on the pixel grid follows it: a stereo disparity (pixels) is multiplied by the horizontal
+scale, and intrinsics in the metadata (``fx``, ``fy``, ``cx``, ``cy``, pixels) are rescaled. Disparity
+from depth (``1 / d``) and inverse depth up to scale do not depend on the image size.
 """
 
 from __future__ import annotations
@@ -47,6 +51,20 @@ def resize_target(disparity: np.ndarray, valid: np.ndarray, size: tuple[int, int
     return out, out_valid
 
 
+def _scaled_intrinsics(meta: dict, sx: float, sy: float) -> dict:
+    """Pinhole intrinsics for the resized grid (pixel centres: ``c' = (c + 0.5) * s - 0.5``)."""
+    out = {}
+    if "fx" in meta:
+        out["fx"] = meta["fx"] * sx
+    if "fy" in meta:
+        out["fy"] = meta["fy"] * sy
+    if "cx" in meta:
+        out["cx"] = (meta["cx"] + 0.5) * sx - 0.5
+    if "cy" in meta:
+        out["cy"] = (meta["cy"] + 0.5) * sy - 0.5
+    return out
+
+
 def resize_sample(sample: Sample, max_side: int | None) -> Sample:
     """``sample`` with its longer side at most ``max_side`` (unchanged when already small enough).
 
@@ -60,11 +78,15 @@ def resize_sample(sample: Sample, max_side: int | None) -> Sample:
         return sample
     rgb = np.asarray(Image.fromarray(sample.rgb).resize((size[1], size[0]), Image.Resampling.LANCZOS))
     disparity, mask, labels = sample.disparity, sample.mask, sample.segmentation
+    sy, sx = size[0] / height, size[1] / width
     if disparity is not None:
         disparity, mask = resize_target(disparity, mask, size)
+        if sample.meta.get("kind") == "stereo_disparity":
+            disparity *= np.float32(sx)
     if labels is not None:
         labels = resize_labels(labels, size)
     meta = {**sample.meta, "height": size[0], "width": size[1], "original_size": [height, width]}
+    meta.update(_scaled_intrinsics(meta, sx, sy))
     return dataclasses.replace(sample, rgb=rgb, disparity=disparity, mask=mask, segmentation=labels, meta=meta,
                                rgb_bytes=None)
 

@@ -118,3 +118,16 @@ def test_resize_sample_keeps_aspect_and_reencodes_the_image():
     assert small.rgb_bytes is None and small.rgb_format == "jpg"  # the writer re-encodes as JPEG
     assert (small.meta["height"], small.meta["width"], small.meta["original_size"]) == (24, 32, [48, 64])
     assert resize_sample(sample, 64) is sample and resize_sample(sample, None) is sample
+
+
+def test_resize_rescales_stereo_disparity_and_intrinsics_with_the_grid():
+    meta = {"source": "s", "id": "a", "split": "train", "kind": "stereo_disparity", "height": 40, "width": 80,
+            "fx": 100.0, "fy": 100.0, "cx": 39.5, "cy": 19.5}
+    sample = Sample("s-a", np.zeros((40, 80, 3), np.uint8), np.full((40, 80), 12.0, np.float32),
+                    np.ones((40, 80), bool), meta)
+    small = resize_sample(sample, 20)  # 80 -> 20: a quarter
+    np.testing.assert_allclose(small.disparity, 3.0)  # pixels of the new grid
+    assert (small.meta["fx"], small.meta["fy"], small.meta["cx"], small.meta["cy"]) == (25.0, 25.0, 9.5, 4.5)
+    depth_like = resize_sample(Sample("s-a", sample.rgb, sample.disparity, sample.mask,
+                                      {**meta, "kind": "metric_depth"}), 20)
+    np.testing.assert_allclose(depth_like.disparity, 12.0)  # 1/d does not depend on the grid
