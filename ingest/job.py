@@ -120,31 +120,52 @@ def estimate_samples_per_shard(adapter: SourceAdapter, refs, settings: IngestSet
 # --------------------------------------------------------------------------- 4. Ray
 
 
+class _Progress:
+    """Counts samples processed by every task (a Ray actor), so the bar moves per sample, not per shard."""
+
+    def __init__(self):
+        self.count = 0
+
+    def add(self, n: int = 1) -> None:
+        self.count += n
+
+    def total(self) -> int:
+        return self.count
+
+
+def _shard_task(adapter, shard, out, settings, options, progress) -> ShardRecord:
+    return write_shard(adapter, shard, out, settings, options, on_sample=lambda: progress.add.remote(1))
+
+
 def _ray_write_all(adapter, pending: list[ShardPlan], out, settings, options, bar) -> list[ShardRecord]:
     import ray
 
     if not ray.is_initialized():
         ray.init(log_to_driver=True)
-    task = ray.remote(num_cpus=1, max_retries=2)(write_shard)
-    adapter_ref = ray.put(adapter)
+    task = ray.remote(num_cpus=1, max_retries=2)(_shard_task)
+    progress = ray.remote(num_cpus=0)(_Progress).remote()
+    adapter_ref, base = ray.put(adapter), bar.n
     queue, running, done = list(reversed(pending)), {}, []
     try:
         while queue or running:
             while queue and len(running) < settings.workers:
                 shard = queue.pop()
-                running[task.remote(adapter_ref, shard, out, settings, options)] = shard
-            finished, _ = ray.wait(list(running), num_returns=1)
-            shard = running.pop(finished[0])
-            try:
-                record = ray.get(finished[0])
-            except ray.exceptions.RayError as exc:
-                raise RuntimeError(f"writing {shard.split} shard {shard.index} failed: {exc}") from exc
-            done.append(record)
-            bar.update(record.inputs)
+                running[task.remote(adapter_ref, shard, out, settings, options, progress)] = shard
+            finished, _ = ray.wait(list(running), num_returns=1, timeout=0.5)
+            for ref in finished:
+                shard = running.pop(ref)
+                try:
+                    done.append(ray.get(ref))
+                except ray.exceptions.RayError as exc:
+                    raise RuntimeError(f"writing {shard.split} shard {shard.index} failed: {exc}") from exc
+            # A retried task counts its samples twice: never let the bar pass what is certainly done.
+            seen = min(ray.get(progress.total.remote()), bar.total - base)
+            bar.update(max(0, base + max(seen, sum(r.inputs for r in done)) - bar.n))
             bar.set_postfix(MB=f"{sum(r.bytes for r in done) / 1e6:.1f}", refresh=False)
     finally:
         for ref in running:
             ray.cancel(ref)
+        ray.kill(progress)
     return done
 
 
@@ -204,6 +225,7 @@ def run_ingest(adapter: SourceAdapter, out: str, settings: IngestSettings,
     with tqdm(total=plan.inputs, initial=done_inputs, desc=f"ingest {adapter.name}", unit="sample",
               disable=not progress, file=sys.stderr, smoothing=0.1) as bar:
         new = _ray_write_all(adapter, pending, out, settings, options, bar) if pending else []
+        bar.update(plan.inputs - bar.n)
     records = kept + new
     written = _finish(adapter, plan, records, out, options)
     rejected = sum(len(v) for v in plan.rejects.values()) + sum(len(r.rejects) for r in records)

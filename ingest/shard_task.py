@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
+from collections.abc import Callable
 
 from ingest.assemble import RejectedSample, assemble_sample
 from ingest.plan import IngestSettings, ShardPlan, input_path
@@ -72,12 +73,32 @@ def load_record(url: str, fingerprint: str, options: storage.S3Options | None) -
     return record
 
 
+def _read_one(adapter: SourceAdapter, ref, split: str, settings: IngestSettings, timings: dict):
+    """``(sample, None)`` ready to write, or ``(None, reason)`` when the input is rejected."""
+    start = time.perf_counter()
+    try:
+        sample = assemble_sample(adapter, ref, split, settings.min_valid_fraction)
+    except RejectedSample as exc:
+        return None, str(exc)
+    except storage.StorageError:
+        raise  # the store failing is not this input's fault: fail the task, a re-run resumes
+    except Exception as exc:  # an adapter tripping over an odd file is that input's problem
+        return None, f"cannot read: {type(exc).__name__}: {exc}"
+    finally:
+        timings["read"] += time.perf_counter() - start
+    start = time.perf_counter()
+    sample = resize_sample(sample, settings.max_side)
+    timings["resize"] += time.perf_counter() - start
+    return sample, None
+
+
 def write_shard(adapter: SourceAdapter, shard: ShardPlan, prefix: str, settings: IngestSettings,
-                options: storage.S3Options | None = None) -> ShardRecord:
+                options: storage.S3Options | None = None, on_sample: Callable[[], object] | None = None) -> ShardRecord:
     """Read, convert and write the inputs of ``shard``; returns (and stores) its completion record.
 
     A bad input (unreadable, mismatched, bad values, too few valid pixels) becomes a reject and the shard
-    goes on; a storage failure raises (the job fails and a re-run resumes).
+    goes on; a storage failure raises (the job fails and a re-run resumes). ``on_sample`` is called after
+    each input (written or rejected), for progress.
     """
     url = shard_url(prefix, adapter.name, shard.split, shard.index)
     timings = {"read": 0.0, "resize": 0.0, "write": 0.0}
@@ -86,35 +107,23 @@ def write_shard(adapter: SourceAdapter, shard: ShardPlan, prefix: str, settings:
     writer = ShardWriter(url, options, settings.disparity_dtype)
     try:
         for ref in shard.refs:
+            sample, reason = _read_one(adapter, ref, shard.split, settings, timings)
             start = time.perf_counter()
-            try:
-                sample = assemble_sample(adapter, ref, shard.split, settings.min_valid_fraction)
-            except RejectedSample as exc:
-                rejects.append([input_path(adapter, ref), str(exc)])
-                continue
-            except storage.StorageError:
-                raise
-            except Exception as exc:  # an adapter tripping over an odd file is that input's problem
-                rejects.append([input_path(adapter, ref), f"cannot read: {type(exc).__name__}: {exc}"])
-                continue
-            finally:
-                timings["read"] += time.perf_counter() - start
-            start = time.perf_counter()
-            sample = resize_sample(sample, settings.max_side)
-            timings["resize"] += time.perf_counter() - start
-            start = time.perf_counter()
-            try:
-                writer.write(sample)
-                written += 1
-            except ShardError as exc:  # e.g. disparity overflowing float16
-                rejects.append([input_path(adapter, ref), str(exc)])
+            if sample is not None:
+                try:
+                    writer.write(sample)
+                    written += 1
+                except ShardError as exc:  # e.g. disparity overflowing float16
+                    reason = str(exc)
+            if reason is not None:
+                rejects.append([input_path(adapter, ref), reason])
             timings["write"] += time.perf_counter() - start
+            if on_sample is not None:
+                on_sample()
         start = time.perf_counter()
-        if written:
-            info = writer.close()
-        else:
+        info = writer.close() if written else None
+        if info is None:
             writer.abort()
-            info = None
         timings["write"] += time.perf_counter() - start
     except BaseException as exc:
         writer.abort(exc if isinstance(exc, Exception) else None)
