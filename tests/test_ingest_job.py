@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
 import os
 import re
+import sys
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from ingest.job import run_ingest
 from ingest.plan import IngestSettings
@@ -63,8 +66,7 @@ def test_tree_is_ingested_with_disparity_and_scene_split(storage_root, ray_clust
             for sample in iter_shard(shard.url):
                 scene, index = sample.meta["id"].split("/")
                 scenes.setdefault(scene, set()).add(split)
-                depth_mm = np.asarray(
-                    __import__("PIL.Image").Image.open(io.BytesIO(files[f"{scene}/depth/{index}.png"])), np.float64)
+                depth_mm = np.asarray(Image.open(io.BytesIO(files[f"{scene}/depth/{index}.png"])), np.float64)
                 np.testing.assert_allclose(sample.disparity, 1000.0 / depth_mm, rtol=1e-6)
                 assert sample.mask.all() and sample.rgb_bytes == files[f"{scene}/rgb/{index}.jpg"]
                 assert sample.meta["split"] == split and sample.meta["group"] == scene
@@ -148,6 +150,34 @@ def test_every_bad_input_is_a_reject_with_its_reason(tmp_path, ray_cluster):
         assert fragment in got[path], (path, got[path])
     assert [r.path for r in rejects] == sorted(r.path for r in rejects)
     assert "10 inputs = 1 written + 9 rejected" in summary.line()
+
+
+class EscapingAdapter(FolderAdapter):
+    """A source whose listing points outside its root (as a symlinked or hand-written list file could)."""
+
+    def list_samples(self):
+        refs = super().list_samples()
+        return refs + [dataclasses.replace(refs[0], id="escape", files={**refs[0].files, "rgb": "../secret.jpg"}),
+                       dataclasses.replace(refs[0], id="absolute", files={**refs[0].files, "target": "/etc/x.png"})]
+
+
+def test_paths_escaping_the_root_are_rejected_not_read(tmp_path, ray_cluster):
+    import cloudpickle
+
+    write_tree(str(tmp_path / "raw"), scenes=1, frames=2)
+    (tmp_path / "secret.jpg").write_bytes(b"outside the root")
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])  # the workers cannot import this test module
+    try:
+        connect()
+        adapter = EscapingAdapter(str(tmp_path / "raw"), image_glob="*/rgb/*.jpg", target_glob="*/depth/*.png",
+                                  target="metric_depth", divisor=1000)
+        summary = run_ingest(adapter, str(tmp_path / "out"), IngestSettings(), progress=False)
+    finally:
+        cloudpickle.unregister_pickle_by_value(sys.modules[__name__])
+    assert (summary.inputs, summary.written, summary.rejected) == (4, 2, 2)
+    reasons = {r.path: r.reason for r in read_rejects(str(tmp_path / "out" / "folder" / "train"))}
+    assert reasons == {f"{tmp_path}/raw/../secret.jpg": "../secret.jpg: path escapes the source root",
+                       f"{tmp_path}/raw/scene0/rgb/0000.jpg": "/etc/x.png: path escapes the source root"}
 
 
 def test_wrong_options_fail_at_once_and_write_nothing(tmp_path, s3_bucket):
