@@ -203,6 +203,12 @@ def test_wrong_options_fail_at_once_and_write_nothing(tmp_path, s3_bucket):
     result = dpt("ingest", "folder", "--root", str(raw), *FOLDER_ARGS, "--out", f"{s3_bucket}/corpus",
                  env={**os.environ, "AWS_ENDPOINT_URL": "http://127.0.0.1:9"})  # nothing listens there
     assert result.returncode == 1 and f"cannot list {s3_bucket}/corpus" in result.stderr
+    no_credentials = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    no_credentials.update(AWS_ENDPOINT_URL=os.environ["AWS_ENDPOINT_URL"], AWS_EC2_METADATA_DISABLED="true",
+                          AWS_SHARED_CREDENTIALS_FILE=str(tmp_path / "none"), AWS_CONFIG_FILE=str(tmp_path / "none"))
+    result = dpt("ingest", "folder", "--root", str(raw), *FOLDER_ARGS, "--out", f"{s3_bucket}/corpus",
+                 env=no_credentials)
+    assert result.returncode == 1 and "Unable to locate credentials" in result.stderr, result.stderr
     assert storage.list_files(s3_bucket) == [] and not out.exists()
     assert "dpt-test-secret" not in result.stderr + result.stdout
 
