@@ -20,3 +20,23 @@ def write_source(prefix: str, source: str, count: int, per_shard: int, split: st
     write_rejects(directory, [])
     write_manifest(directory, infos)
     return [s.key for s in samples]
+
+
+class TinyDepthNet:
+    """Factory for a tiny CPU model with the DPT interface: [B, 3, H, W] -> non-negative [B, 1, H, W]."""
+
+    def __new__(cls, width: int = 8):
+        import torch
+        from torch import nn
+
+        class _Net(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.backbone = nn.Sequential(nn.Conv2d(3, width, 3, padding=1), nn.GELU(),
+                                              nn.Conv2d(width, width, 3, padding=1), nn.GELU())
+                self.head = nn.Conv2d(width, 1, 3, padding=1)
+
+            def forward(self, x):
+                return nn.functional.softplus(self.head(self.backbone(x)))
+
+        return _Net()

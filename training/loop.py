@@ -1,0 +1,170 @@
+"""The training loop's pieces: optimiser, schedule, one step, validation sums, checkpoint state. No Ray here.
+
+The paper trains with Adam at two learning rates: 1e-5 for the (pretrained) backbone and 1e-4 for the
+randomly initialised decoder and head. Parameters whose name starts with ``backbone_prefix`` form the
+first group (``module.`` of a DDP wrapper is ignored).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import random
+import time
+from collections.abc import Iterable
+from typing import Literal
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from training.losses import ScaleAndShiftInvariantLoss
+
+MODEL_FILE = "model.safetensors"  # the plain model state dict: what training.model.load_checkpoint reads
+STATE_FILE = "train_state.pt"  # optimiser, schedule, RNG
+META_FILE = "meta.json"  # step, data position, config: readable without torch
+
+
+@dataclasses.dataclass
+class OptimConfig:
+    """Adam with the paper's two learning rates; optional linear warm-up then cosine or linear decay."""
+
+    lr_backbone: float = 1e-5
+    lr_decoder: float = 1e-4
+    betas: tuple[float, float] = (0.9, 0.999)
+    weight_decay: float = 0.0
+    warmup_steps: int = 0
+    decay: Literal["none", "cosine", "linear"] = "none"
+    min_lr_ratio: float = 0.0
+    grad_clip: float | None = None
+    backbone_prefix: str = "backbone"
+
+
+def unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    """The model inside a DDP / FSDP wrapper."""
+    return getattr(model, "module", model)
+
+
+def build_optimizer(model: torch.nn.Module, config: OptimConfig) -> torch.optim.Adam:
+    backbone, decoder = [], []
+    for name, param in unwrap(model).named_parameters():
+        if param.requires_grad:
+            (backbone if name.startswith(config.backbone_prefix + ".") else decoder).append(param)
+    if not backbone:
+        raise ValueError(f"optim.backbone_prefix {config.backbone_prefix!r} matches no parameter of the model "
+                         f"(top-level modules: {[n for n, _ in unwrap(model).named_children()]})")
+    groups = [{"params": backbone, "lr": config.lr_backbone, "name": "backbone"},
+              {"params": decoder, "lr": config.lr_decoder, "name": "decoder"}]
+    return torch.optim.Adam(groups, betas=config.betas, weight_decay=config.weight_decay)
+
+
+def lr_factor(step: int, total: int, config: OptimConfig) -> float:
+    """Multiplier of the base learning rates at ``step`` (0-based) of ``total``."""
+    if step < config.warmup_steps:
+        return (step + 1) / config.warmup_steps
+    if config.decay == "none":
+        return 1.0
+    progress = min(1.0, (step - config.warmup_steps) / max(1, total - config.warmup_steps))
+    shape = 0.5 * (1 + math.cos(math.pi * progress)) if config.decay == "cosine" else 1.0 - progress
+    return config.min_lr_ratio + (1 - config.min_lr_ratio) * shape
+
+
+def build_scheduler(optimizer, config: OptimConfig, total_steps: int) -> torch.optim.lr_scheduler.LambdaLR:
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, total_steps, config))
+
+
+def to_device(batch: dict, device: torch.device) -> dict:
+    return {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
+
+
+def train_step(model, task, optimizer, scheduler, batch: dict, config: OptimConfig, bf16: bool = False) -> dict:
+    """One optimisation step on one batch; returns the terms to log (floats)."""
+    model.train()
+    device = batch["image"].device
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16 and device.type == "cuda"):
+        prediction = model(batch["image"])
+    loss, logs = task(model, batch, prediction)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if config.grad_clip:
+        logs["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip))
+    optimizer.step()
+    scheduler.step()
+    for group in optimizer.param_groups:
+        logs[f"lr/{group['name']}"] = group["lr"]
+    return logs
+
+
+VALIDATION_LOSSES = {"ssitrim": ScaleAndShiftInvariantLoss("ssitrim", alpha=0.0),
+                     "ssimse": ScaleAndShiftInvariantLoss("ssimse", alpha=0.0)}
+
+
+@torch.no_grad()
+def validation_sums(model: torch.nn.Module, batches: Iterable[dict], device: torch.device) -> torch.Tensor:
+    """``[ssitrim * M, ssimse * M, M]`` summed over batches (M: valid pixels), for a cross-rank reduction."""
+    model.eval()
+    sums = torch.zeros(3, dtype=torch.float64)
+    for batch in batches:
+        batch = to_device(batch, device)
+        prediction = unwrap(model)(batch["image"]).float()  # the bare module: no DDP collective here
+        count = batch["mask"].sum().item()
+        for i, loss in enumerate(VALIDATION_LOSSES.values()):
+            sums[i] += loss(prediction, batch["disparity"], batch["mask"]).item() * count
+        sums[2] += count
+    return sums
+
+
+class StepTimer:
+    """Splits wall time into waiting for data and computing, for images/s and the data-wait fraction."""
+
+    def __init__(self):
+        self.wait = self.compute = 0.0
+        self.images = 0
+        self._mark = time.perf_counter()
+
+    def data_ready(self) -> None:
+        now = time.perf_counter()
+        self.wait += now - self._mark
+        self._mark = now
+
+    def step_done(self, images: int) -> None:
+        now = time.perf_counter()
+        self.compute += now - self._mark
+        self._mark = now
+        self.images += images
+
+    def summary(self) -> dict:
+        total = self.wait + self.compute
+        out = {"perf/images_per_s": self.images / total if total else 0.0,
+               "perf/data_wait_fraction": self.wait / total if total else 0.0}
+        self.wait = self.compute = 0.0
+        self.images = 0
+        return out
+
+
+def save_state(directory: str, model, optimizer, scheduler, meta: dict) -> None:
+    """Write a checkpoint directory: model weights, optimiser/schedule/RNG state, and ``meta.json``."""
+    os.makedirs(directory, exist_ok=True)
+    state = {k: v.detach().cpu().contiguous() for k, v in unwrap(model).state_dict().items()}
+    save_file(state, os.path.join(directory, MODEL_FILE))
+    torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                "torch_rng": torch.get_rng_state(), "python_rng": list(random.getstate()[1])},
+               os.path.join(directory, STATE_FILE))
+    with open(os.path.join(directory, META_FILE), "w", encoding="utf-8") as f:
+        json.dump(meta, f, indent=1, sort_keys=True)
+
+
+def load_state(directory: str, model, optimizer=None, scheduler=None) -> dict:
+    """Restore what :func:`save_state` wrote; returns the meta dict (``step`` is the data position)."""
+    weights = load_file(os.path.join(directory, MODEL_FILE))
+    unwrap(model).load_state_dict(weights, strict=True)
+    if optimizer is not None:
+        state = torch.load(os.path.join(directory, STATE_FILE), map_location="cpu", weights_only=True)
+        optimizer.load_state_dict(state["optimizer"])
+        if scheduler is not None:
+            scheduler.load_state_dict(state["scheduler"])
+        torch.set_rng_state(state["torch_rng"])
+        random.setstate((3, tuple(state["python_rng"]), None))
+    with open(os.path.join(directory, META_FILE), encoding="utf-8") as f:
+        return json.load(f)
