@@ -1,0 +1,145 @@
+"""Training on the REAL Ray head with DDP (gloo), MLflow server and moto S3: checkpoints, resume, faults."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from pipeline import storage
+from pipeline.config import load_config
+from tests.training_corpus import write_source
+from training.config import TrainConfig
+from training.train import fit
+
+pytestmark = pytest.mark.services
+ROOT = Path(__file__).resolve().parents[1]
+QUICKSTART = ROOT / "configs" / "quickstart.yaml"
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory) -> str:
+    prefix = str(tmp_path_factory.mktemp("train-corpus"))
+    write_source(prefix, "alpha", 12, per_shard=3)
+    write_source(prefix, "beta", 8, per_shard=4)
+    write_source(prefix, "beta", 4, per_shard=2, split="val", offset=100)
+    return prefix
+
+
+def _config(corpus: str, storage_path: str, name: str, *extra: str) -> TrainConfig:
+    overrides = [
+        f"data.shards.prefix={corpus}", "data.shards.sources=[alpha, beta]", "data.loader.workers=0",
+        "data.loader.batch_size=2", "data.geometric.size=32", "model.name=dpt_tiny",
+        "model.overrides={timm_kwargs: {depth: 4, img_size: 32}}", "scaling.workers=2",
+        f"storage.path={storage_path}", f"storage.name={name}", "schedule.log_every=1",
+        "schedule.val_max_samples=4", *extra,
+    ]
+    return load_config(TrainConfig, QUICKSTART, overrides)
+
+
+def _history(uri: str, run_id: str, key: str) -> list[int]:
+    from mlflow import MlflowClient
+
+    return sorted({m.step for m in MlflowClient(uri).get_metric_history(run_id, key)})
+
+
+def test_two_ddp_workers_train_log_and_checkpoint(ray_cluster, mlflow_tracking, corpus, tmp_path):
+    from mlflow import MlflowClient
+
+    config = _config(corpus, str(tmp_path / "ckpt"), "ddp", "schedule.steps=4", "schedule.checkpoint_every=2",
+                     "schedule.keep_checkpoints=1", "task.mixing=pareto",
+                     "curriculum=[{steps: 2, sources: [beta]}]")
+    result = fit(config)
+    assert result.metrics["step"] == 4
+    with result.checkpoint.as_directory() as directory:
+        assert sorted(os.listdir(directory)) == ["meta.json", "model.safetensors", "train_state.pt"]
+    kept = [p for p in os.listdir(tmp_path / "ckpt" / "ddp") if (tmp_path / "ckpt" / "ddp" / p).is_dir()]
+    assert len(kept) == 1  # keep the last K = 1
+    run = MlflowClient(mlflow_tracking).get_run(result.mlflow_run_id)
+    assert run.info.status == "FINISHED"
+    assert run.data.params["optim.lr_backbone"] == "0.0001" and run.data.params["scaling.workers"] == "2"
+    assert len(run.data.tags["dpt.manifest_sha256.alpha"]) == 64
+    assert _history(mlflow_tracking, result.mlflow_run_id, "loss/loss") == [1, 2, 3, 4]
+    for key in ("perf/images_per_s", "perf/data_wait_fraction", "lr/backbone", "lr/decoder",
+                "pareto_weight/alpha", "val/beta/ssitrim"):
+        assert key in run.data.metrics, key
+    # Curriculum: the first two steps drew only beta, the rest both sources.
+    shares = MlflowClient(mlflow_tracking).get_metric_history(result.mlflow_run_id, "data/share/beta")
+    assert {m.step: m.value for m in shares}[2] == 1.0
+
+
+def test_checkpoints_to_s3_and_resumes_the_run(ray_cluster, mlflow_tracking, s3_bucket, corpus):
+    from mlflow import MlflowClient
+
+    forward = "run.forward_env=[AWS_ENDPOINT_URL, AWS_DEFAULT_REGION, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY]"
+    first = fit(_config(corpus, f"{s3_bucket}/runs", "s3run", "schedule.steps=2", "schedule.checkpoint_every=2",
+                        "scaling.workers=1", forward))
+    assert first.metrics["step"] == 2
+    files = storage.list_files(f"{s3_bucket}/runs/s3run")
+    assert any(f.endswith("/model.safetensors") for f in files)
+    # The same storage path and name: Ray hands the last checkpoint back and training continues from it.
+    second = fit(_config(corpus, f"{s3_bucket}/runs", "s3run", "schedule.steps=4", "schedule.checkpoint_every=2",
+                         "scaling.workers=1", forward))
+    assert second.metrics["step"] == 4
+    run = MlflowClient(mlflow_tracking).get_run(second.mlflow_run_id)
+    assert run.data.tags["dpt.restarts"] == "1" and run.data.tags["dpt.restart_1_from_step"] == "2"
+    assert _history(mlflow_tracking, second.mlflow_run_id, "loss/loss") == [3, 4]
+
+
+def _train_worker_pids() -> list[int]:
+    from ray.util.state import list_actors
+
+    actors = list_actors(filters=[("class_name", "=", "RayTrainWorker"), ("state", "=", "ALIVE")])
+    return [a.pid for a in actors]
+
+
+@pytest.mark.slow
+def test_sigkill_of_a_worker_resumes_from_the_last_checkpoint(ray_cluster, mlflow_tracking, corpus, tmp_path):
+    import ray
+
+    steps = 24
+    config = _config(corpus, str(tmp_path / "ckpt"), "fault", f"schedule.steps={steps}",
+                     "schedule.checkpoint_every=4", "run.max_failures=2")
+    ray.init()
+    outcome: dict = {}
+    thread = threading.Thread(target=lambda: outcome.update(result=fit(config)), daemon=True)
+    thread.start()
+    run_dir = tmp_path / "ckpt" / "fault"
+    deadline = time.monotonic() + 240
+    while not (run_dir.exists() and any((run_dir / p).is_dir() for p in os.listdir(run_dir))):
+        assert time.monotonic() < deadline and thread.is_alive(), "no checkpoint before the deadline"
+        time.sleep(0.5)
+    pids = _train_worker_pids()
+    assert len(pids) == 2
+    os.kill(pids[1], signal.SIGKILL)  # a training worker process that this test's run started
+    thread.join(timeout=400)
+    assert not thread.is_alive() and "result" in outcome
+    result = outcome["result"]
+    assert result.metrics["step"] == steps
+    from mlflow import MlflowClient
+
+    run = MlflowClient(mlflow_tracking).get_run(result.mlflow_run_id)
+    assert int(run.data.tags["dpt.restarts"]) >= 1
+    assert _history(mlflow_tracking, result.mlflow_run_id, "loss/loss") == list(range(1, steps + 1))
+
+
+@pytest.mark.slow
+def test_ray_job_submit_short_run(ray_head, mlflow_server, corpus, tmp_path):
+    env = {**ray_head.env, "RAY_ADDRESS": ray_head.dashboard_url}
+    command = [
+        str(Path(sys.executable).parent / "ray"), "job", "submit", "--working-dir", str(ROOT),
+        "--", sys.executable, "-m", "training.train", "--config", "configs/quickstart.yaml",
+        f"data.shards.prefix={corpus}", "data.shards.sources=[alpha]", "data.loader.workers=0",
+        "data.geometric.size=32", "model.overrides={timm_kwargs: {depth: 4, img_size: 32}}",
+        "schedule.steps=2", "schedule.checkpoint_every=2", f"storage.path={tmp_path / 'ckpt'}",
+        f"tracking.uri={mlflow_server}",
+    ]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=400)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "trained dpt_tiny for 2 steps" in done.stdout

@@ -1,0 +1,131 @@
+"""The run configuration of ``dpt train``: typed dataclasses read by ``pipeline.config.load_config``.
+
+Each stage gets only its own part: the data path ``data`` (and inside it each stage its own section), the
+task ``task``, the optimiser ``optim``; the Ray Train entry reads ``scaling``, ``storage``, ``tracking``
+and ``run``. See configs/*.yaml for complete examples.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Literal
+
+from training.data import DataConfig
+from training.loop import OptimConfig
+from training.task import TaskConfig
+
+
+@dataclasses.dataclass
+class ModelConfig:
+    """``training.model.build_model(name, **overrides)``; ``pretrained`` loads timm backbone weights."""
+
+    name: str = "dpt_tiny"
+    pretrained: bool = False
+    overrides: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass
+class PhaseConfig:
+    """One curriculum phase: train ``steps`` steps on ``sources`` only (the paper: ReDWeb, HRWSI, BlendedMVS)."""
+
+    steps: int
+    sources: list[str]
+
+
+@dataclasses.dataclass
+class ScheduleConfig:
+    """steps: the whole run (after the curriculum phases the rest trains on every source); every N steps:
+    log to MLflow, validate on each source's ``val_split`` (0: only at the end), checkpoint (keep the last K)."""
+
+    steps: int = 1000
+    log_every: int = 10
+    validate_every: int = 0
+    val_split: str = "val"
+    val_max_samples: int | None = 64
+    checkpoint_every: int = 100
+    keep_checkpoints: int = 3
+    seed: int = 0
+    bf16: bool = True
+
+    def __post_init__(self):
+        for name in ("steps", "log_every", "checkpoint_every", "keep_checkpoints"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"schedule.{name} must be >= 1, got {getattr(self, name)}")
+
+
+@dataclasses.dataclass
+class ScalingConfig:
+    """Ray Train workers (one DDP rank each): GPUs or CPUs per worker; SPREAD places them on different nodes."""
+
+    workers: int = 1
+    gpu: bool = False
+    cpus_per_worker: float = 1.0
+    placement: Literal["PACK", "SPREAD"] = "PACK"
+
+
+@dataclasses.dataclass
+class StorageConfig:
+    """Where checkpoints go: ``<path>/<name>/`` (local directory or s3://). ``endpoint_url`` for S3-compatible
+    stores (defaults to ``AWS_ENDPOINT_URL``)."""
+
+    path: str = "runs/train"
+    name: str = "dpt"
+    endpoint_url: str | None = None
+    region: str | None = None
+
+
+@dataclasses.dataclass
+class TrackingConfig:
+    """MLflow: ``uri`` (default ``MLFLOW_TRACKING_URI``, else SQLite under ``runs/``) and the experiment."""
+
+    uri: str | None = None
+    experiment: str = "dpt-train"
+    run_name: str | None = None
+
+
+@dataclasses.dataclass
+class RunConfig:
+    """max_failures: worker failures to recover from by restarting from the last checkpoint;
+    resume_from: a checkpoint directory to start from (a new run's storage); forward_env: environment
+    variables copied to the Ray workers when this process starts Ray (credentials only if you list them)."""
+
+    max_failures: int = 2
+    resume_from: str | None = None
+    forward_env: list[str] = dataclasses.field(default_factory=lambda: [
+        "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_DEFAULT_REGION", "AWS_REGION", "AWS_PROFILE"])
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    data: DataConfig
+    model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
+    task: TaskConfig = dataclasses.field(default_factory=TaskConfig)
+    optim: OptimConfig = dataclasses.field(default_factory=OptimConfig)
+    curriculum: list[PhaseConfig] = dataclasses.field(default_factory=list)
+    schedule: ScheduleConfig = dataclasses.field(default_factory=ScheduleConfig)
+    scaling: ScalingConfig = dataclasses.field(default_factory=ScalingConfig)
+    storage: StorageConfig = dataclasses.field(default_factory=StorageConfig)
+    tracking: TrackingConfig = dataclasses.field(default_factory=TrackingConfig)
+    run: RunConfig = dataclasses.field(default_factory=RunConfig)
+
+    def __post_init__(self):
+        known = set(self.data.shards.sources)
+        for i, phase in enumerate(self.curriculum):
+            unknown = sorted(set(phase.sources) - known)
+            if unknown or not phase.sources:
+                raise ValueError(f"curriculum[{i}].sources {phase.sources} must be a non-empty subset of "
+                                 f"data.shards.sources {sorted(known)}")
+        if sum(p.steps for p in self.curriculum) > self.schedule.steps:
+            raise ValueError(f"curriculum phases take {sum(p.steps for p in self.curriculum)} steps, more than "
+                             f"schedule.steps = {self.schedule.steps}")
+
+
+def phases(config: TrainConfig) -> list[tuple[int, list[str]]]:
+    """``[(end step, sources)]``: the curriculum phases, then every source until ``schedule.steps``."""
+    out, end = [], 0
+    for phase in config.curriculum:
+        end += phase.steps
+        out.append((end, list(phase.sources)))
+    if end < config.schedule.steps:
+        out.append((config.schedule.steps, list(config.data.shards.sources)))
+    return out

@@ -1,0 +1,117 @@
+"""MLflow for training runs, through ``MlflowClient`` (no global active run).
+
+The driver creates the run once and logs the resolved config as params (MLflow params cannot change, so a
+resumed attempt never logs them again); rank 0 of the Ray workers logs metrics into that run by id and
+tags each restart. Lineage tags: each source's manifest sha256 and the code version.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+from pipeline import storage
+from pipeline.config import to_dict
+from pipeline.shards import MANIFEST_NAME, shard_dir
+
+MAX_PARAM_LENGTH = 6000  # MLflow's limit on a param value
+
+
+def resolve_uri(uri: str | None) -> str:
+    """The tracking URI: the config's, else ``MLFLOW_TRACKING_URI``, else SQLite under ``runs/``."""
+    if uri:
+        return uri
+    if os.environ.get("MLFLOW_TRACKING_URI"):
+        return os.environ["MLFLOW_TRACKING_URI"]
+    os.makedirs("runs", exist_ok=True)
+    return f"sqlite:///{os.path.abspath('runs/mlflow.db')}"
+
+
+def flatten(data: Any, prefix: str = "") -> dict[str, str]:
+    """Nested config data -> ``{"optim.lr_decoder": "0.0001", ...}``."""
+    if isinstance(data, dict):
+        out: dict[str, str] = {}
+        for key, value in data.items():
+            out.update(flatten(value, f"{prefix}.{key}" if prefix else str(key)))
+        return out
+    return {prefix: str(data)[:MAX_PARAM_LENGTH]}
+
+
+def code_version() -> str:
+    """The git commit of the code (with ``-dirty`` when modified), or ``unknown`` outside a checkout."""
+    root = Path(__file__).resolve().parents[1]
+    try:
+        commit = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True,
+                                timeout=10, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+        return commit + ("-dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def lineage_tags(prefix: str, sources: list[str], split: str) -> dict[str, str]:
+    """``dpt.manifest_sha256.<source>``: sha256 of each source's manifest.parquet, and ``dpt.code_version``."""
+    tags = {"dpt.code_version": code_version(), "dpt.corpus": prefix}
+    for source in sources:
+        data = storage.read_bytes(storage.join(shard_dir(prefix, source, split), MANIFEST_NAME))
+        tags[f"dpt.manifest_sha256.{source}"] = hashlib.sha256(data).hexdigest()
+    return tags
+
+
+def create_run(config, uri: str) -> str:
+    """Create the MLflow run of a training job with params and lineage tags; returns its id."""
+    from mlflow import MlflowClient
+    from mlflow.entities import Param, RunTag
+
+    client = MlflowClient(uri)
+    experiment = client.get_experiment_by_name(config.tracking.experiment)
+    experiment_id = experiment.experiment_id if experiment else client.create_experiment(config.tracking.experiment)
+    shards = config.data.shards
+    tags = lineage_tags(shards.prefix, shards.sources, shards.split)
+    run = client.create_run(experiment_id, run_name=config.tracking.run_name or config.storage.name, tags=tags)
+    params = [Param(k, v) for k, v in sorted(flatten(to_dict(config)).items())]
+    for start in range(0, len(params), 100):  # MLflow accepts at most 100 params per batch
+        client.log_batch(run.info.run_id, params=params[start:start + 100])
+    client.log_batch(run.info.run_id, tags=[RunTag("dpt.restarts", "0")])
+    return run.info.run_id
+
+
+class RankZeroLogger:
+    """Metrics into an existing run from rank 0; on other ranks every call does nothing."""
+
+    def __init__(self, uri: str | None, run_id: str | None, active: bool):
+        self.run_id = run_id
+        self.client = None
+        if active and uri and run_id:
+            from mlflow import MlflowClient
+
+            self.client = MlflowClient(uri)
+
+    def log(self, metrics: dict[str, float], step: int) -> None:
+        if self.client is None:
+            return
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        items = [Metric(k.replace("@", "_"), float(v), now, step) for k, v in sorted(metrics.items())]
+        for start in range(0, len(items), 1000):
+            self.client.log_batch(self.run_id, metrics=items[start:start + 1000])
+
+    def mark_restart(self, step: int) -> None:
+        """Tag a resumed attempt: how many restarts so far and the step it resumed from."""
+        if self.client is None:
+            return
+        run = self.client.get_run(self.run_id)
+        restarts = int(run.data.tags.get("dpt.restarts", "0")) + 1
+        self.client.set_tag(self.run_id, "dpt.restarts", str(restarts))
+        self.client.set_tag(self.run_id, f"dpt.restart_{restarts}_from_step", str(step))
+
+    def set_tags(self, tags: dict[str, str]) -> None:
+        if self.client is not None:
+            for key, value in tags.items():
+                self.client.set_tag(self.run_id, key, value)

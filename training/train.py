@@ -1,0 +1,242 @@
+"""The Ray Train entry: ``TorchTrainer`` over DDP workers, checkpoints through ``ray.train.report``.
+
+    dpt train --config configs/quickstart.yaml [key.sub=value ...]
+    ray job submit --working-dir . -- python -m training.train --config configs/dpt_large_mix6.yaml
+
+Ray Train V2 semantics (Ray 2.60): a failed worker group restarts from the last reported checkpoint
+(``FailureConfig``), which the train function reads with ``ray.train.get_checkpoint()``; rebuilding the
+trainer with the same ``storage.path``/``storage.name`` resumes a stopped run the same way. Every rank
+calls ``ray.train.report`` at the same steps (it is a barrier). MLflow: the driver creates the run and
+logs the config once; rank 0 logs metrics into it by id.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import sys
+import tempfile
+from collections import Counter
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+
+from pipeline import storage
+from pipeline.config import from_dict, load_config, to_dict
+from pipeline.shards import MANIFEST_NAME, shard_dir
+from training import tracking
+from training.config import TrainConfig, phases
+from training.data import make_loader, validation_batches
+from training.loop import (StepTimer, build_optimizer, build_scheduler, load_state, save_state, to_device,
+                           train_step, validation_sums)
+from training.task import DepthTask
+
+
+def build(config: TrainConfig) -> torch.nn.Module:
+    """The model of the run (random weights unless ``model.pretrained``)."""
+    from training.model import build_model
+
+    return build_model(config.model.name, pretrained=config.model.pretrained, **config.model.overrides)
+
+
+def _validate(model, config: TrainConfig, rank: int, world: int, device) -> dict[str, float]:
+    """SSI losses on each source's validation split, summed over ranks (sums and counts, never means)."""
+    out = {}
+    for source in config.data.shards.sources:
+        directory = shard_dir(config.data.shards.prefix, source, config.schedule.val_split)
+        if not storage.exists(storage.join(directory, MANIFEST_NAME)):
+            continue
+        batches = validation_batches(config.data, source, config.schedule.val_split, rank, world,
+                                     config.schedule.val_max_samples)
+        sums = validation_sums(model, batches, device)
+        if world > 1:
+            sums = sums.to(device)
+            dist.all_reduce(sums)
+            sums = sums.cpu()
+        if sums[2] > 0:
+            out[f"val/{source}/ssitrim"] = float(sums[0] / sums[2])
+            out[f"val/{source}/ssimse"] = float(sums[1] / sums[2])
+    return out
+
+
+def _report(step: int, metrics: dict, model, optimizer, scheduler, meta: dict, rank: int) -> None:
+    """Every rank reports (a barrier); rank 0 attaches the checkpoint."""
+    import ray.train
+
+    metrics = {**metrics, "step": step}
+    if rank != 0:
+        ray.train.report(metrics)
+        return
+    with tempfile.TemporaryDirectory(prefix="dpt-ckpt-") as directory:
+        save_state(directory, model, optimizer, scheduler, {**meta, "step": step})
+        ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(directory))
+
+
+def _restore(config: TrainConfig, model, optimizer, scheduler) -> int:
+    """Resume from Ray's latest checkpoint of this run, else ``run.resume_from``; returns the start step."""
+    import ray.train
+
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is None and config.run.resume_from:
+        checkpoint = ray.train.Checkpoint(config.run.resume_from, filesystem=_filesystem(config, config.run.resume_from))
+    if checkpoint is None:
+        return 0
+    with checkpoint.as_directory() as directory:
+        return int(load_state(directory, model, optimizer, scheduler)["step"])
+
+
+def train_loop_per_worker(loop_config: dict) -> None:
+    """What each Ray Train worker runs. ``loop_config``: ``{"config": plain config, "mlflow": {uri, run_id}}``."""
+    import ray.train
+    import ray.train.torch
+
+    config = from_dict(TrainConfig, loop_config["config"])
+    context = ray.train.get_context()
+    rank, world = context.get_world_rank(), context.get_world_size()
+    torch.manual_seed(config.schedule.seed)
+    model = ray.train.torch.prepare_model(build(config))
+    device = ray.train.torch.get_device()
+    optimizer = build_optimizer(model, config.optim)
+    scheduler = build_scheduler(optimizer, config.optim, config.schedule.steps)
+    step = _restore(config, model, optimizer, scheduler)
+    logger = tracking.RankZeroLogger(loop_config["mlflow"]["uri"], loop_config["mlflow"]["run_id"], rank == 0)
+    if step:
+        logger.mark_restart(step)
+    task = DepthTask(config.task, config.data.shards.sources)
+    schedule, bf16 = config.schedule, config.schedule.bf16
+    for end, sources in phases(config):
+        if step >= end:
+            continue
+        loader = make_loader(config.data, rank, world, start_step=step, sources=sources)
+        timer, seen = StepTimer(), Counter()
+        while step < end:
+            batch = to_device(next(loader), device)
+            timer.data_ready()
+            logs = train_step(model, task, optimizer, scheduler, batch, config.optim, bf16)
+            step += 1
+            timer.step_done(len(batch["key"]))
+            seen.update(batch["source"])
+            if step % schedule.log_every == 0 or step == end:
+                perf = timer.summary()
+                perf["perf/images_per_s"] *= world  # every rank runs the same step
+                shares = {f"data/share/{s}": seen[s] / max(1, sum(seen.values())) for s in sources}
+                logger.log({**logs, **perf, **shares}, step)
+            if (schedule.validate_every and step % schedule.validate_every == 0) or step == schedule.steps:
+                logger.log(_validate(model, config, rank, world, device), step)
+            if step % schedule.checkpoint_every == 0 or step == schedule.steps:
+                _report(step, {"loss": logs["loss/loss"]}, model, optimizer, scheduler,
+                        {"phase_sources": sources, "mlflow_run_id": logger.run_id}, rank)
+                timer.data_ready()  # checkpoint time is neither data wait nor step
+
+
+def _filesystem(config: TrainConfig, path: str):
+    """A pyarrow S3 filesystem for S3-compatible endpoints (pyarrow ignores ``AWS_ENDPOINT_URL``), else None."""
+    endpoint = config.storage.endpoint_url or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+    if not storage.is_s3(path) or not endpoint:
+        return None
+    import pyarrow.fs
+
+    region = config.storage.region or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
+    return pyarrow.fs.S3FileSystem(endpoint_override=endpoint, region=region,
+                                   scheme="https" if endpoint.startswith("https") else "http")
+
+
+def _storage(config: TrainConfig) -> tuple[str, object]:
+    """(storage_path, storage_filesystem) for Ray's RunConfig."""
+    path = config.storage.path
+    filesystem = _filesystem(config, path)
+    if filesystem is not None:
+        return path[len("s3://"):], filesystem
+    return (path if storage.is_s3(path) else os.path.abspath(path)), None
+
+
+def _worker_env(config: TrainConfig) -> dict[str, str]:
+    """Variables the workers need: the listed ones that are set here, and this code on PYTHONPATH."""
+    # RAY_ADDRESS too: Ray Train's own helper actors look the cluster up by it when several run on one machine.
+    names = [*config.run.forward_env, "RAY_ADDRESS"]
+    env = {name: os.environ[name] for name in names if os.environ.get(name)}
+    root = str(Path(__file__).resolve().parents[1])
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)
+    return env
+
+
+@dataclasses.dataclass
+class FitResult:
+    """checkpoint: the last checkpoint (``ray.train.Checkpoint``); metrics: the last reported; the MLflow run."""
+
+    checkpoint: object
+    metrics: dict
+    mlflow_run_id: str
+    path: str
+
+
+def fit(config: TrainConfig) -> FitResult:
+    """Run (or resume) training on the Ray cluster this process connects to."""
+    import ray
+    import ray.train
+    from ray.train.torch import TorchTrainer
+
+    from training.model import get_config
+
+    # A bad name or override fails here, not on the workers; so does a normalisation the model was not built for.
+    preprocess = get_config(config.model.name, **config.model.overrides).preprocess
+    norm = config.data.normalize
+    if tuple(norm.mean) != tuple(preprocess.mean) or tuple(norm.std) != tuple(preprocess.std):
+        raise ValueError(f"data.normalize (mean {norm.mean}, std {norm.std}) differs from {config.model.name}'s "
+                         f"preprocessing (mean {preprocess.mean}, std {preprocess.std})")
+    env = _worker_env(config)
+    in_job = "RAY_JOB_CONFIG_JSON_ENV_VAR" in os.environ  # `ray job submit` provides the runtime env
+    if not ray.is_initialized():
+        ray.init(runtime_env=None if in_job else {"env_vars": env}, log_to_driver=True)
+    uri = tracking.resolve_uri(config.tracking.uri)
+    run_id = tracking.create_run(config, uri)
+    storage_path, filesystem = _storage(config)
+    trainer = TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config={"config": to_dict(config), "mlflow": {"uri": uri, "run_id": run_id}},
+        scaling_config=ray.train.ScalingConfig(
+            num_workers=config.scaling.workers, use_gpu=config.scaling.gpu,
+            resources_per_worker={"GPU": 1} if config.scaling.gpu else {"CPU": config.scaling.cpus_per_worker},
+            placement_strategy=config.scaling.placement),
+        run_config=ray.train.RunConfig(
+            name=config.storage.name, storage_path=storage_path, storage_filesystem=filesystem,
+            failure_config=ray.train.FailureConfig(max_failures=config.run.max_failures),
+            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=config.schedule.keep_checkpoints),
+            worker_runtime_env=None if in_job else {"env_vars": env}),
+    )
+    from mlflow import MlflowClient
+
+    try:
+        result = trainer.fit()
+    except BaseException:
+        MlflowClient(uri).set_terminated(run_id, "FAILED")
+        raise
+    MlflowClient(uri).set_terminated(run_id, "FINISHED")
+    return FitResult(result.checkpoint, dict(result.metrics or {}), run_id, result.path)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", required=True, help="run config YAML (see configs/)")
+    parser.add_argument("overrides", nargs="*", metavar="key.sub=value",
+                        help="config overrides, values parsed as YAML (e.g. schedule.steps=200)")
+
+
+def run(args: argparse.Namespace) -> int:
+    config = load_config(TrainConfig, args.config, args.overrides)
+    result = fit(config)
+    checkpoint = result.checkpoint.path if result.checkpoint else None
+    print(f"trained {config.model.name} for {config.schedule.steps} steps; last checkpoint: {checkpoint}; "
+          f"MLflow run {result.mlflow_run_id}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m training.train", description=__doc__.splitlines()[0])
+    add_arguments(parser)
+    return run(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
