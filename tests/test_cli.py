@@ -61,7 +61,7 @@ def test_clear_error_without_traceback(tmp_path):
 
 
 def test_unimplemented_stage_says_so():
-    out = dpt("train")
+    out = dpt("pipeline")
     assert out.returncode == 2 and "not available in this version yet" in out.stderr
 
 

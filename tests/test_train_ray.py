@@ -16,6 +16,7 @@ from pipeline import storage
 from pipeline.config import load_config
 from tests.training_corpus import write_source
 from training.config import TrainConfig
+from training.model import load_model
 from training.train import fit
 
 pytestmark = pytest.mark.services
@@ -59,6 +60,8 @@ def test_two_ddp_workers_train_log_and_checkpoint(ray_cluster, mlflow_tracking, 
     assert result.metrics["step"] == 4
     with result.checkpoint.as_directory() as directory:
         assert sorted(os.listdir(directory)) == ["meta.json", "model.safetensors", "train_state.pt"]
+        model = load_model(os.path.join(directory, "model.safetensors"))  # the model stage's loader reads it
+        assert model.config.timm_kwargs["img_size"] == 32
     kept = [p for p in os.listdir(tmp_path / "ckpt" / "ddp") if (tmp_path / "ckpt" / "ddp" / p).is_dir()]
     assert len(kept) == 1  # keep the last K = 1
     run = MlflowClient(mlflow_tracking).get_run(result.mlflow_run_id)
@@ -103,20 +106,23 @@ def _train_worker_pids() -> list[int]:
 def test_sigkill_of_a_worker_resumes_from_the_last_checkpoint(ray_cluster, mlflow_tracking, corpus, tmp_path):
     import ray
 
-    steps = 24
+    steps = 80  # long enough that the run is still going when the first checkpoint appears
     config = _config(corpus, str(tmp_path / "ckpt"), "fault", f"schedule.steps={steps}",
                      "schedule.checkpoint_every=4", "run.max_failures=2")
     ray.init()
     outcome: dict = {}
     thread = threading.Thread(target=lambda: outcome.update(result=fit(config)), daemon=True)
     thread.start()
-    run_dir = tmp_path / "ckpt" / "fault"
     deadline = time.monotonic() + 240
+    pids: list[int] = []
+    while len(pids) != 2:  # this run's two training workers (earlier runs' workers have exited)
+        assert time.monotonic() < deadline and thread.is_alive(), "training workers did not start"
+        time.sleep(1)
+        pids = _train_worker_pids()
+    run_dir = tmp_path / "ckpt" / "fault"
     while not (run_dir.exists() and any((run_dir / p).is_dir() for p in os.listdir(run_dir))):
         assert time.monotonic() < deadline and thread.is_alive(), "no checkpoint before the deadline"
-        time.sleep(0.5)
-    pids = _train_worker_pids()
-    assert len(pids) == 2
+        time.sleep(0.2)
     os.kill(pids[1], signal.SIGKILL)  # a training worker process that this test's run started
     thread.join(timeout=400)
     assert not thread.is_alive() and "result" in outcome
@@ -140,6 +146,10 @@ def test_ray_job_submit_short_run(ray_head, mlflow_server, corpus, tmp_path):
         "schedule.steps=2", "schedule.checkpoint_every=2", f"storage.path={tmp_path / 'ckpt'}",
         f"tracking.uri={mlflow_server}",
     ]
-    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=400)
+    for _ in range(10):  # the head's job agent may still be starting on a loaded machine
+        done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=400)
+        if "No available agent" not in done.stderr:
+            break
+        time.sleep(5)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "trained dpt_tiny for 2 steps" in done.stdout

@@ -146,8 +146,15 @@ class StepTimer:
 def save_state(directory: str, model, optimizer, scheduler, meta: dict) -> None:
     """Write a checkpoint directory: model weights, optimiser/schedule/RNG state, and ``meta.json``."""
     os.makedirs(directory, exist_ok=True)
-    state = {k: v.detach().cpu().contiguous() for k, v in unwrap(model).state_dict().items()}
-    save_file(state, os.path.join(directory, MODEL_FILE))
+    inner = unwrap(model)
+    if hasattr(getattr(inner, "config", None), "to_dict"):
+        # A DPT: its own checkpoint format carries the variant and config, so `load_model` rebuilds it alone.
+        from training.model import save_checkpoint
+
+        save_checkpoint(inner, os.path.join(directory, MODEL_FILE), name=str(meta.get("model", "")))
+    else:
+        state = {k: v.detach().cpu().contiguous() for k, v in inner.state_dict().items()}
+        save_file(state, os.path.join(directory, MODEL_FILE))
     torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                 "torch_rng": torch.get_rng_state(), "python_rng": list(random.getstate()[1])},
                os.path.join(directory, STATE_FILE))

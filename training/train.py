@@ -127,7 +127,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
                 logger.log(_validate(model, config, rank, world, device), step)
             if step % schedule.checkpoint_every == 0 or step == schedule.steps:
                 _report(step, {"loss": logs["loss/loss"]}, model, optimizer, scheduler,
-                        {"phase_sources": sources, "mlflow_run_id": logger.run_id}, rank)
+                        {"model": config.model.name, "phase_sources": sources, "mlflow_run_id": logger.run_id}, rank)
                 timer.data_ready()  # checkpoint time is neither data wait nor step
 
 

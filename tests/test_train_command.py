@@ -1,0 +1,30 @@
+"""`dpt train`: help, and clear one-line errors for a bad config before anything starts."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def dpt(*args: str) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    return subprocess.run([sys.executable, "-m", "pipeline.cli", *args], env=env, capture_output=True, text=True,
+                          timeout=120, cwd=ROOT)
+
+
+def test_help_names_config_and_overrides():
+    out = dpt("train", "--help")
+    assert out.returncode == 0 and "--config" in out.stdout and "key.sub=value" in out.stdout
+
+
+def test_unknown_key_and_missing_config_are_clear_errors(tmp_path):
+    out = dpt("train", "--config", "configs/quickstart.yaml", "optim.lr=1e-3")
+    assert out.returncode == 1 and "unknown key optim.lr" in out.stderr and "Traceback" not in out.stderr
+    out = dpt("train", "--config", str(tmp_path / "nope.yaml"))
+    assert out.returncode == 1 and "nope.yaml" in out.stderr
+    out = dpt("train", "--config", "configs/quickstart.yaml", "curriculum=[{steps: 5, sources: [nyu]}]")
+    assert out.returncode == 1 and "curriculum[0].sources" in out.stderr
