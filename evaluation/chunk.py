@@ -16,7 +16,8 @@ import torch.nn.functional as F
 
 from evaluation.benchmarks import BenchmarkReader, make_reader
 from evaluation.predict import Preprocessing, predict_disparity
-from evaluation.protocol import MetricSums, evaluate_dense, evaluate_pairs, get_protocol, valid_mask
+from evaluation.protocol import (MetricSums, SegmentationProtocol, evaluate_dense, evaluate_pairs, get_protocol,
+                                 valid_mask)
 
 PICTURE_SIDE = 256  # longer side of the arrays sent back for picture grids
 
@@ -91,6 +92,11 @@ def run_chunk(model: torch.nn.Module, pre: Preprocessing, benchmark: str, data_r
     (an ETH3D image with its ground truth and float64 intermediates is about 1 GB)."""
     protocol = get_protocol(benchmark)
     reader = reader or make_reader(benchmark, data_root)
+    if isinstance(protocol, SegmentationProtocol):  # a summed confusion matrix instead of per-image values
+        from evaluation.segmentation import score_segmentation
+
+        sums, rows = score_segmentation(model, pre, protocol, reader, ids, device, batch_size)
+        return ChunkResult(benchmark, sums, rows, [], attempted=len(ids))
     sums, rows, pictures = MetricSums(), [], []
     for start in range(0, len(ids), batch_size):
         samples = [reader.load(i) for i in ids[start:start + batch_size]]

@@ -4,7 +4,8 @@
              --benchmarks nyu,kitti --experiment dpt-zero-shot
 
 ``--data-root`` holds one folder per benchmark in its released layout (``diw/``, ``eth3d/``, ``sintel/``,
-``kitti/``, ``nyu/``, ``tum/``; see each reader in ``evaluation/benchmarks/``). Ray: ``ray.init()``
+``kitti/``, ``nyu/``, ``tum/``; ``ade20k/`` for the segmentation benchmarks ``ade20k`` and ``ade20k_ms``
+(multi-scale), which a segmentation checkpoint is evaluated on; see each reader in ``evaluation/benchmarks/``). Ray: ``ray.init()``
 connects to ``RAY_ADDRESS`` (or ``--ray-address``) when set, else starts a local instance. MLflow: the
 tracking URI comes from ``MLFLOW_TRACKING_URI``. Exit code 0 when every benchmark was scored, 1 when
 any failed (the others are still logged).
@@ -16,7 +17,7 @@ import argparse
 import math
 import sys
 
-from evaluation.protocol import PROTOCOLS
+from evaluation.protocol import PROTOCOLS, SEGMENTATION_PROTOCOLS, get_protocol
 
 DEFAULT_EXPERIMENT = "dpt-zero-shot"
 
@@ -26,7 +27,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default=None,
                         help="DPT variant to build (dpt_large, dpt_hybrid, ...); default: read from the checkpoint")
     parser.add_argument("--benchmarks", default=",".join(PROTOCOLS),
-                        help=f"comma-separated subset of {','.join(PROTOCOLS)} (default: all)")
+                        help=f"comma-separated subset of {','.join(PROTOCOLS)} (default: all), or of the "
+                             f"segmentation benchmarks {','.join(SEGMENTATION_PROTOCOLS)}")
     parser.add_argument("--data-root", required=True, help="folder or s3:// prefix with one folder per benchmark")
     where = parser.add_mutually_exclusive_group()
     where.add_argument("--run-id", default=None, help="log into this existing MLflow run (e.g. the training run)")
@@ -45,9 +47,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def parse_benchmarks(text: str) -> list[str]:
     names = [b.strip().lower() for b in text.split(",") if b.strip()]
-    unknown = [b for b in names if b not in PROTOCOLS]
+    known = [*PROTOCOLS, *SEGMENTATION_PROTOCOLS]
+    unknown = [b for b in names if b not in known]
     if unknown or not names:
-        raise ValueError(f"--benchmarks: unknown {unknown or text!r}; choose from {','.join(PROTOCOLS)}")
+        raise ValueError(f"--benchmarks: unknown {unknown or text!r}; choose from {','.join(known)}")
     return list(dict.fromkeys(names))
 
 
@@ -57,20 +60,24 @@ def _not_yet_in_run(run_id: str, benchmarks: list[str]) -> list[str]:
 
     done = mlflow.get_run(run_id).data.metrics
     for name in benchmarks:
-        key = PROTOCOLS[name].metric_key
+        key = get_protocol(name).metric_key
         if key in done:
-            print(f"{PROTOCOLS[name].title:<14} already in run {run_id}: {key} = {done[key]:.4f} (--force to redo)")
-    return [b for b in benchmarks if PROTOCOLS[b].metric_key not in done]
+            print(f"{get_protocol(name).title:<14} already in run {run_id}: {key} = {done[key]:.4f} (--force to redo)")
+    return [b for b in benchmarks if get_protocol(b).metric_key not in done]
 
 
 def _report(outcome, limited: bool) -> None:
-    protocol = PROTOCOLS[outcome.name]
+    protocol = get_protocol(outcome.name)
     if outcome.error:
         print(f"{protocol.title:<14} FAILED: {outcome.error}", file=sys.stderr)
         return
     skipped = f", {outcome.sums.skipped} without valid ground truth" if outcome.sums.skipped else ""
     print(f"{protocol.title:<14} {protocol.metric_label:<12} {outcome.value:8.4f}   "
           f"({outcome.sums.images} images{skipped})")
+    if outcome.sums.confusion is not None:
+        from evaluation.segmentation_metrics import pixel_accuracy
+
+        print(f"{'':<14} {'pixel acc. (%)':<12} {pixel_accuracy(outcome.sums.confusion):8.4f}")
     if not limited and outcome.listed != protocol.expected_images:
         # Not an error (a partial local copy is useful), but the number is not the paper's protocol.
         print(f"{'':<14} note: {outcome.listed} images listed; the paper's split has {protocol.expected_images}",
@@ -107,7 +114,7 @@ def run(args: argparse.Namespace) -> int:
         outcomes = evaluate(loader, benchmarks, args.data_root, options, on_done=on_done) if benchmarks else {}
         failed = [o.name for o in outcomes.values() if o.error or math.isnan(o.value)]
         logged = mlflow.get_run(active.info.run_id).data.metrics
-        scored = [b for b in requested if PROTOCOLS[b].metric_key in logged]
+        scored = [b for b in requested if get_protocol(b).metric_key in logged]
         mlflow.set_tag("eval.status", "complete" if len(scored) == len(requested) else "partial")
         print(f"MLflow run {active.info.run_id}: {len(scored)} of {len(requested)} benchmarks scored")
     return 1 if failed else 0

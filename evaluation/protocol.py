@@ -18,7 +18,7 @@ from typing import Literal
 
 import numpy as np
 
-from evaluation import metrics
+from evaluation import metrics, segmentation_metrics
 
 Metric = Literal["abs_rel", "delta_error", "whdr"]
 
@@ -75,11 +75,55 @@ PROTOCOLS: dict[str, BenchmarkProtocol] = {
 }
 
 
-def get_protocol(name: str) -> BenchmarkProtocol:
-    try:
-        return PROTOCOLS[name]
-    except KeyError:
-        raise ValueError(f"unknown benchmark {name!r}; known: {', '.join(PROTOCOLS)}") from None
+@dataclasses.dataclass(frozen=True)
+class SegmentationProtocol:
+    """A semantic segmentation benchmark (DPT Table 4): mIoU and pixel accuracy from one confusion matrix
+    summed over every image (:mod:`evaluation.segmentation_metrics`). Inference (see
+    :mod:`evaluation.segmentation`): longer side ``size * scale`` for each of ``scales`` (``size``: the model's
+    preprocessing, 520 for the ADE20K variants, or ``--input-size``), mirrored too with ``flip``, class
+    probabilities averaged at the image's own size."""
+
+    name: str
+    title: str
+    split: str
+    expected_images: int
+    num_classes: int
+    scales: tuple[float, ...] = (1.0,)
+    flip: bool = False
+    metric: str = "miou"
+
+    @property
+    def metric_key(self) -> str:
+        return f"segmentation/{self.name}_miou"
+
+    @property
+    def pixel_accuracy_key(self) -> str:
+        return f"segmentation/{self.name}_pixel_accuracy"
+
+    @property
+    def metric_label(self) -> str:
+        return "mIoU (%)"
+
+
+# Multi-scale: the usual ADE20K setting (PyTorch-Encoding, MMSegmentation's aug test) of six scales and flips.
+MULTI_SCALES = (0.5, 0.75, 1.0, 1.25, 1.5, 1.75)
+SEGMENTATION_PROTOCOLS: dict[str, SegmentationProtocol] = {
+    p.name: p
+    for p in (
+        SegmentationProtocol("ade20k", "ADE20K", "validation (ADEChallengeData2016), single scale", 2000, 150),
+        SegmentationProtocol("ade20k_ms", "ADE20K (multi-scale)", "validation, scales 0.5-1.75 with flips",
+                             2000, 150, scales=MULTI_SCALES, flip=True),
+    )
+}
+
+
+def get_protocol(name: str) -> BenchmarkProtocol | SegmentationProtocol:
+    """The protocol of a depth (Table 1) or segmentation (Table 4) benchmark by name."""
+    found = PROTOCOLS.get(name) or SEGMENTATION_PROTOCOLS.get(name)
+    if found is None:
+        known = ", ".join([*PROTOCOLS, *SEGMENTATION_PROTOCOLS])
+        raise ValueError(f"unknown benchmark {name!r}; known: {known}")
+    return found
 
 
 @dataclasses.dataclass
@@ -90,6 +134,8 @@ class MetricSums:
     weight: float = 0.0  # sum of weights
     images: int = 0  # images that entered the metric
     skipped: int = 0  # images without a single valid pixel (reported per image, not in the metric)
+    # Segmentation benchmarks: the int64 [C, C] confusion matrix (counts add up exactly); value is its mIoU.
+    confusion: np.ndarray | None = None
 
     def add(self, value: float, weight: float) -> None:
         self.total += value * weight
@@ -97,11 +143,17 @@ class MetricSums:
         self.images += 1
 
     def __add__(self, other: MetricSums) -> MetricSums:
+        if self.confusion is None or other.confusion is None:
+            confusion = self.confusion if other.confusion is None else other.confusion
+        else:
+            confusion = self.confusion + other.confusion
         return MetricSums(self.total + other.total, self.weight + other.weight,
-                          self.images + other.images, self.skipped + other.skipped)
+                          self.images + other.images, self.skipped + other.skipped, confusion)
 
     @property
     def value(self) -> float:
+        if self.confusion is not None:
+            return segmentation_metrics.mean_iou(self.confusion)
         return self.total / self.weight if self.weight else float("nan")
 
 

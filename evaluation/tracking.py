@@ -5,6 +5,7 @@ Names (stable across runs, so that the MLflow UI lines them up):
 | what | name |
 |---|---|
 | the Table 1 number of a benchmark | metric ``zero_shot/<benchmark>_<metric>`` (e.g. ``zero_shot/nyu_delta_gt_1.25``) |
+| the Table 4 numbers (segmentation) | metrics ``segmentation/<benchmark>_miou``, ``segmentation/<benchmark>_pixel_accuracy`` |
 | images scored / skipped | metrics ``zero_shot/<benchmark>_images``, ``zero_shot/<benchmark>_skipped`` |
 | a benchmark that failed | tag ``eval.error.<benchmark>`` with the message |
 | the evaluated checkpoint, data root | tags ``eval.checkpoint``, ``eval.data_root`` |
@@ -24,6 +25,7 @@ import pyarrow.parquet as pq
 from evaluation.job import BenchmarkOutcome
 from evaluation.pictures import picture_grid
 from evaluation.protocol import get_protocol
+from evaluation.segmentation_metrics import pixel_accuracy
 
 ROW_SCHEMA = pa.schema([
     ("benchmark", pa.string()), ("id", pa.string()), ("metric", pa.string()), ("value", pa.float64()),
@@ -51,11 +53,15 @@ def log_outcome(outcome: BenchmarkOutcome) -> None:
     if outcome.error:
         mlflow.set_tag(f"eval.error.{outcome.name}", outcome.error[:4000])
     elif not math.isnan(outcome.value):
-        mlflow.log_metrics({
+        group = "zero_shot" if outcome.sums.confusion is None else "segmentation"
+        values = {
             protocol.metric_key: outcome.value,
-            f"zero_shot/{outcome.name}_images": outcome.sums.images,
-            f"zero_shot/{outcome.name}_skipped": outcome.sums.skipped,
-        })
+            f"{group}/{outcome.name}_images": outcome.sums.images,
+            f"{group}/{outcome.name}_skipped": outcome.sums.skipped,
+        }
+        if outcome.sums.confusion is not None:
+            values[protocol.pixel_accuracy_key] = pixel_accuracy(outcome.sums.confusion)
+        mlflow.log_metrics(values)
     if outcome.rows:
         buf = io.BytesIO()
         pq.write_table(per_image_table(outcome.rows), buf)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from evaluation.benchmarks.ade20k import ADE20KReader
 from evaluation.benchmarks.base import BenchmarkError, BenchmarkReader, BenchmarkSample
 from evaluation.benchmarks.diw import DIWReader
 from evaluation.benchmarks.eth3d import ETH3DReader
@@ -11,8 +12,10 @@ from evaluation.benchmarks.sintel import SintelReader
 from evaluation.benchmarks.tum import TUMReader
 
 READERS: dict[str, type[BenchmarkReader]] = {
-    r.name: r for r in (DIWReader, ETH3DReader, SintelReader, KITTIReader, NYUReader, TUMReader)
+    r.name: r for r in (DIWReader, ETH3DReader, SintelReader, KITTIReader, NYUReader, TUMReader, ADE20KReader)
 }
+# Benchmarks that are another benchmark's images under another protocol (multi-scale ADE20K).
+ALIASES = {"ade20k_ms": "ade20k"}
 
 __all__ = ["READERS", "BenchmarkError", "BenchmarkReader", "BenchmarkSample", "make_reader"]
 
@@ -21,6 +24,7 @@ def make_reader(name: str, data_root: str) -> BenchmarkReader:
     """The reader of benchmark ``name`` over ``<data_root>/<name>``."""
     from pipeline import storage
 
+    name = ALIASES.get(name, name)
     if name not in READERS:
-        raise ValueError(f"unknown benchmark {name!r}; known: {', '.join(READERS)}")
+        raise ValueError(f"unknown benchmark {name!r}; known: {', '.join([*READERS, *ALIASES])}")
     return READERS[name](storage.join(data_root, name))

@@ -31,7 +31,8 @@ class BenchmarkSample:
 
     ``rgb`` is uint8 ``[H, W, 3]``. Dense benchmarks set ``depth`` (float32 ``[H, W]``, metres, same size as
     ``rgb``) and ``valid`` (bool ``[H, W]``); DIW sets ``pairs`` (``[N, 5]`` rows ``(y1, x1, y2, x2, rel)``,
-    0-based pixels of ``rgb``, rel +1 when point 1 is closer). ``source`` names the ground-truth file.
+    0-based pixels of ``rgb``, rel +1 when point 1 is closer). Segmentation benchmarks set ``labels`` (uint8
+    ``[H, W]`` class ids, 255 = ignore, as in the shard contract). ``source`` names the ground-truth file.
     """
 
     id: str
@@ -40,6 +41,7 @@ class BenchmarkSample:
     depth: np.ndarray | None = None
     valid: np.ndarray | None = None
     pairs: np.ndarray | None = None
+    labels: np.ndarray | None = None
 
 
 class BenchmarkReader:
