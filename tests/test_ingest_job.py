@@ -21,7 +21,7 @@ from pipeline.manifest import read_manifest, read_rejects, verify_directory
 from pipeline.shards import MANIFEST_NAME, REJECTS_NAME, iter_shard
 from tests.ingest_trees import FOLDER_ARGS, dpt, frame, jpeg, png, write_tree
 
-pytestmark = pytest.mark.services
+pytestmark = [pytest.mark.services, pytest.mark.slow]
 
 
 def tree_adapter(root: str, **kw) -> FolderAdapter:
@@ -30,17 +30,27 @@ def tree_adapter(root: str, **kw) -> FolderAdapter:
     return FolderAdapter(root, **kw)
 
 
-def connect(env: dict[str, str] | None = None) -> None:
-    """Join the session's Ray head; S3 tests hand the (fake) test credentials to the workers."""
-    import ray
+@pytest.fixture(scope="module")
+def ray_workers(ray_head, s3_server):
+    """One connection to the session's Ray head for the whole module, so its worker processes stay warm.
 
-    if not ray.is_initialized():
-        ray.init(runtime_env={"env_vars": env} if env else None, log_to_driver=False)
+    The workers get the (fake) test credentials and the moto endpoint for the S3 cases; real clusters
+    give workers their own credentials (instance role, environment).
+    """
+    from tests.conftest import S3_TEST_CREDENTIALS
 
+    with pytest.MonkeyPatch.context() as patch:
+        for key in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN_PATH", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"):
+            patch.setenv(key, ray_head.env[key])
+        patch.setenv("RAY_ADDRESS", ray_head.address)  # also for the `dpt ingest` subprocesses
+        import ray  # after the environment: Ray reads its authentication settings when first imported
 
-def s3_worker_env() -> dict[str, str]:
-    names = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION", "AWS_ENDPOINT_URL")
-    return {k: os.environ[k] for k in names if k in os.environ}
+        ray.init(runtime_env={"env_vars": {**S3_TEST_CREDENTIALS, "AWS_ENDPOINT_URL": s3_server}},
+                 log_to_driver=False)
+        try:
+            yield ray_head
+        finally:
+            ray.shutdown()
 
 
 def digests(directory: str) -> dict[str, bytes]:
@@ -49,10 +59,9 @@ def digests(directory: str) -> dict[str, bytes]:
     return {storage.basename(u): hashlib.sha256(storage.read_bytes(u)).digest() for u in names}
 
 
-def test_tree_is_ingested_with_disparity_and_scene_split(storage_root, ray_cluster):
+def test_tree_is_ingested_with_disparity_and_scene_split(storage_root, ray_workers):
     raw, out = storage.join(storage_root, "raw"), storage.join(storage_root, "corpus")
     files = write_tree(raw, scenes=6, frames=3)
-    connect(s3_worker_env() if storage.is_s3(storage_root) else None)
     summary = run_ingest(tree_adapter(raw), out, IngestSettings(val_fraction=0.4, samples_per_shard=4),
                          progress=False)
     assert (summary.inputs, summary.written, summary.rejected) == (18, 18, 0)
@@ -74,10 +83,9 @@ def test_tree_is_ingested_with_disparity_and_scene_split(storage_root, ray_clust
     assert "18 inputs = 18 written + 0 rejected" in summary.line()
 
 
-def test_same_input_gives_byte_identical_shards_and_manifest(tmp_path, ray_cluster):
+def test_same_input_gives_byte_identical_shards_and_manifest(tmp_path, ray_workers):
     raw = str(tmp_path / "raw")
     write_tree(raw, scenes=3, frames=3, height=40, width=60)
-    connect()
     runs = []
     for name, workers in (("a", 1), ("b", 2)):
         settings = IngestSettings(val_fraction=0.3, max_side=30, shard_size_mb=0.01, workers=workers)
@@ -135,9 +143,8 @@ def write_bad_inputs(root) -> dict[str, str]:
     }
 
 
-def test_every_bad_input_is_a_reject_with_its_reason(tmp_path, ray_cluster):
+def test_every_bad_input_is_a_reject_with_its_reason(tmp_path, ray_workers):
     expected = write_bad_inputs(tmp_path / "raw")
-    connect()
     adapter = FolderAdapter(str(tmp_path / "raw"), image_glob="*/rgb/*", target_glob="*/depth/*",
                             target="metric_depth", divisor=1000)
     summary = run_ingest(adapter, str(tmp_path / "out"), IngestSettings(min_valid_fraction=0.05, samples_per_shard=3),
@@ -161,14 +168,13 @@ class EscapingAdapter(FolderAdapter):
                        dataclasses.replace(refs[0], id="absolute", files={**refs[0].files, "target": "/etc/x.png"})]
 
 
-def test_paths_escaping_the_root_are_rejected_not_read(tmp_path, ray_cluster):
+def test_paths_escaping_the_root_are_rejected_not_read(tmp_path, ray_workers):
     import cloudpickle
 
     write_tree(str(tmp_path / "raw"), scenes=1, frames=2)
     (tmp_path / "secret.jpg").write_bytes(b"outside the root")
     cloudpickle.register_pickle_by_value(sys.modules[__name__])  # the workers cannot import this test module
     try:
-        connect()
         adapter = EscapingAdapter(str(tmp_path / "raw"), image_glob="*/rgb/*.jpg", target_glob="*/depth/*.png",
                                   target="metric_depth", divisor=1000)
         summary = run_ingest(adapter, str(tmp_path / "out"), IngestSettings(), progress=False)
@@ -213,7 +219,7 @@ def test_wrong_options_fail_at_once_and_write_nothing(tmp_path, s3_bucket):
     assert "dpt-test-secret" not in result.stderr + result.stdout
 
 
-def test_summary_line_of_the_command(tmp_path, ray_cluster):
+def test_summary_line_of_the_command(tmp_path, ray_workers):
     write_tree(str(tmp_path / "raw"), scenes=2, frames=2)
     result = dpt("ingest", "folder", "--root", str(tmp_path / "raw"), "--out", str(tmp_path / "out"), *FOLDER_ARGS,
                  "--name", "mine", "--samples-per-shard", "3")
