@@ -134,7 +134,19 @@ class _Progress:
 
 
 def _shard_task(adapter, shard, out, settings, options, progress) -> ShardRecord:
-    return write_shard(adapter, shard, out, settings, options, on_sample=lambda: progress.add.remote(1))
+    # Report at most twice a second: one actor call per sample would cost more than the bar is worth.
+    state = {"unreported": 0, "last": time.monotonic()}
+
+    def on_sample() -> None:
+        state["unreported"] += 1
+        if time.monotonic() - state["last"] >= 0.5:
+            progress.add.remote(state["unreported"])
+            state["unreported"], state["last"] = 0, time.monotonic()
+
+    record = write_shard(adapter, shard, out, settings, options, on_sample=on_sample)
+    if state["unreported"]:
+        progress.add.remote(state["unreported"])
+    return record
 
 
 def _ray_write_all(adapter, pending: list[ShardPlan], out, settings, options, bar) -> list[ShardRecord]:
