@@ -22,7 +22,7 @@ STAGE_COMMANDS: dict[str, tuple[str, str]] = {
     "predict": ("training.predict_command", "predict relative inverse depth for images with a checkpoint"),
     "export": ("training.export_command", "export a checkpoint to ONNX"),
     "compare": ("evaluation.compare_command", "compare evaluated runs in MLflow with the paper's Table 1"),
-    "pipeline": ("pipeline.run", "run ingest, training, evaluation and comparison as one job"),
+    "pipeline": ("pipeline.orchestrate", "run ingest, training, evaluation and comparison as one job"),
 }
 
 

@@ -1,0 +1,275 @@
+"""``dpt pipeline run``: ingest -> train -> zero-shot evaluation -> comparison, as one restartable job.
+
+The stages are driven through their own command lines (``dpt ingest``, ``dpt train``, ``dpt eval``,
+``dpt compare``), in this process, on the Ray cluster that ``ray.init()`` reaches (a local one, or the
+cluster of ``ray job submit -- dpt pipeline run ...``). What crosses between stages is what a user would
+see: shard manifests, a checkpoint directory, MLflow runs. Nothing of a stage's internals is imported.
+
+Tracking: one MLflow parent run per pipeline, one child run per stage (``mlflow.parentRunId``), with the
+links on the parent: each manifest's sha256, the checkpoint URI and the zero-shot metrics.
+
+Restart: ``<workdir>/pipeline_state.json`` records the runs and the finished stages. A re-run continues
+where it stopped: finished ingests are skipped (their manifests still present), training resumes from its
+last checkpoint (Ray Train restores the run of the same storage name), and ``dpt eval`` logging into the
+same run skips benchmarks that already have their metric.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import hashlib
+import json
+import os
+import time
+from collections.abc import Callable, Sequence
+
+from pipeline import storage
+from pipeline.config import load_config, to_dict
+from pipeline.shards import MANIFEST_NAME, REJECTS_NAME
+
+STATE_NAME = "pipeline_state.json"
+MODEL_FILE = "model.safetensors"
+
+
+@dataclasses.dataclass
+class SampleDataConfig:
+    """Generate procedural scenes in released layouts under ``<workdir>/data`` first (the quickstart)."""
+
+    per_source: int = 40
+    per_benchmark: int = 12
+    height: int = 192
+    width: int = 256
+
+
+@dataclasses.dataclass
+class IngestStep:
+    """``dpt ingest <source> --root <root> --out <workdir>/shards <args...>``."""
+
+    source: str
+    root: str
+    args: list[str] = dataclasses.field(default_factory=list)
+
+
+@dataclasses.dataclass
+class TrainStep:
+    """``dpt train --config <config> <overrides...>``; the pipeline sets the corpus, storage and tracking keys."""
+
+    config: str
+    overrides: list[str] = dataclasses.field(default_factory=list)
+
+
+@dataclasses.dataclass
+class EvalStep:
+    """``dpt eval`` of the last checkpoint on ``benchmarks`` under ``data_root``."""
+
+    data_root: str
+    benchmarks: list[str] = dataclasses.field(default_factory=lambda: ["diw", "eth3d", "sintel", "kitti", "nyu", "tum"])
+    args: list[str] = dataclasses.field(default_factory=list)
+
+
+@dataclasses.dataclass
+class PipelineConfig:
+    """A whole run. Paths may be local or ``s3://``; ``{workdir}`` in any path is replaced by ``workdir``."""
+
+    name: str
+    workdir: str
+    train: TrainStep
+    ingest: list[IngestStep] = dataclasses.field(default_factory=list)
+    eval: EvalStep | None = None
+    compare: bool = True
+    sample_data: SampleDataConfig | None = None
+    experiment: str = "dpt-pipeline"
+    tracking_uri: str | None = None
+
+
+def _expand(config: PipelineConfig) -> PipelineConfig:
+    def sub(text: str) -> str:
+        return text.replace("{workdir}", config.workdir)
+
+    config.ingest = [IngestStep(s.source, sub(s.root), [sub(a) for a in s.args]) for s in config.ingest]
+    config.train = TrainStep(sub(config.train.config), [sub(o) for o in config.train.overrides])
+    if config.eval:
+        config.eval = EvalStep(sub(config.eval.data_root), config.eval.benchmarks, [sub(a) for a in config.eval.args])
+    return config
+
+
+class Pipeline:
+    """One pipeline run; ``command(argv) -> exit code`` runs a ``dpt`` command (``pipeline.cli.main``)."""
+
+    def __init__(self, config: PipelineConfig, command: Callable[[Sequence[str]], int], say=print):
+        self.config, self.command, self.say = _expand(config), command, say
+        self.shards = storage.join(config.workdir, "shards")
+        self.state_url = storage.join(config.workdir, STATE_NAME)
+        self.state = json.loads(storage.read_bytes(self.state_url)) if storage.exists(self.state_url) else {}
+        self.uri = config.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or self._local_uri()
+        from mlflow import MlflowClient
+
+        self.client = MlflowClient(self.uri)
+
+    def _local_uri(self) -> str:
+        if storage.is_s3(self.config.workdir):
+            raise ValueError("an s3:// workdir needs an MLflow server: set tracking_uri or MLFLOW_TRACKING_URI")
+        os.makedirs(self.config.workdir, exist_ok=True)
+        return f"sqlite:///{os.path.abspath(os.path.join(self.config.workdir, 'mlflow.db'))}"
+
+    # ----------------------------------------------------------------- state and runs
+
+    def _save(self) -> None:
+        storage.write_bytes(self.state_url, json.dumps(self.state, indent=2, sort_keys=True).encode())
+
+    def _experiment_id(self) -> str:
+        found = self.client.get_experiment_by_name(self.config.experiment)
+        return found.experiment_id if found else self.client.create_experiment(self.config.experiment)
+
+    def _run(self, key: str, name: str, parent: str | None) -> str:
+        """The MLflow run recorded under ``key``, created on first use (a child of ``parent``)."""
+        runs = self.state.setdefault("runs", {})
+        if key not in runs:
+            tags = {"dpt.pipeline": self.config.name, "dpt.stage": key}
+            if parent:
+                tags["mlflow.parentRunId"] = parent
+            runs[key] = self.client.create_run(self._experiment_id(), run_name=name, tags=tags).info.run_id
+            self._save()
+        return runs[key]
+
+    def _done(self, key: str) -> bool:
+        return key in self.state.get("done", [])
+
+    def _mark_done(self, key: str) -> None:
+        self.state.setdefault("done", []).append(key)
+        self._save()
+
+    def _call(self, argv: list[str]) -> None:
+        self.say("$ dpt " + " ".join(argv))
+        code = self.command(argv)
+        if code != 0:
+            raise RuntimeError(f"`dpt {' '.join(argv[:2])} ...` failed with exit code {code}; re-run the pipeline "
+                               "to continue from here")
+
+    # ----------------------------------------------------------------- stages
+
+    def sample_data(self) -> None:
+        if self.config.sample_data is None or self._done("sample_data"):
+            return
+        from pipeline.sample_data import write_sample_data
+
+        c = self.config.sample_data
+        self.say(f"writing procedural sample data under {storage.join(self.config.workdir, 'data')}")
+        write_sample_data(storage.join(self.config.workdir, "data"), c.per_source, c.per_benchmark, (c.height, c.width))
+        self._mark_done("sample_data")
+
+    def ingest(self, parent: str) -> None:
+        for step in self.config.ingest:
+            key = f"ingest:{step.source}"
+            run_id = self._run(key, key, parent)
+            manifests = self._manifests(step.source)
+            if self._done(key) and manifests:
+                self.say(f"ingest {step.source}: complete, skipped")
+                continue
+            self._call(["ingest", step.source, "--root", step.root, "--out", self.shards, "--no-progress", *step.args])
+            self._log_corpus(run_id, parent, step.source, self._manifests(step.source))
+            self.client.set_terminated(run_id, "FINISHED")
+            self._mark_done(key)
+
+    def _manifests(self, source: str) -> dict[str, str]:
+        """``{split: manifest url}`` of a source's complete splits."""
+        prefix = storage.join(self.shards, source)
+        return {storage.basename(storage.dirname(u)): u for u in storage.list_files(prefix)
+                if storage.basename(u) == MANIFEST_NAME}
+
+    def _log_corpus(self, run_id: str, parent: str, source: str, manifests: dict[str, str]) -> None:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        for split, url in sorted(manifests.items()):
+            data = storage.read_bytes(url)
+            table = pq.read_table(pa.BufferReader(data), use_threads=False)
+            rejects = storage.join(storage.dirname(url), REJECTS_NAME)
+            rejected = pq.read_table(pa.BufferReader(storage.read_bytes(rejects)), use_threads=False).num_rows
+            digest = hashlib.sha256(data).hexdigest()
+            for run in (run_id, parent):
+                self.client.set_tag(run, f"dpt.manifest.{source}.{split}", url)
+                self.client.set_tag(run, f"dpt.manifest_sha256.{source}.{split}", digest)
+            self.client.log_metric(run_id, f"{split}/samples", float(sum(table.column("samples").to_pylist())))
+            self.client.log_metric(run_id, f"{split}/rejected", float(rejected))
+            self.client.log_metric(run_id, f"{split}/shards", float(table.num_rows))
+
+    def train(self, parent: str) -> tuple[str, str]:
+        """Train (or resume); returns (checkpoint directory, model name)."""
+        from pipeline.config import ConfigError
+
+        run_id = self._run("train", "train", parent)
+        storage_path = storage.join(self.config.workdir, "train")
+        overrides = [f"data.shards.prefix={self.shards}", f"storage.path={storage_path}",
+                     f"storage.name={self.config.name}", f"tracking.uri={self.uri}",
+                     f"tracking.experiment={self.config.experiment}", f"tracking.run_id={run_id}",
+                     *self.config.train.overrides]
+        if not self._done("train"):
+            self._call(["train", "--config", self.config.train.config, *overrides])
+            self._mark_done("train")
+        checkpoint = latest_checkpoint(storage.join(storage_path, self.config.name))
+        if checkpoint is None:
+            raise ConfigError(f"training wrote no checkpoint under {storage_path}/{self.config.name}")
+        model = self.client.get_run(run_id).data.params.get("model.name")
+        self.client.set_tag(parent, "dpt.checkpoint", checkpoint)
+        return checkpoint, model
+
+    def evaluate(self, parent: str, checkpoint: str, model: str | None) -> str | None:
+        if self.config.eval is None:
+            return None
+        run_id = self._run("eval", "zero-shot", parent)
+        argv = ["eval", "--checkpoint", storage.join(checkpoint, MODEL_FILE), "--data-root", self.config.eval.data_root,
+                "--benchmarks", ",".join(self.config.eval.benchmarks), "--run-id", run_id, *self.config.eval.args]
+        if model:
+            argv += ["--model", model]
+        self._call(argv)
+        metrics = self.client.get_run(run_id).data.metrics
+        for name, value in metrics.items():  # the headline numbers, also on the parent
+            self.client.log_metric(parent, name, value)
+        return run_id
+
+    def run(self) -> str:
+        """Run every stage that is not finished yet; returns the parent run id."""
+        started = time.monotonic()
+        parent = self._run("pipeline", self.config.name, None)
+        self.client.set_tag(parent, "dpt.workdir", self.config.workdir)
+        try:
+            self.sample_data()
+            self.ingest(parent)
+            checkpoint, model = self.train(parent)
+            eval_run = self.evaluate(parent, checkpoint, model)
+            if self.config.compare and eval_run:
+                self._call(["compare", "--runs", eval_run, "--out", storage.join(self.config.workdir, "compare")])
+        except BaseException:
+            self.client.set_terminated(parent, "FAILED")
+            raise
+        self.client.set_terminated(parent, "FINISHED")
+        self.say(f"pipeline {self.config.name} finished in {time.monotonic() - started:.0f} s; MLflow parent run {parent}")
+        return parent
+
+
+def latest_checkpoint(run_dir: str) -> str | None:
+    """The newest ``checkpoint_*`` directory of a Ray Train run that holds a model file."""
+    found = sorted({storage.dirname(u) for u in storage.list_files(run_dir)
+                    if storage.basename(u) == MODEL_FILE and storage.basename(storage.dirname(u)).startswith("checkpoint_")})
+    return found[-1] if found else None
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("action", choices=["run"], help="run: every stage that has not finished yet")
+    parser.add_argument("--config", required=True, help="pipeline config YAML (see configs/pipeline_*.yaml)")
+    parser.add_argument("overrides", nargs="*", metavar="key.sub=value", help="config overrides")
+
+
+def run(args: argparse.Namespace) -> int:
+    from pipeline.cli import main as dpt
+
+    config = load_config(PipelineConfig, args.config, args.overrides)
+    print(json.dumps(to_dict(config), indent=1) if os.environ.get("DPT_VERBOSE") else f"pipeline {config.name}")
+    Pipeline(config, dpt).run()
+    uri = config.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
+    if not uri and not storage.is_s3(config.workdir):
+        db = os.path.abspath(os.path.join(config.workdir, "mlflow.db"))
+        print(f"see curves and pictures:  mlflow ui --backend-store-uri sqlite:///{db}   (then open http://127.0.0.1:5000)")
+    return 0
