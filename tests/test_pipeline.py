@@ -67,7 +67,7 @@ def test_pipeline_end_to_end_and_restart(ray_head, mlflow_server, tmp_path):
     assert checkpoint == latest_checkpoint(storage.join(workdir, "train", "e2e"))
     assert {"zero_shot/tum_delta_gt_1.25", "zero_shot/kitti_delta_gt_1.25"} <= set(parent.data.metrics)
     assert children["ingest:tartanair"].data.metrics["train/samples"] > 0
-    train_history = client.get_metric_history(children["train"].info.run_id, "train/loss")
+    train_history = client.get_metric_history(children["train"].info.run_id, "loss/loss")
     assert [m.step for m in train_history] == [1, 2, 3, 4]
 
     # A re-run repeats nothing: every stage is found finished.
@@ -77,7 +77,7 @@ def test_pipeline_end_to_end_and_restart(ray_head, mlflow_server, tmp_path):
     assert storage.exists(storage.join(workdir, STATE_NAME))
     after = client.search_runs([experiment.experiment_id])
     assert len(after) == len(runs)  # no new runs
-    assert [m.step for m in client.get_metric_history(children["train"].info.run_id, "train/loss")] == [1, 2, 3, 4]
+    assert [m.step for m in client.get_metric_history(children["train"].info.run_id, "loss/loss")] == [1, 2, 3, 4]
 
 
 def test_bad_pipeline_config_names_the_key(tmp_path):

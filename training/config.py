@@ -76,11 +76,13 @@ class StorageConfig:
 
 @dataclasses.dataclass
 class TrackingConfig:
-    """MLflow: ``uri`` (default ``MLFLOW_TRACKING_URI``, else SQLite under ``runs/``) and the experiment."""
+    """MLflow: ``uri`` (default ``MLFLOW_TRACKING_URI``, else SQLite under ``runs/``) and the experiment;
+    ``run_id``: log into this existing run instead of creating one (how ``dpt pipeline`` links its stages)."""
 
     uri: str | None = None
     experiment: str = "dpt-train"
     run_name: str | None = None
+    run_id: str | None = None
 
 
 @dataclasses.dataclass

@@ -64,16 +64,26 @@ def lineage_tags(prefix: str, sources: list[str], split: str) -> dict[str, str]:
 
 
 def create_run(config, uri: str) -> str:
-    """Create the MLflow run of a training job with params and lineage tags; returns its id."""
+    """Create the MLflow run of a training job with params and lineage tags; returns its id.
+
+    With ``tracking.run_id`` the job logs into that existing run instead (``dpt pipeline`` makes it a child
+    of the pipeline's run); params are logged only once, since MLflow params cannot change.
+    """
     from mlflow import MlflowClient
     from mlflow.entities import Param, RunTag
 
     client = MlflowClient(uri)
-    experiment = client.get_experiment_by_name(config.tracking.experiment)
-    experiment_id = experiment.experiment_id if experiment else client.create_experiment(config.tracking.experiment)
     shards = config.data.shards
     tags = lineage_tags(shards.prefix, shards.sources, shards.split)
-    run = client.create_run(experiment_id, run_name=config.tracking.run_name or config.storage.name, tags=tags)
+    if config.tracking.run_id:
+        run = client.get_run(config.tracking.run_id)
+        client.log_batch(run.info.run_id, tags=[RunTag(k, v) for k, v in tags.items()])
+        if run.data.params:
+            return run.info.run_id
+    else:
+        experiment = client.get_experiment_by_name(config.tracking.experiment)
+        experiment_id = experiment.experiment_id if experiment else client.create_experiment(config.tracking.experiment)
+        run = client.create_run(experiment_id, run_name=config.tracking.run_name or config.storage.name, tags=tags)
     params = [Param(k, v) for k, v in sorted(flatten(to_dict(config)).items())]
     for start in range(0, len(params), 100):  # MLflow accepts at most 100 params per batch
         client.log_batch(run.info.run_id, params=params[start:start + 100])
