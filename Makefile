@@ -22,10 +22,7 @@ install: $(VENV)/.installed
 install-test: $(VENV)/.installed-test
 
 quickstart: install
-	$(BIN)/dpt --help
-	$(BIN)/dpt shards demo --out runs/quickstart/shards
-	$(BIN)/dpt shards verify runs/quickstart/shards/demo/train --decode
-	$(BIN)/dpt shards ls runs/quickstart/shards
+	MLFLOW_DISABLE_TELEMETRY=true $(BIN)/dpt pipeline run --config configs/pipeline_quickstart.yaml
 
 test: install-test
 	$(BIN)/python -m pytest

@@ -84,6 +84,10 @@ class PipelineConfig:
 
 
 def _expand(config: PipelineConfig) -> PipelineConfig:
+    # Ray workers run in their own directories: every local path they are given must be absolute.
+    if not storage.is_s3(config.workdir):
+        config.workdir = os.path.abspath(config.workdir)
+
     def sub(text: str) -> str:
         return text.replace("{workdir}", config.workdir)
 
@@ -103,6 +107,8 @@ class Pipeline:
         self.state_url = storage.join(config.workdir, STATE_NAME)
         self.state = json.loads(storage.read_bytes(self.state_url)) if storage.exists(self.state_url) else {}
         self.uri = config.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or self._local_uri()
+        # The stage commands run in this process and read the tracking server from the environment.
+        os.environ["MLFLOW_TRACKING_URI"] = self.uri
         from mlflow import MlflowClient
 
         self.client = MlflowClient(self.uri)
@@ -167,7 +173,7 @@ class Pipeline:
             if self._done(key) and manifests:
                 self.say(f"ingest {step.source}: complete, skipped")
                 continue
-            self._call(["ingest", step.source, "--root", step.root, "--out", self.shards, "--no-progress", *step.args])
+            self._call(["ingest", step.source, "--root", step.root, "--out", self.shards, *step.args])
             self._log_corpus(run_id, parent, step.source, self._manifests(step.source))
             self.client.set_terminated(run_id, "FINISHED")
             self._mark_done(key)
