@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 
 # Stage commands: name -> (module, one-line help). Each module defines ``add_arguments(parser)`` and
 # ``run(args) -> int`` (exit code), and is imported only when its command runs, so that ``dpt --help``
-# stays fast. A stage whose module does not exist yet answers that it is not available.
+# stays fast.
 STAGE_COMMANDS: dict[str, tuple[str, str]] = {
     "ingest": ("ingest.command", "ingest a dataset into WebDataset shards of disparity targets"),
     "train": ("training.command", "train DPT on ingested shards with Ray Train"),
@@ -26,24 +26,9 @@ STAGE_COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
-def _stage_module(name: str):
-    module_name = STAGE_COMMANDS[name][0]
-    try:
-        return importlib.import_module(module_name)
-    except ModuleNotFoundError as exc:
-        if exc.name != module_name:
-            raise  # a real missing dependency inside the module: show it
-        return None
-
-
 def _run_stage(name: str, argv: Sequence[str]) -> int:
-    module = _stage_module(name)
+    module = importlib.import_module(STAGE_COMMANDS[name][0])
     parser = argparse.ArgumentParser(prog=f"dpt {name}", description=STAGE_COMMANDS[name][1])
-    if module is None:
-        parser.epilog = "This command is not available in this version yet."
-        parser.parse_args(argv)
-        print(f"dpt {name}: not available in this version yet (see `dpt {name} --help`).", file=sys.stderr)
-        return 2
     module.add_arguments(parser)
     args = parser.parse_args(argv)
     return _guarded(f"dpt {name}", lambda: module.run(args))

@@ -60,9 +60,10 @@ def test_clear_error_without_traceback(tmp_path):
     assert "Traceback" not in out.stderr
 
 
-def test_unimplemented_stage_says_so():
-    out = dpt("pipeline")
-    assert out.returncode == 2 and "not available in this version yet" in out.stderr
+@pytest.mark.parametrize("name", ["ingest", "train", "eval", "predict", "export", "pipeline"])
+def test_stage_without_required_options_shows_usage(name):
+    out = dpt(name)
+    assert out.returncode == 2 and f"usage: dpt {name}" in out.stderr and "required" in out.stderr
 
 
 def test_reading_manifests_exits_cleanly_every_time(tmp_path):
