@@ -28,3 +28,20 @@ def test_unknown_key_and_missing_config_are_clear_errors(tmp_path):
     assert out.returncode == 1 and "nope.yaml" in out.stderr
     out = dpt("train", "--config", "configs/quickstart.yaml", "curriculum=[{steps: 5, sources: [nyu]}]")
     assert out.returncode == 1 and "curriculum[0].sources" in out.stderr
+
+
+def test_relative_local_paths_become_absolute(tmp_path, monkeypatch):
+    """`prefix: runs/x/shards` in a config must reach the Ray workers, which run in other directories."""
+    from pipeline.config import load_config
+    from training.config import TrainConfig
+    from training.train import absolute_local_paths
+
+    monkeypatch.chdir(tmp_path)
+    config = load_config(TrainConfig, None,
+                         ["data.shards.prefix=runs/q/shards", "data.shards.sources=[demo]",
+                          "storage.path=s3://bucket/ckpt", "run.resume_from=old/checkpoint_1"])
+    resolved = absolute_local_paths(config)
+    assert resolved.data.shards.prefix == str(tmp_path / "runs/q/shards")
+    assert resolved.run.resume_from == str(tmp_path / "old/checkpoint_1")
+    assert resolved.storage.path == "s3://bucket/ckpt"
+    assert config.data.shards.prefix == "runs/q/shards"  # the caller's config is left as it was

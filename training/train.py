@@ -172,6 +172,18 @@ class FitResult:
     path: str
 
 
+def absolute_local_paths(config: TrainConfig) -> TrainConfig:
+    """The config with local corpus and checkpoint paths made absolute: Ray workers run in other directories."""
+    def absolute(path: str | None) -> str | None:
+        return path if path is None or storage.is_s3(path) else os.path.abspath(path)
+
+    shards = dataclasses.replace(config.data.shards, prefix=absolute(config.data.shards.prefix))
+    return dataclasses.replace(
+        config, data=dataclasses.replace(config.data, shards=shards),
+        storage=dataclasses.replace(config.storage, path=absolute(config.storage.path)),
+        run=dataclasses.replace(config.run, resume_from=absolute(config.run.resume_from)))
+
+
 def fit(config: TrainConfig) -> FitResult:
     """Run (or resume) training on the Ray cluster this process connects to."""
     import ray
@@ -179,6 +191,8 @@ def fit(config: TrainConfig) -> FitResult:
     from ray.train.torch import TorchTrainer
 
     from training.model import get_config
+
+    config = absolute_local_paths(config)
 
     # A bad name or override fails here, not on the workers; so does a normalisation the model was not built for.
     preprocess = get_config(config.model.name, **config.model.overrides).preprocess
