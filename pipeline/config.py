@@ -219,3 +219,55 @@ def load_config(cls: type[T], path: str | Path | None = None, overrides: Sequenc
         data = loaded or {}
     data = apply_overrides(cls, data, overrides)
     return _from_dict(cls, data, "", source)
+
+
+def _pretty(tp: Any) -> str:
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join("null" if a is type(None) else _pretty(a) for a in args)
+    if origin is typing.Literal:
+        return "one of " + ", ".join(f"`{a}`" for a in args)
+    if origin is not None:
+        return f"{origin.__name__}[{', '.join('...' if a is Ellipsis else _pretty(a) for a in args)}]"
+    return getattr(tp, "__name__", str(tp))
+
+
+def _default(field: dataclasses.Field) -> Any:
+    if field.default is not dataclasses.MISSING:
+        return field.default
+    if field.default_factory is not dataclasses.MISSING:
+        return field.default_factory()
+    return dataclasses.MISSING
+
+
+def reference_rows(cls: type, prefix: str = "") -> list[tuple[str, str, str]]:
+    """``[(dotted key, type, default)]`` for every leaf of a config dataclass (the README's reference).
+
+    A section that is a list of dataclasses shows its items' keys as ``key[].field``.
+    """
+    rows = []
+    hints = typing.get_type_hints(cls)
+    for field in dataclasses.fields(cls):
+        key, tp, default = f"{prefix}{field.name}", hints[field.name], _default(field)
+        args = typing.get_args(tp)
+        nested = next((a for a in (tp, *args) if dataclasses.is_dataclass(a)), None)
+        if nested is not None:
+            is_list = typing.get_origin(tp) in (list, tuple)
+            if default is None:
+                rows.append((key, f"{nested.__name__} or null", "`null` (section off)"))
+            rows += reference_rows(nested, f"{key}[]." if is_list else f"{key}.")
+            continue
+        if default is dataclasses.MISSING:
+            shown = "required"
+        else:
+            text = yaml.safe_dump(to_dict(default), default_flow_style=True, width=1000).strip()
+            shown = f"`{text.removesuffix('...').strip()}`"
+        rows.append((key, _pretty(tp), shown))
+    return rows
+
+
+def reference_table(cls: type) -> str:
+    """A markdown table of :func:`reference_rows`."""
+    lines = ["| key | type | default |", "|---|---|---|"]
+    lines += [f"| `{k}` | {t} | {d} |" for k, t, d in reference_rows(cls)]
+    return "\n".join(lines)
