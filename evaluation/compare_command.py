@@ -5,7 +5,8 @@
 Reads runs with ``mlflow.search_runs`` (tracking URI from ``MLFLOW_TRACKING_URI``), prints the table of
 the six zero-shot metrics with the paper's rows (MiDaS on MIX 5, DPT-Hybrid, DPT-Large) and each row's
 relative change against ``--baseline`` (a paper row, a run name or a run id), and writes the same as
-``compare.csv`` and ``compare.png`` under ``--out`` (local folder or s3://).
+``compare.csv`` and ``compare.png`` under ``--out`` (local folder or s3://). Above it, segmentation runs
+(``segmentation/ade20k*`` metrics) are listed next to the paper's ADE20K rows of Table 4.
 """
 
 from __future__ import annotations
@@ -45,19 +46,24 @@ def search(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
-    from evaluation import compare
+    from evaluation import compare, compare_segmentation
     from pipeline import storage
 
-    run_rows = compare.run_rows(search(args))
+    runs = search(args)
+    run_rows = compare.run_rows(runs)
+    seg_lines = compare_segmentation.segmentation_lines(runs)
+    seg_runs = len(seg_lines) > len(compare_segmentation.PAPER_ROWS)
+    if seg_runs or not args.no_paper:
+        print(compare_segmentation.format_segmentation_table(seg_lines), end="\n\n")
     if not run_rows:
         print("no run with zero-shot metrics found (run `dpt eval` first)")
     rows = compare.rows_with_paper(run_rows, paper=not args.no_paper)
     if not rows:
-        return 1
+        return 0 if seg_runs else 1
     baseline = compare.find_baseline(rows, args.baseline)
     print(compare.format_table(rows, baseline))
     csv_url, png_url = storage.join(args.out, "compare.csv"), storage.join(args.out, "compare.png")
     storage.write_bytes(csv_url, compare.to_csv(rows, baseline))
     storage.write_bytes(png_url, compare.chart_png(rows, baseline))
     print(f"wrote {csv_url} and {png_url}")
-    return 0 if run_rows else 1
+    return 0 if run_rows or seg_runs else 1

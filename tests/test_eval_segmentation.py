@@ -189,3 +189,35 @@ def test_ray_job_sums_workers_exactly_and_logs_miou(ray_cluster, mlflow_tracking
     assert metrics[protocol.metric_key] == pytest.approx(mean_iou(local.sums.confusion))
     assert metrics[protocol.pixel_accuracy_key] == pytest.approx(pixel_accuracy(local.sums.confusion))
     assert metrics["segmentation/ade20k_images"] == 5
+
+    # dpt compare reads the run back and shows it under the paper's ADE20K rows.
+    import argparse
+    import contextlib
+
+    from evaluation import compare_command
+
+    out = io.StringIO()
+    args = argparse.Namespace(experiment=["seg-eval-test"], runs=None, baseline="DPT-Large",
+                              out=str(tmp_path / "compare"), no_paper=False, max_runs=10)
+    with contextlib.redirect_stdout(out):
+        assert compare_command.run(args) == 0
+    assert "DPT-Hybrid" in out.getvalue() and f"{mean_iou(local.sums.confusion):.2f}" in out.getvalue()
+
+
+def test_compare_lists_runs_under_the_paper_rows():
+    import pandas as pd
+
+    from evaluation.compare_segmentation import format_segmentation_table, segmentation_lines
+
+    runs = pd.DataFrame([
+        {"run_id": "a" * 32, "tags.mlflow.runName": "mine", "metrics.segmentation/ade20k_miou": 50.5,
+         "metrics.segmentation/ade20k_pixel_accuracy": 84.0, "metrics.segmentation/ade20k_ms_miou": 51.25,
+         "metrics.segmentation/ade20k_ms_pixel_accuracy": 84.5},
+        {"run_id": "b" * 32, "tags.mlflow.runName": "depth only", "metrics.zero_shot/nyu_delta_gt_1.25": 9.0},
+    ])
+    lines = segmentation_lines(runs)
+    assert lines == [("DPT-Hybrid", "paper, Table 4", 49.02, 83.11), ("DPT-Large", "paper, Table 4", 47.63, 82.70),
+                     ("mine", "ADE20K", 50.5, 84.0), ("mine", "ADE20K (multi-scale)", 51.25, 84.5)]
+    table = format_segmentation_table(lines)
+    assert "49.02" in table and "83.11" in table and "47.63" in table and "82.70" in table
+    assert "+1.48" in table and "+2.23" in table  # 50.50 - 49.02, 51.25 - 49.02

@@ -205,3 +205,37 @@ def test_transformers_segmentation_equivalence(tmp_path):
         assert expected.abs().max() > 0.1
         assert ((got - expected).abs().max() / expected.abs().max()).item() < 1e-4
         assert (got.argmax(1) == expected.argmax(1)).float().mean() > 0.999
+
+
+# --------------------------------------------------------------------------- dpt predict --task segmentation
+
+
+def test_predict_writes_label_and_colour_maps(tmp_path, capsys):
+    import numpy as np
+    from PIL import Image
+
+    from pipeline.cli import main
+    from training.model import save_checkpoint
+    from training.segmentation_predict import palette
+
+    torch.manual_seed(0)
+    model = build_model("dpt_tiny_ade20k", head_kwargs={"num_classes": CLASSES})
+    checkpoint = tmp_path / "seg.safetensors"
+    save_checkpoint(model, str(checkpoint), name="dpt_tiny_ade20k")
+    rng = np.random.default_rng(0)
+    (tmp_path / "in").mkdir()
+    Image.fromarray(rng.integers(0, 255, (37, 53, 3), dtype=np.uint8)).save(tmp_path / "in" / "a.png")
+    out = tmp_path / "out"
+    assert main(["predict", str(tmp_path / "in"), "--checkpoint", str(checkpoint), "--out", str(out),
+                 "--device", "cpu"]) == 0  # --task auto: the checkpoint's head is a segmentation head
+    labels = np.asarray(Image.open(out / "a.png"))
+    assert labels.dtype == np.uint8 and labels.shape == (37, 53) and labels.max() < CLASSES
+    colour = np.asarray(Image.open(out / "a.color.png"))
+    np.testing.assert_array_equal(colour, palette()[labels])
+    assert len({tuple(c) for c in palette()[:150]}) == 150  # every ADE20K class its own colour
+    # A depth checkpoint asked for label maps says why it cannot.
+    depth = tmp_path / "depth.safetensors"
+    save_checkpoint(build_model("dpt_tiny"), str(depth), name="dpt_tiny")
+    assert main(["predict", str(tmp_path / "in"), "--checkpoint", str(depth), "--out", str(out), "--device", "cpu",
+                 "--task", "segmentation"]) == 1
+    assert "needs a segmentation checkpoint" in capsys.readouterr().err

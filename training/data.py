@@ -10,6 +10,8 @@ same sample (see ``training.mixing``).
 
 A batch is a dict: ``image`` float ``[B, 3, S, S]`` normalised, ``disparity`` float ``[B, 1, S, S]``
 (inverse depth up to scale and shift), ``mask`` bool ``[B, 1, S, S]``, ``source`` and ``key``: lists of str.
+With ``target: segmentation`` the shards' ``seg.png`` replaces the depth target: ``labels`` int64 ``[B, S, S]``
+(255 = ignore), augmented by ``training.seg_augment`` (random rescale, crop, flip).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import hashlib
 import itertools
 import random
 from collections.abc import Iterator, Sequence
+from typing import Literal
 
 import numpy as np
 import torch
@@ -29,6 +32,7 @@ from pipeline import storage
 from pipeline.manifest import read_manifest
 from pipeline.shards import decode_sample, shard_dir
 from training import augment, mixing
+from training.seg_augment import SegmentationAugmentConfig, augment_segmentation
 
 
 def _gopen_s3(url: str, mode: str = "rb", bufsize: int = 8192, **_):
@@ -113,10 +117,28 @@ def source_stream(urls, slot: tuple[int, int, int, int], stream: StreamConfig, s
         epoch += 1
 
 
+def segmentation_transform(sample, config: SegmentationAugmentConfig, photo: augment.PhotometricConfig,
+                           norm: augment.NormalizeConfig, rng: np.random.Generator | None) -> dict:
+    """A decoded segmentation sample -> ``image [3, S, S]``, ``labels`` int64 ``[S, S]`` (255 = ignore)."""
+    if sample.segmentation is None:
+        raise ValueError(f"{sample.key}: data.target is segmentation but the sample has no seg.png member")
+    image = torch.from_numpy(np.array(sample.rgb, dtype=np.uint8)).permute(2, 0, 1).float().div_(255.0)
+    labels = torch.from_numpy(np.asarray(sample.segmentation, dtype=np.int64))
+    image, labels, frame = augment_segmentation(image, labels, config, rng)
+    image = augment.photometric(image, photo, rng) if rng is not None else image
+    return {"image": augment.normalize(image, frame, norm), "labels": labels,
+            "source": sample.meta["source"], "key": sample.key}
+
+
 def train_transform(members: dict, config: augment.GeometricConfig, photo: augment.PhotometricConfig,
-                    norm: augment.NormalizeConfig, rng: np.random.Generator) -> dict:
-    """Decode one raw sample and apply the paper's augmentation -> tensors of one sample."""
+                    norm: augment.NormalizeConfig, rng: np.random.Generator,
+                    segmentation: SegmentationAugmentConfig | None = None) -> dict:
+    """Decode one raw sample and apply the paper's augmentation -> tensors of one sample.
+
+    With ``segmentation`` (``data.target: segmentation``) the label map and the segmentation recipe are used."""
     sample = decode_sample(members)
+    if segmentation is not None:
+        return segmentation_transform(sample, segmentation, photo, norm, rng)
     image, disparity, mask = augment.to_tensors(sample.rgb, sample.disparity, sample.mask)
     image, disparity, mask, frame = augment.geometric(image, disparity, mask, config, rng)
     image = augment.photometric(image, photo, rng) if rng is not None else image
@@ -125,7 +147,8 @@ def train_transform(members: dict, config: augment.GeometricConfig, photo: augme
 
 
 def collate(samples: list[dict]) -> dict:
-    out = {name: torch.stack([s[name] for s in samples]) for name in ("image", "disparity", "mask")}
+    out = {name: torch.stack([s[name] for s in samples]) for name in ("image", "disparity", "mask", "labels")
+           if name in samples[0]}
     out.update(source=[s["source"] for s in samples], key=[s["key"] for s in samples])
     return out
 
@@ -141,6 +164,12 @@ class DataConfig:
     geometric: augment.GeometricConfig = dataclasses.field(default_factory=augment.GeometricConfig)
     photometric: augment.PhotometricConfig = dataclasses.field(default_factory=augment.PhotometricConfig)
     normalize: augment.NormalizeConfig = dataclasses.field(default_factory=augment.NormalizeConfig)
+    # What the shards hold for the task: disparity (depth) or seg.png label maps (segmentation, own augmentation).
+    target: Literal["disparity", "segmentation"] = "disparity"
+    segmentation: SegmentationAugmentConfig = dataclasses.field(default_factory=SegmentationAugmentConfig)
+
+    def segmentation_config(self) -> SegmentationAugmentConfig | None:
+        return self.segmentation if self.target == "segmentation" else None
 
 
 def _seed(*parts) -> int:
@@ -171,7 +200,7 @@ class MixedShardStream(IterableDataset):
         rng = np.random.default_rng(_seed(*base, "augment"))
         cfg = self.config
         samples = (
-            train_transform(members, cfg.geometric, cfg.photometric, cfg.normalize, rng)
+            train_transform(members, cfg.geometric, cfg.photometric, cfg.normalize, rng, cfg.segmentation_config())
             for _, members in mixing.mix(streams, self.probabilities, random.Random(_seed(*base, "mix")))
         )
         return mixing.batched(samples, cfg.loader.batch_size, collate)
@@ -204,7 +233,8 @@ def validation_batches(config: DataConfig, source: str, split: str, rank: int, w
     shards = source_shards(dataclasses.replace(config.shards, sources=[source], split=split))[source]
     samples = itertools.islice(read_samples(shards), max_samples)
     mine = mixing.split_samples(samples, rank, world)
-    tensors = (train_transform(m, config.geometric, config.photometric, config.normalize, None) for m in mine)
+    tensors = (train_transform(m, config.geometric, config.photometric, config.normalize, None,
+                               config.segmentation_config()) for m in mine)
     batch: list[dict] = []
     for sample in tensors:
         batch.append(sample)

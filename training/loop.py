@@ -28,15 +28,21 @@ META_FILE = "meta.json"  # step, data position, config: readable without torch
 
 @dataclasses.dataclass
 class OptimConfig:
-    """Adam with the paper's two learning rates; optional linear warm-up then cosine or linear decay."""
+    """Adam with the paper's two learning rates; optional linear warm-up then cosine, linear or polynomial decay.
+
+    Segmentation (paper Sec. 4.2): ``optimizer: sgd`` with ``momentum`` 0.9, both learning rates 0.002 and
+    ``decay: poly`` (factor ``(1 - progress) ** power``, power 0.9)."""
 
     lr_backbone: float = 1e-5
     lr_decoder: float = 1e-4
     betas: tuple[float, float] = (0.9, 0.999)
     weight_decay: float = 0.0
     warmup_steps: int = 0
-    decay: Literal["none", "cosine", "linear"] = "none"
+    decay: Literal["none", "cosine", "linear", "poly"] = "none"
     min_lr_ratio: float = 0.0
+    optimizer: Literal["adam", "sgd"] = "adam"
+    momentum: float = 0.9
+    power: float = 0.9
     grad_clip: float | None = None
     backbone_prefix: str = "backbone"
 
@@ -46,7 +52,7 @@ def unwrap(model: torch.nn.Module) -> torch.nn.Module:
     return getattr(model, "module", model)
 
 
-def build_optimizer(model: torch.nn.Module, config: OptimConfig) -> torch.optim.Adam:
+def build_optimizer(model: torch.nn.Module, config: OptimConfig) -> torch.optim.Optimizer:
     backbone, decoder = [], []
     for name, param in unwrap(model).named_parameters():
         if param.requires_grad:
@@ -56,6 +62,8 @@ def build_optimizer(model: torch.nn.Module, config: OptimConfig) -> torch.optim.
                          f"(top-level modules: {[n for n, _ in unwrap(model).named_children()]})")
     groups = [{"params": backbone, "lr": config.lr_backbone, "name": "backbone"},
               {"params": decoder, "lr": config.lr_decoder, "name": "decoder"}]
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(groups, momentum=config.momentum, weight_decay=config.weight_decay)
     return torch.optim.Adam(groups, betas=config.betas, weight_decay=config.weight_decay)
 
 
@@ -66,7 +74,12 @@ def lr_factor(step: int, total: int, config: OptimConfig) -> float:
     if config.decay == "none":
         return 1.0
     progress = min(1.0, (step - config.warmup_steps) / max(1, total - config.warmup_steps))
-    shape = 0.5 * (1 + math.cos(math.pi * progress)) if config.decay == "cosine" else 1.0 - progress
+    if config.decay == "cosine":
+        shape = 0.5 * (1 + math.cos(math.pi * progress))
+    elif config.decay == "poly":
+        shape = (1.0 - progress) ** config.power
+    else:
+        shape = 1.0 - progress
     return config.min_lr_ratio + (1 - config.min_lr_ratio) * shape
 
 
@@ -83,7 +96,7 @@ def train_step(model, task, optimizer, scheduler, batch: dict, config: OptimConf
     model.train()
     device = batch["image"].device
     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16 and device.type == "cuda"):
-        prediction = model(batch["image"])
+        prediction = task.predict(model, batch["image"])
     loss, logs = task(model, batch, prediction)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()

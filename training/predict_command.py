@@ -5,6 +5,9 @@ For each image ``<name>`` it writes ``<name>.png`` (16-bit PNG: disparity scaled
 (float32 disparity at the input resolution). Directories are searched recursively and their structure is
 kept under ``--out``. Unreadable images are reported (file and reason) and skipped; the exit code is 1 when any
 image was skipped. Inputs and outputs may be local or s3:// (pipeline.storage); writes are atomic.
+
+``--task segmentation`` (the default for a segmentation checkpoint) writes ``<name>.png`` (8-bit class ids) and
+``<name>.color.png`` (a colour label map, one fixed colour per class; ``training.segmentation_predict``).
 """
 
 from __future__ import annotations
@@ -32,6 +35,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--size", type=int, default=None, help="longer side fed to the model (default: the variant's)")
     parser.add_argument("--npy", action="store_true", help="also write the float32 disparity as .npy")
     parser.add_argument("--colormap", default="inferno", help="matplotlib colormap (default inferno)")
+    parser.add_argument("--task", choices=("auto", "depth", "segmentation"), default="auto",
+                        help="depth maps or class label maps (default: what the checkpoint's head predicts)")
 
 
 def find_images(inputs: list[str]) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
@@ -106,6 +111,13 @@ def _load(args: argparse.Namespace):
 def _write(out: str, stem: str, disparity: np.ndarray, args: argparse.Namespace) -> None:
     from pipeline import storage
 
+    if args.task == "segmentation":
+        from training.segmentation_predict import encode_segmentation
+
+        ids, colour = encode_segmentation(disparity)  # here: the label map
+        storage.write_bytes(storage.join(out, f"{stem}.png"), ids)
+        storage.write_bytes(storage.join(out, f"{stem}.color.png"), colour)
+        return
     gray, color = encode_outputs(disparity, args.colormap)
     storage.write_bytes(storage.join(out, f"{stem}.png"), gray)
     storage.write_bytes(storage.join(out, f"{stem}.color.png"), color)
@@ -127,6 +139,11 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--batch-size must be at least 1, got {args.batch_size}")
     found, problems = find_images(args.inputs)
     model = _load(args)
+    if args.task == "auto":
+        args.task = "segmentation" if getattr(model.config, "head", "depth") == "segmentation" else "depth"
+    infer = predict
+    if args.task == "segmentation":
+        from training.segmentation_predict import segment as infer  # same interface; class ids, not disparity
     preprocess = model.preprocess if args.size is None else dataclasses.replace(model.preprocess, size=args.size)
     pending: dict[tuple[int, int], list] = defaultdict(list)  # batches hold images of one prepared size
 
@@ -134,7 +151,7 @@ def run(args: argparse.Namespace) -> int:
         items = pending.pop(shape, [])
         if items:
             batch = torch.stack([x for _, x, _ in items])
-            for (stem, _, size), disparity in zip(items, predict(model, batch, [s for _, _, s in items])):
+            for (stem, _, size), disparity in zip(items, infer(model, batch, [s for _, _, s in items])):
                 _write(args.out, stem, disparity, args)
 
     done = 0

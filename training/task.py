@@ -1,4 +1,4 @@
-"""The depth task: model output + batch -> the loss to back-propagate and the terms to log. No Ray here.
+"""The depth task (and ``make_task``, which picks it or the segmentation task): model output + batch -> the loss to back-propagate and the terms to log. No Ray here.
 
 ``mixing: mean`` back-propagates the SSI loss of the whole batch (each valid pixel weighs the same).
 ``mixing: pareto`` computes one loss per source in the batch and combines them with the min-norm weights
@@ -28,8 +28,23 @@ class LossConfig:
 
 @dataclasses.dataclass
 class TaskConfig:
+    """kind: ``depth`` (the SSI loss on disparity shards) or ``segmentation`` (cross-entropy with ``ignore_index``
+    plus ``aux_weight`` times the auxiliary head's, on seg.png shards; ``training.segmentation_task``)."""
+
     loss: LossConfig = dataclasses.field(default_factory=LossConfig)
     mixing: Literal["mean", "pareto"] = "mean"
+    kind: Literal["depth", "segmentation"] = "depth"
+    aux_weight: float = 0.2
+    ignore_index: int = 255
+
+
+def make_task(config: TaskConfig, sources: Sequence[str]):
+    """The task object of ``config.kind``: ``task.predict(model, image)`` then ``task(model, batch, prediction)``."""
+    if config.kind == "segmentation":
+        from training.segmentation_task import SegmentationTask
+
+        return SegmentationTask(config.aux_weight, config.ignore_index)
+    return DepthTask(config, sources)
 
 
 class DepthTask:
@@ -38,6 +53,9 @@ class DepthTask:
     def __init__(self, config: TaskConfig, sources: Sequence[str]):
         self.config, self.sources = config, list(sources)
         self.loss = ScaleAndShiftInvariantLoss(config.loss.kind, config.loss.alpha, config.loss.scales)
+
+    def predict(self, model: torch.nn.Module, image: torch.Tensor) -> torch.Tensor:
+        return model(image)
 
     def __call__(self, model: torch.nn.Module, batch: dict, prediction: torch.Tensor) -> tuple[torch.Tensor, dict]:
         """(loss to back-propagate, ``{name: float}`` to log). prediction ``[B, 1, H, W]`` disparity."""

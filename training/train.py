@@ -31,7 +31,8 @@ from training.config import TrainConfig, phases
 from training.data import make_loader, validation_batches
 from training.loop import (StepTimer, build_optimizer, build_scheduler, load_state, save_state, to_device,
                            train_step, validation_sums)
-from training.task import DepthTask
+from training.segmentation_task import segmentation_validation_sums
+from training.task import make_task
 
 
 def build(config: TrainConfig) -> torch.nn.Module:
@@ -42,7 +43,8 @@ def build(config: TrainConfig) -> torch.nn.Module:
 
 
 def _validate(model, config: TrainConfig, rank: int, world: int, device) -> dict[str, float]:
-    """SSI losses on each source's validation split, summed over ranks (sums and counts, never means)."""
+    """SSI losses (segmentation: cross-entropy and pixel accuracy, %) on each source's validation split, summed
+    over ranks (sums and counts, never means)."""
     out = {}
     for source in config.data.shards.sources:
         directory = shard_dir(config.data.shards.prefix, source, config.schedule.val_split)
@@ -50,14 +52,19 @@ def _validate(model, config: TrainConfig, rank: int, world: int, device) -> dict
             continue
         batches = validation_batches(config.data, source, config.schedule.val_split, rank, world,
                                      config.schedule.val_max_samples)
-        sums = validation_sums(model, batches, device)
+        segmentation = config.task.kind == "segmentation"
+        if segmentation:
+            sums = segmentation_validation_sums(model, batches, device, config.task.ignore_index)
+        else:
+            sums = validation_sums(model, batches, device)
         if world > 1:
             sums = sums.to(device)
             dist.all_reduce(sums)
             sums = sums.cpu()
         if sums[2] > 0:
-            out[f"val/{source}/ssitrim"] = float(sums[0] / sums[2])
-            out[f"val/{source}/ssimse"] = float(sums[1] / sums[2])
+            names = ("cross_entropy", "pixel_accuracy") if segmentation else ("ssitrim", "ssimse")
+            out[f"val/{source}/{names[0]}"] = float(sums[0] / sums[2])
+            out[f"val/{source}/{names[1]}"] = float(sums[1] / sums[2]) * (100.0 if segmentation else 1.0)
     return out
 
 
@@ -104,7 +111,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
     logger = tracking.RankZeroLogger(loop_config["mlflow"]["uri"], loop_config["mlflow"]["run_id"], rank == 0)
     if step:
         logger.mark_restart(step)
-    task = DepthTask(config.task, config.data.shards.sources)
+    task = make_task(config.task, config.data.shards.sources)
     schedule, bf16 = config.schedule, config.schedule.bf16
     for end, sources in phases(config):
         if step >= end:
