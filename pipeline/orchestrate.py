@@ -224,7 +224,7 @@ class Pipeline:
     def evaluate(self, parent: str, checkpoint: str, model: str | None) -> str | None:
         if self.config.eval is None:
             return None
-        run_id = self._run("eval", "zero-shot", parent)
+        run_id = self._run("eval", f"{self.config.name} zero-shot", parent)
         argv = ["eval", "--checkpoint", storage.join(checkpoint, MODEL_FILE), "--data-root", self.config.eval.data_root,
                 "--benchmarks", ",".join(self.config.eval.benchmarks), "--run-id", run_id, *self.config.eval.args]
         if model:
@@ -273,9 +273,9 @@ def run(args: argparse.Namespace) -> int:
 
     config = load_config(PipelineConfig, args.config, args.overrides)
     print(json.dumps(to_dict(config), indent=1) if os.environ.get("DPT_VERBOSE") else f"pipeline {config.name}")
+    local_tracking = not (config.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI"))
     Pipeline(config, dpt).run()
-    uri = config.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
-    if not uri and not storage.is_s3(config.workdir):
+    if local_tracking and not storage.is_s3(config.workdir):
         db = os.path.abspath(os.path.join(config.workdir, "mlflow.db"))
         print(f"see curves and pictures:  mlflow ui --backend-store-uri sqlite:///{db}   (then open http://127.0.0.1:5000)")
     return 0
