@@ -23,6 +23,11 @@ Conversion: ``target = stored value / divisor`` in the units of ``--target``; pi
 ``disparity``       stereo disparity in pixels                 ``target``
 ``inverse_depth``   inverse depth up to scale (larger=nearer)  ``target``
 ==================  =========================================  ===========================
+
+``--target semantic_labels`` reads label maps for segmentation instead (8/16-bit grey or palette PNG, whose
+indices are the ids, or NPY): the stored class ids are kept as they are (no divisor), pixels equal to
+``--invalid-value`` or zero in the mask become 255 = ignore, and the samples carry ``seg.png``
+(:func:`ingest.conversion.to_labels`; ids must be 0..254).
 """
 
 from __future__ import annotations
@@ -40,7 +45,7 @@ from ingest.formats.exr import read_exr
 from ingest.formats.h5 import read_h5
 from ingest.formats.npy import read_npy_2d
 from ingest.formats.pfm import read_pfm
-from ingest.formats.png import read_png_gray
+from ingest.formats.png import read_png_gray, read_png_labels
 from ingest.sources.base import RGB, SampleReadError, SampleRef, SourceAdapter
 
 TARGET_KINDS = {
@@ -48,6 +53,7 @@ TARGET_KINDS = {
     "relative_depth": TargetKind.RELATIVE_DEPTH,
     "disparity": TargetKind.STEREO_DISPARITY,
     "inverse_depth": TargetKind.INVERSE_DEPTH,
+    "semantic_labels": TargetKind.SEMANTIC_LABELS,
 }
 NAME_PATTERN = re.compile(r"^[a-z0-9_]{1,64}$")
 # --target-encoding -> reader of ingest.formats (8/16-bit grey PNG, NumPy, PFM, OpenEXR, HDF5)
@@ -112,6 +118,8 @@ class FolderAdapter(SourceAdapter):
             raise ValueError(f"--target-encoding must be auto or one of {', '.join(ENCODINGS)}, not {encoding!r}")
         if not divisor > 0:
             raise ValueError(f"--target-divisor must be positive, not {divisor}")
+        if target == "semantic_labels" and divisor != 1:
+            raise ValueError("--target semantic_labels stores class ids as they are: --target-divisor must be 1")
         if not NAME_PATTERN.match(name):
             raise ValueError(f"--name {name!r} must match [a-z0-9_]+ (it prefixes every sample key)")
         self.name, self.kind, self.target = name, TARGET_KINDS[target], target
@@ -201,7 +209,9 @@ class FolderAdapter(SourceAdapter):
                 raise SampleReadError(f"{path}: cannot tell the target encoding from the extension;"
                                       f" pass --target-encoding ({', '.join(ENCODINGS)})")
         kwargs = {"dataset": self.h5_dataset} if encoding == "h5" else {}
-        stored = np.asarray(load(self, path, READERS[encoding], **kwargs), np.float32)
+        # Label maps: a palette PNG's indices are the class ids (read_png_gray would refuse the palette).
+        reader = read_png_labels if self.kind.is_labels and encoding == "png" else READERS[encoding]
+        stored = np.asarray(load(self, path, reader, **kwargs), np.float32)
         if stored.ndim != 2:
             raise SampleReadError(f"{path}: target has shape {list(stored.shape)}; expected one channel [H, W]")
         return stored
