@@ -6,6 +6,7 @@ Names (stable across runs, so that the MLflow UI lines them up):
 |---|---|
 | the Table 1 number of a benchmark | metric ``zero_shot/<benchmark>_<metric>`` (e.g. ``zero_shot/nyu_delta_gt_1.25``) |
 | the Table 4 numbers (segmentation) | metrics ``segmentation/<benchmark>_miou``, ``segmentation/<benchmark>_pixel_accuracy`` |
+| segmentation details | artifacts ``eval/segmentation/<benchmark>_confusion.npy``, ``<benchmark>_class_iou.csv`` |
 | images scored / skipped | metrics ``zero_shot/<benchmark>_images``, ``zero_shot/<benchmark>_skipped`` |
 | a benchmark that failed | tag ``eval.error.<benchmark>`` with the message |
 | the evaluated checkpoint, data root | tags ``eval.checkpoint``, ``eval.data_root`` |
@@ -62,6 +63,8 @@ def log_outcome(outcome: BenchmarkOutcome) -> None:
         if outcome.sums.confusion is not None:
             values[protocol.pixel_accuracy_key] = pixel_accuracy(outcome.sums.confusion)
         mlflow.log_metrics(values)
+    if outcome.sums.confusion is not None and not outcome.error:
+        _log_confusion(outcome.name, outcome.sums.confusion)
     if outcome.rows:
         buf = io.BytesIO()
         pq.write_table(per_image_table(outcome.rows), buf)
@@ -74,6 +77,23 @@ def log_outcome(outcome: BenchmarkOutcome) -> None:
         import matplotlib.pyplot as plt
 
         plt.close(fig)
+
+
+def _log_confusion(name: str, confusion) -> None:
+    """The summed confusion matrix (``.npy``, rows ground truth) and each class's IoU (``.csv``)."""
+    import numpy as np
+
+    from evaluation.segmentation_metrics import class_iou
+
+    buf = io.BytesIO()
+    np.save(buf, np.asarray(confusion, np.int64), allow_pickle=False)
+    labelled = np.asarray(confusion).sum(1)
+    lines = ["class,iou,labelled_pixels"] + [f"{c},{'' if np.isnan(v) else f'{v:.4f}'},{int(labelled[c])}"
+                                             for c, v in enumerate(class_iou(confusion))]
+    for filename, data in ((f"{name}_confusion.npy", buf.getvalue()),
+                           (f"{name}_class_iou.csv", ("\n".join(lines) + "\n").encode())):
+        with _temporary(filename, data) as path:
+            mlflow.log_artifact(path, artifact_path="eval/segmentation")
 
 
 class _temporary:

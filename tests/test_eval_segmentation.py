@@ -189,6 +189,14 @@ def test_ray_job_sums_workers_exactly_and_logs_miou(ray_cluster, mlflow_tracking
     assert metrics[protocol.metric_key] == pytest.approx(mean_iou(local.sums.confusion))
     assert metrics[protocol.pixel_accuracy_key] == pytest.approx(pixel_accuracy(local.sums.confusion))
     assert metrics["segmentation/ade20k_images"] == 5
+    confusion = np.load(mlflow.artifacts.download_artifacts(run_id=run.info.run_id,
+                                                            artifact_path="eval/segmentation/ade20k_confusion.npy",
+                                                            dst_path=str(tmp_path / "art")))
+    np.testing.assert_array_equal(confusion, local.sums.confusion)  # the numbers can be recomputed from it
+    per_class = mlflow.artifacts.download_artifacts(run_id=run.info.run_id, dst_path=str(tmp_path / "art"),
+                                                    artifact_path="eval/segmentation/ade20k_class_iou.csv")
+    lines = open(per_class).read().splitlines()
+    assert lines[0] == "class,iou,labelled_pixels" and len(lines) == 151 and lines[1].startswith("0,")
 
     # dpt compare reads the run back and shows it under the paper's ADE20K rows.
     import argparse
