@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Callable, Sequence
 
@@ -134,12 +135,41 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
+def _dispatch(argv: list[str]) -> int:
     if argv and argv[0] in STAGE_COMMANDS:
         return _run_stage(argv[0], argv[1:])
     args = build_parser().parse_args(argv)
     return _guarded(f"dpt {args.command}", lambda: args.func(args))
+
+
+def _exit_without_native_teardown(code: int) -> None:
+    """Run Python's exit handlers (Ray shutdown, logging, MLflow), then leave without native teardown.
+
+    Arrow's C++ thread pools can abort the interpreter while it tears down after reading parquet
+    ("terminate called without an active exception", exit 134, apache/arrow#34314), even after the work
+    finished; seen here with pyarrow 25 about once in twenty runs. Everything of ours is flushed first.
+    """
+    import atexit
+
+    atexit._run_exitfuncs()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``dpt ARGS``. With ``argv`` (the pipeline calling a stage in-process) it returns the exit code;
+    without, as the console script, it exits the process."""
+    if argv is not None:
+        return _dispatch(list(argv))
+    try:
+        code = _dispatch(sys.argv[1:])
+    except SystemExit as exc:  # argparse's usage errors and --help
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        if exc.code not in (None, 0) and not isinstance(exc.code, int):
+            print(exc.code, file=sys.stderr)
+    _exit_without_native_teardown(code)
+    return code
 
 
 if __name__ == "__main__":
