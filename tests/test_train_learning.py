@@ -27,6 +27,7 @@ def _held_out_ssitrim(model, config: DataConfig) -> float:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)  # ~2 CPU-minutes of training; the shared 2-core VM under load needed up to 17 min
 def test_tiny_dpt_learns_depth_on_held_out_scenes(tmp_path):
     prefix = str(tmp_path)
     write_source(prefix, "scenes", 64, per_shard=16)

@@ -68,6 +68,15 @@ def _validate(model, config: TrainConfig, rank: int, world: int, device) -> dict
     return out
 
 
+def _node_count(node_rank: int, world: int, device) -> int:
+    """How many nodes the workers span (the highest node rank + 1 over all ranks)."""
+    if world == 1:
+        return 1
+    highest = torch.tensor([node_rank], device=device)
+    dist.all_reduce(highest, op=dist.ReduceOp.MAX)
+    return int(highest.item()) + 1
+
+
 def _report(step: int, metrics: dict, model, optimizer, scheduler, meta: dict, rank: int) -> None:
     """Every rank reports (a barrier); rank 0 attaches the checkpoint."""
     import ray.train
@@ -111,6 +120,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
     logger = tracking.RankZeroLogger(loop_config["mlflow"]["uri"], loop_config["mlflow"]["run_id"], rank == 0)
     if step:
         logger.mark_restart(step)
+    logger.log({"cluster/nodes": _node_count(context.get_node_rank(), world, device), "cluster/workers": world}, step)
     task = make_task(config.task, config.data.shards.sources)
     schedule, bf16 = config.schedule, config.schedule.bf16
     for end, sources in phases(config):
