@@ -52,12 +52,13 @@ def render_scene(seed: int, height: int = 96, width: int = 128) -> tuple[np.ndar
 
 
 def demo_samples(count: int, split: str = "train", source: str = "demo") -> list[Sample]:
-    """``count`` synthetic samples in the shard contract (disparity = 1 / depth, everything valid)."""
+    """``count`` synthetic samples in the shard contract (disparity = 1 / depth; the sky is unmeasured,
+    as for a depth sensor's limited range)."""
     samples = []
     for i in range(count):
         rgb, depth = render_scene(seed=i)
-        mask = np.ones(depth.shape, bool)
-        disparity = (1.0 / depth).astype(np.float32)
+        mask = depth < SKY_DEPTH
+        disparity = np.where(mask, 1.0 / depth, 0.0).astype(np.float32)
         sample_id = f"scene{i:05d}"
         meta = {"source": source, "id": sample_id, "split": split, "kind": "metric_depth", "units": "metres",
                 "height": rgb.shape[0], "width": rgb.shape[1]}
