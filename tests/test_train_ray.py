@@ -135,6 +135,9 @@ def test_sigkill_of_a_worker_resumes_from_the_last_checkpoint(ray_cluster, mlflo
     while max(_history(mlflow_tracking, _run_id(mlflow_tracking), "loss/loss") or [0]) < 5:
         assert time.monotonic() < deadline and thread.is_alive(), "no checkpoint before the deadline"
         time.sleep(0.2)
+    # Read the workers again now: the list taken at start-up can still hold an earlier run's exiting workers.
+    pids = _train_worker_pids()
+    assert len(pids) == 2, pids
     os.kill(pids[1], signal.SIGKILL)  # a training worker process that this test's run started
     thread.join(timeout=400)
     assert not thread.is_alive() and "result" in outcome
