@@ -130,9 +130,10 @@ def test_sigkill_of_a_worker_resumes_from_the_last_checkpoint(ray_cluster, mlflo
         assert time.monotonic() < deadline and thread.is_alive(), "training workers did not start"
         time.sleep(1)
         pids = _train_worker_pids()
-    # Rank 0 logs step 5 only after every rank returned from the report of step 4 (a barrier), i.e. once
-    # Ray has registered that checkpoint: the kill then lands between two checkpoints.
-    while max(_history(mlflow_tracking, _run_id(mlflow_tracking), "loss/loss") or [0]) < 5:
+    # Ray registers a reported checkpoint asynchronously: returning from the report of step 4 does not
+    # mean the controller has it. Killing after step 9 leaves it time to register at least one of the
+    # checkpoints of steps 4 and 8, and still lands the kill between two checkpoints.
+    while max(_history(mlflow_tracking, _run_id(mlflow_tracking), "loss/loss") or [0]) < 10:
         assert time.monotonic() < deadline and thread.is_alive(), "no checkpoint before the deadline"
         time.sleep(0.2)
     # Read the workers again now: the list taken at start-up can still hold an earlier run's exiting workers.
