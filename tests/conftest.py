@@ -83,6 +83,11 @@ def ray_head():
         str(BIN / "ray"), "start", "--head", "--block", "--node-ip-address=127.0.0.1", "--num-cpus=2",
         f"--port={port}", "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}",
         f"--temp-dir={tmp / 'r'}", "--disable-usage-stats",
+        # Ray's other servers default to fixed ports (dashboard agent 52365, client 10001, ...): a second
+        # head on the machine (another test session) would lose its job agent, so every port is our own.
+        f"--dashboard-agent-listen-port={free_port()}", f"--dashboard-agent-grpc-port={free_port()}",
+        f"--runtime-env-agent-port={free_port()}", f"--metrics-export-port={free_port()}",
+        f"--ray-client-server-port={free_port()}",
     ]
     server = Server("ray head", cmd, env, tmp / "head.log")
     head = RayHead(f"127.0.0.1:{port}", f"http://127.0.0.1:{dash}", token, env)
