@@ -43,6 +43,16 @@ class RayHead:
     def auth_header(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.token_path.read_text().strip()}"}
 
+    def submit_job(self, entrypoint: list[str], *options: str, timeout: float = 400) -> subprocess.CompletedProcess:
+        """``ray job submit --address <dashboard> [options] -- entrypoint``, authenticated by the token.
+        On failure, stderr ends with the head's job agent log (what explains a job that never started)."""
+        cmd = [str(BIN / "ray"), "job", "submit", "--address", self.dashboard_url, *options, "--", *entrypoint]
+        result = subprocess.run(cmd, env=self.env, capture_output=True, text=True, timeout=timeout)
+        if result.returncode != 0:
+            logs = sorted(self.token_path.parent.glob("r/session_latest/logs/dashboard_agent*.log"))
+            result.stderr += "\njob agent log:\n" + "".join(p.read_text(errors="replace")[-2000:] for p in logs)
+        return result
+
 
 def _ray_env(token_path: Path) -> dict[str, str]:
     env = dict(os.environ)

@@ -55,10 +55,9 @@ def test_ray_binds_loopback_only(ray_head):
 @pytest.mark.slow
 def test_ray_job_submit(ray_head):
     """`ray job submit` through the dashboard, authenticated by the token: how users run our jobs."""
-    cmd = [str(BIN / "ray"), "job", "submit", "--address", ray_head.dashboard_url, "--",
-           sys.executable, "-c", "import pipeline.shards, ray; ray.init(); print('job ran', ray.cluster_resources()['CPU'])"]
-    out = subprocess.run(cmd, env=ray_head.env, capture_output=True, text=True, timeout=300)
-    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    script = "import pipeline.shards, ray; ray.init(); print('job ran', ray.cluster_resources()['CPU'])"
+    out = ray_head.submit_job([sys.executable, "-c", script], timeout=300)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-4000:]
     assert "job ran 2.0" in out.stdout
     assert ray_head.token_path.read_text().strip() not in out.stdout + out.stderr
 
