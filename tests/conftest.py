@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.services import BIN, Server, free_port, http_ok
+from tests.services import BIN, Server, free_port, generate_ray_token, http_ok, ray_env
 
 FIXTURES = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures"
 
@@ -54,40 +54,12 @@ class RayHead:
         return result
 
 
-def _ray_env(token_path: Path) -> dict[str, str]:
-    env = dict(os.environ)
-    env.update(
-        RAY_AUTH_MODE="token",
-        RAY_AUTH_TOKEN_PATH=str(token_path),
-        # Ray maps --node-ip-address=127.0.0.1 to the machine's routable address unless told that this
-        # is a single-machine cluster; with this every Ray server binds the loopback interface only.
-        RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0",
-        RAY_USAGE_STATS_ENABLED="0",
-        PYTHONUNBUFFERED="1",
-    )
-    env.pop("RAY_ADDRESS", None)
-    return env
-
-
-def _generate_token(home: Path) -> Path:
-    """`ray get-auth-token --generate` writes ~/.ray/auth_token; point HOME at our temp dir instead."""
-    env = dict(os.environ, HOME=str(home), RAY_AUTH_MODE="token")
-    env.pop("RAY_AUTH_TOKEN_PATH", None)
-    env.pop("RAY_AUTH_TOKEN", None)
-    # The token is printed on stdout: capture it and never show it.
-    subprocess.run([str(BIN / "ray"), "get-auth-token", "--generate"], env=env, check=True,
-                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=120)
-    token = home / ".ray" / "auth_token"
-    token.chmod(0o600)
-    return token
-
-
 @pytest.fixture(scope="session")
 def ray_head():
     # Ray's socket paths must stay under ~107 characters: use a short directory.
     tmp = Path(tempfile.mkdtemp(prefix="dptray-", dir="/tmp"))
-    token = _generate_token(tmp)
-    env = _ray_env(token)
+    token = generate_ray_token(tmp)
+    env = ray_env(token)
     port, dash = free_port(), free_port()
     cmd = [
         str(BIN / "ray"), "start", "--head", "--block", "--node-ip-address=127.0.0.1", "--num-cpus=2",

@@ -90,3 +90,32 @@ class Server:
         with contextlib.suppress(subprocess.TimeoutExpired):
             self.proc.wait(timeout=5)
         self._log_file.close()
+
+
+def ray_env(token_path: Path) -> dict[str, str]:
+    """The environment of a Ray process that authenticates with the token at ``token_path``."""
+    env = dict(os.environ)
+    env.update(
+        RAY_AUTH_MODE="token",
+        RAY_AUTH_TOKEN_PATH=str(token_path),
+        # Ray maps --node-ip-address=127.0.0.1 to the machine's routable address unless told that this
+        # is a single-machine cluster; with this every Ray server binds the loopback interface only.
+        RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0",
+        RAY_USAGE_STATS_ENABLED="0",
+        PYTHONUNBUFFERED="1",
+    )
+    env.pop("RAY_ADDRESS", None)
+    return env
+
+
+def generate_ray_token(home: Path) -> Path:
+    """`ray get-auth-token --generate` writes ~/.ray/auth_token; point HOME at our temp dir instead."""
+    env = dict(os.environ, HOME=str(home), RAY_AUTH_MODE="token")
+    env.pop("RAY_AUTH_TOKEN_PATH", None)
+    env.pop("RAY_AUTH_TOKEN", None)
+    # The token is printed on stdout: capture it and never show it.
+    subprocess.run([str(BIN / "ray"), "get-auth-token", "--generate"], env=env, check=True,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=120)
+    token = home / ".ray" / "auth_token"
+    token.chmod(0o600)
+    return token

@@ -68,13 +68,17 @@ def _validate(model, config: TrainConfig, rank: int, world: int, device) -> dict
     return out
 
 
-def _node_count(node_rank: int, world: int, device) -> int:
-    """How many nodes the workers span (the highest node rank + 1 over all ranks)."""
-    if world == 1:
-        return 1
-    highest = torch.tensor([node_rank], device=device)
-    dist.all_reduce(highest, op=dist.ReduceOp.MAX)
-    return int(highest.item()) + 1
+def _cluster_shape(node_rank: int, world: int) -> dict[str, int]:
+    """How many Ray nodes and hosts the workers span. Ray Train's node rank groups workers by IP address, so
+    it counts hosts; several Ray nodes can share one host (a loopback test cluster), hence the node ids."""
+    import ray
+
+    placement = [(ray.get_runtime_context().get_node_id(), node_rank)]
+    if world > 1:
+        placement = [None] * world
+        dist.all_gather_object(placement, (ray.get_runtime_context().get_node_id(), node_rank))
+    return {"cluster/workers": world, "cluster/nodes": len({node for node, _ in placement}),
+            "cluster/hosts": len({host for _, host in placement})}
 
 
 def _report(step: int, metrics: dict, model, optimizer, scheduler, meta: dict, rank: int) -> None:
@@ -120,7 +124,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
     logger = tracking.RankZeroLogger(loop_config["mlflow"]["uri"], loop_config["mlflow"]["run_id"], rank == 0)
     if step:
         logger.mark_restart(step)
-    logger.log({"cluster/nodes": _node_count(context.get_node_rank(), world, device), "cluster/workers": world}, step)
+    logger.log(_cluster_shape(context.get_node_rank(), world), step)
     task = make_task(config.task, config.data.shards.sources)
     schedule, bf16 = config.schedule, config.schedule.bf16
     for end, sources in phases(config):
