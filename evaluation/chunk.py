@@ -12,29 +12,12 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from evaluation.benchmarks import BenchmarkReader, make_reader
+from evaluation.pictures import Picture, shrink
 from evaluation.predict import Preprocessing, predict_disparity
 from evaluation.protocol import (MetricSums, SegmentationProtocol, evaluate_dense, evaluate_pairs, get_protocol,
                                  valid_mask)
-
-PICTURE_SIDE = 256  # longer side of the arrays sent back for picture grids
-
-
-@dataclasses.dataclass
-class Picture:
-    """Downsized arrays for one row of a picture grid: rgb uint8 [h, w, 3]; gt and pred disparity
-    float32 [h, w] (gt NaN where invalid; pred aligned to gt where the protocol aligns). ``pairs`` in
-    the downsized coordinates for DIW."""
-
-    id: str
-    rgb: np.ndarray
-    gt: np.ndarray | None
-    pred: np.ndarray
-    pairs: np.ndarray | None = None
-    value: float = float("nan")
-
 
 @dataclasses.dataclass
 class ChunkResult:
@@ -46,23 +29,10 @@ class ChunkResult:
     attempted: int = 0  # images in the chunk, scored or not (for progress)
 
 
-def _shrink(array: np.ndarray, mode: str) -> tuple[np.ndarray, float]:
-    h, w = array.shape[:2]
-    factor = min(1.0, PICTURE_SIDE / max(h, w))
-    if factor == 1.0:
-        return array, 1.0
-    size = (max(1, round(h * factor)), max(1, round(w * factor)))
-    t = torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))
-    t = t.permute(2, 0, 1)[None] if t.ndim == 3 else t[None, None]
-    small = F.interpolate(t, size=size, mode=mode)[0]
-    small = small.permute(1, 2, 0).numpy() if array.ndim == 3 else small[0].numpy()
-    return small.astype(array.dtype), factor
-
-
 def _picture(sample, pred: np.ndarray, result, protocol) -> Picture:
-    rgb, factor = _shrink(sample.rgb, "area")
+    rgb, factor = shrink(sample.rgb, "area")
     if sample.pairs is not None:
-        small_pred, _ = _shrink(pred, "area")
+        small_pred, _ = shrink(pred, "area")
         pairs = sample.pairs.copy()
         pairs[:, :4] = np.floor(pairs[:, :4] * factor)
         return Picture(sample.id, rgb, None, small_pred, pairs, result.value)
@@ -71,7 +41,7 @@ def _picture(sample, pred: np.ndarray, result, protocol) -> Picture:
     gt[mask] = 1.0 / sample.depth[mask]
     aligned = result.aligned_disparity if result.aligned_disparity is not None else pred
     # nearest keeps invalid (NaN) ground truth from bleeding into valid neighbours
-    return Picture(sample.id, rgb, _shrink(gt, "nearest")[0], _shrink(aligned, "area")[0], None, result.value)
+    return Picture(sample.id, rgb, shrink(gt, "nearest")[0], shrink(aligned, "area")[0], None, result.value)
 
 
 def _row(benchmark: str, metric: str, sample_id: str, result) -> dict:
@@ -95,8 +65,8 @@ def run_chunk(model: torch.nn.Module, pre: Preprocessing, benchmark: str, data_r
     if isinstance(protocol, SegmentationProtocol):  # a summed confusion matrix instead of per-image values
         from evaluation.segmentation import score_segmentation
 
-        sums, rows = score_segmentation(model, pre, protocol, reader, ids, device, batch_size)
-        return ChunkResult(benchmark, sums, rows, [], attempted=len(ids))
+        sums, rows, pictures = score_segmentation(model, pre, protocol, reader, ids, device, batch_size, picture_ids)
+        return ChunkResult(benchmark, sums, rows, pictures, attempted=len(ids))
     sums, rows, pictures = MetricSums(), [], []
     for start in range(0, len(ids), batch_size):
         samples = [reader.load(i) for i in ids[start:start + batch_size]]

@@ -1,19 +1,79 @@
 """Picture grids for MLflow: per image, the input, the ground truth and the prediction side by side.
 
-Dense benchmarks show ground-truth disparity and the aligned predicted disparity in one colour map with
+Dense depth benchmarks show ground-truth disparity and the aligned predicted disparity in one colour map with
 one shared range per row (so that colours compare), invalid ground truth in grey. DIW shows the annotated
 pair on the input (green = the point annotated closer, red = farther) and the predicted disparity.
+Segmentation shows ground-truth and predicted classes in one fixed palette (unlabelled pixels grey), and a
+third panel with the prediction's errors: wrong pixels in the predicted class's colour, right ones dimmed.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 
 import numpy as np
+import torch
+import torch.nn.functional as F
 
-from evaluation.chunk import Picture
-
+PICTURE_SIDE = 256  # longer side of the arrays a chunk sends back for picture grids
 COLOR_MAP = "magma"  # perceptually uniform; bright = near (large disparity)
+UNLABELLED = (0.6, 0.6, 0.6)
+
+
+@dataclasses.dataclass
+class Picture:
+    """Downsized arrays for one row of a picture grid: rgb uint8 [h, w, 3]; gt and pred float32 [h, w].
+
+    Depth (``classes == 0``): disparity, gt NaN where invalid, pred aligned to gt where the protocol aligns;
+    ``pairs`` in the downsized coordinates for DIW. Segmentation (``classes > 0``): class ids, gt NaN where
+    unlabelled. ``value`` is the image's own metric."""
+
+    id: str
+    rgb: np.ndarray
+    gt: np.ndarray | None
+    pred: np.ndarray
+    pairs: np.ndarray | None = None
+    value: float = float("nan")
+    classes: int = 0
+
+
+def shrink(array: np.ndarray, mode: str) -> tuple[np.ndarray, float]:
+    """``array`` [H, W] or [H, W, C] with its longer side at most PICTURE_SIDE -> (array, factor). ``mode``:
+    "area" for images and disparity, "nearest" where values must not mix (invalid pixels, class ids)."""
+    h, w = array.shape[:2]
+    factor = min(1.0, PICTURE_SIDE / max(h, w))
+    if factor == 1.0:
+        return array, 1.0
+    size = (max(1, round(h * factor)), max(1, round(w * factor)))
+    t = torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))
+    t = t.permute(2, 0, 1)[None] if t.ndim == 3 else t[None, None]
+    small = F.interpolate(t, size=size, mode=mode)[0]
+    small = small.permute(1, 2, 0).numpy() if array.ndim == 3 else small[0].numpy()
+    return small.astype(array.dtype), factor
+
+
+def label_palette(classes: int) -> np.ndarray:
+    """A fixed float RGB colour per class id, ``[classes, 3]`` in 0..1: the same class has the same colour in
+    every grid and run (drawn once from a seeded generator, bright enough to read on the dimmed input)."""
+    return np.random.default_rng(0).uniform(0.15, 1.0, size=(classes, 3))
+
+
+def colour_labels(labels: np.ndarray, classes: int) -> np.ndarray:
+    """Class ids float [h, w] (NaN = unlabelled) -> RGB float [h, w, 3]."""
+    out = np.empty(labels.shape + (3,))
+    out[:] = UNLABELLED
+    known = np.isfinite(labels)
+    out[known] = label_palette(classes)[labels[known].astype(np.int64)]
+    return out
+
+
+def _errors(picture: Picture) -> np.ndarray:
+    """The input dimmed, with each wrongly classified labelled pixel in its predicted class's colour."""
+    out = picture.rgb.astype(np.float64) / 255 * 0.35
+    wrong = np.isfinite(picture.gt) & (picture.gt != picture.pred)
+    out[wrong] = label_palette(picture.classes)[picture.pred[wrong].astype(np.int64)]
+    return out
 
 
 def picture_grid(pictures: Sequence[Picture], title: str, metric: str):
@@ -24,26 +84,35 @@ def picture_grid(pictures: Sequence[Picture], title: str, metric: str):
     import matplotlib.pyplot as plt
 
     rows = max(1, len(pictures))
-    fig, axes = plt.subplots(rows, 3, figsize=(9, 2.6 * rows), squeeze=False)
-    for ax, heading in zip(axes[0], ("input", "ground truth (disparity)", "prediction (aligned disparity)")):
+    columns = 4 if pictures and pictures[0].classes else 3
+    fig, axes = plt.subplots(rows, columns, figsize=(3 * columns, 2.6 * rows), squeeze=False)
+    headings = (("input", "ground truth (classes)", "prediction (classes)", "errors (in the predicted class)")
+                if columns == 4 else ("input", "ground truth (disparity)", "prediction (aligned disparity)"))
+    for ax, heading in zip(axes[0], headings):
         ax.set_title(heading, fontsize=9)
-    cmap = plt.get_cmap(COLOR_MAP).with_extremes(bad="0.6")
+    cmap = plt.get_cmap(COLOR_MAP).with_extremes(bad=UNLABELLED)
     for row, picture in zip(axes, pictures):
         row[0].imshow(picture.rgb)
-        row[0].set_ylabel(f"{picture.id[-24:]}\n{metric} {picture.value:.3g}", fontsize=7)
-        if picture.gt is None:  # DIW: the pair on the image
-            row[1].imshow(picture.rgb)
-            for y1, x1, y2, x2, rel in picture.pairs:
-                near, far = ((y1, x1), (y2, x2)) if rel > 0 else ((y2, x2), (y1, x1))
-                row[1].plot([near[1], far[1]], [near[0], far[0]], color="yellow", linewidth=1)
-                row[1].scatter([near[1]], [near[0]], color="lime", s=18)
-                row[1].scatter([far[1]], [far[0]], color="red", s=18)
-            lo, hi = np.nanpercentile(picture.pred, [2, 98])
+        label = "pixel accuracy" if picture.classes else metric  # the image's own metric, not the benchmark's
+        row[0].set_ylabel(f"{picture.id[-24:]}\n{label} {picture.value:.3g}", fontsize=7)
+        if picture.classes:
+            row[1].imshow(colour_labels(picture.gt, picture.classes))
+            row[2].imshow(colour_labels(picture.pred, picture.classes))
+            row[3].imshow(_errors(picture))
         else:
-            valid = picture.gt[np.isfinite(picture.gt)]
-            lo, hi = (np.percentile(valid, [2, 98]) if valid.size else np.nanpercentile(picture.pred, [2, 98]))
-            row[1].imshow(np.ma.masked_invalid(picture.gt), cmap=cmap, vmin=lo, vmax=hi)
-        row[2].imshow(picture.pred, cmap=cmap, vmin=lo, vmax=hi)
+            if picture.gt is None:  # DIW: the pair on the image
+                row[1].imshow(picture.rgb)
+                for y1, x1, y2, x2, rel in picture.pairs:
+                    near, far = ((y1, x1), (y2, x2)) if rel > 0 else ((y2, x2), (y1, x1))
+                    row[1].plot([near[1], far[1]], [near[0], far[0]], color="yellow", linewidth=1)
+                    row[1].scatter([near[1]], [near[0]], color="lime", s=18)
+                    row[1].scatter([far[1]], [far[0]], color="red", s=18)
+                lo, hi = np.nanpercentile(picture.pred, [2, 98])
+            else:
+                valid = picture.gt[np.isfinite(picture.gt)]
+                lo, hi = (np.percentile(valid, [2, 98]) if valid.size else np.nanpercentile(picture.pred, [2, 98]))
+                row[1].imshow(np.ma.masked_invalid(picture.gt), cmap=cmap, vmin=lo, vmax=hi)
+            row[2].imshow(picture.pred, cmap=cmap, vmin=lo, vmax=hi)
         for ax in row:
             ax.set_xticks([])
             ax.set_yticks([])

@@ -18,9 +18,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from evaluation.pictures import Picture, shrink
 from evaluation.predict import Preprocessing, network_size, prepare
 from evaluation.protocol import MetricSums, SegmentationProtocol
-from evaluation.segmentation_metrics import confusion_matrix, pixel_accuracy
+from evaluation.segmentation_metrics import IGNORE_INDEX, confusion_matrix, pixel_accuracy
 
 
 def _probabilities(model: torch.nn.Module, x: torch.Tensor, flip: bool, num_classes: int | None) -> torch.Tensor:
@@ -72,15 +73,24 @@ def _row(benchmark: str, sample_id: str, confusion: np.ndarray) -> dict:
             "reason": "" if labelled else "no labelled pixel"}
 
 
+def _picture(sample, pred: np.ndarray, value: float, classes: int) -> Picture:
+    """Downsized input, ground truth (NaN = unlabelled) and prediction; nearest keeps class ids whole."""
+    gt = np.where(sample.labels == IGNORE_INDEX, np.nan, sample.labels).astype(np.float32)
+    return Picture(sample.id, shrink(sample.rgb, "area")[0], shrink(gt, "nearest")[0],
+                   shrink(pred.astype(np.float32), "nearest")[0], value=value, classes=classes)
+
+
 def score_segmentation(model: torch.nn.Module, pre: Preprocessing, protocol: SegmentationProtocol, reader,
-                       ids: Sequence[str], device: str = "cpu", batch_size: int = 4) -> tuple[MetricSums, list[dict]]:
-    """Predict and score ``ids`` of a segmentation benchmark: ``(sums with the summed confusion matrix, rows)``.
+                       ids: Sequence[str], device: str = "cpu", batch_size: int = 4,
+                       picture_ids: Sequence[str] = ()) -> tuple[MetricSums, list[dict], list[Picture]]:
+    """Predict and score ``ids`` of a segmentation benchmark: ``(sums with the summed confusion matrix, rows,
+    pictures of the images in picture_ids)``.
 
     One row per image holds its own pixel accuracy (for finding the worst images); the benchmark's numbers come
     from the summed matrix only.
     """
     sums = MetricSums(confusion=np.zeros((protocol.num_classes,) * 2, np.int64))
-    rows = []
+    rows, pictures = [], []
     for start in range(0, len(ids), batch_size):
         samples = [reader.load(i) for i in ids[start:start + batch_size]]
         preds = predict_labels(model, [s.rgb for s in samples], pre, protocol.scales, protocol.flip, device,
@@ -93,4 +103,6 @@ def score_segmentation(model: torch.nn.Module, pre: Preprocessing, protocol: Seg
             else:
                 sums.skipped += 1
             rows.append(_row(protocol.name, sample.id, confusion))
-    return sums, rows
+            if sample.id in picture_ids:
+                pictures.append(_picture(sample, pred, rows[-1]["value"], protocol.num_classes))
+    return sums, rows, pictures

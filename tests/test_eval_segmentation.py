@@ -147,6 +147,30 @@ def test_chunk_confusion_by_hand_and_parts_add_up(tmp_path):
     assert [r["valid_pixels"] for r in whole.rows] == [int((l != 255).sum()) for l in labels]
 
 
+def test_chunk_pictures_show_classes_and_errors(tmp_path):
+    from evaluation.pictures import colour_labels, label_palette, picture_grid
+
+    ids = write_ade(str(tmp_path), images=3, h=40, w=300)  # wider than a picture: downsized by nearest
+    model, pre = SwappingLoader()()
+    result = run_chunk(model, pre, "ade20k", str(tmp_path), ids, picture_ids=[ids[1]])
+    [picture] = result.pictures
+    assert picture.id == ids[1] and picture.classes == 150 and picture.rgb.shape == (34, 256, 3)
+    labels = make_reader("ade20k", str(tmp_path)).load(ids[1]).labels
+    # Nearest downsizing keeps class ids whole: every shown id is one of the image's, unlabelled stays NaN.
+    assert set(np.unique(picture.gt[np.isfinite(picture.gt)])) <= set(np.unique(labels[labels != 255]))
+    assert np.isnan(picture.gt).any() and picture.gt.shape == picture.pred.shape == (34, 256)
+    # The swapping classifier: class 1 predicted as 2 and 2 as 1, class 0 right (away from band edges).
+    middle = picture.gt[17]
+    assert {(int(g), int(p)) for g, p in zip(middle, picture.pred[17]) if np.isfinite(g)} >= {(1, 2), (2, 1)}
+    assert picture.value == pytest.approx(result.rows[1]["value"])
+    colours = colour_labels(picture.gt, 150)
+    np.testing.assert_allclose(colours[np.isnan(picture.gt)], 0.6)
+    np.testing.assert_allclose(colours[17, np.isfinite(middle)], label_palette(150)[middle[np.isfinite(middle)]
+                                                                                     .astype(int)])
+    fig = picture_grid(result.pictures, "ADE20K", "mIoU")
+    assert len(fig.axes) == 4 and fig.axes[3].get_title() == "errors (in the predicted class)"
+
+
 def test_a_segmentation_checkpoint_evaluates_through_the_loader(tmp_path):
     from evaluation.model_loading import CheckpointLoader
     from training.model import build_model, save_checkpoint
@@ -193,6 +217,8 @@ def test_ray_job_sums_workers_exactly_and_logs_miou(ray_cluster, mlflow_tracking
                                                             artifact_path="eval/segmentation/ade20k_confusion.npy",
                                                             dst_path=str(tmp_path / "art")))
     np.testing.assert_array_equal(confusion, local.sums.confusion)  # the numbers can be recomputed from it
+    pictures = mlflow.MlflowClient().list_artifacts(run.info.run_id, "eval/pictures")
+    assert [a.path for a in pictures] == ["eval/pictures/ade20k.png"] and pictures[0].file_size > 5000
     per_class = mlflow.artifacts.download_artifacts(run_id=run.info.run_id, dst_path=str(tmp_path / "art"),
                                                     artifact_path="eval/segmentation/ade20k_class_iou.csv")
     lines = open(per_class).read().splitlines()
