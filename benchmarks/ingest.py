@@ -6,6 +6,10 @@ layout of DIML/ApolloScape-style sources. Peer, in the same run: the loop people
 process, PIL decode, 1/depth, ``webdataset.ShardWriter``), without checks, rejects, resume or Ray.
 
     PYTHONPATH=. python benchmarks/ingest.py --samples 96      (or: python -m benchmarks.ingest)
+
+"read" is reading, decoding, checking and converting the source; "write" is encoding the contract members,
+tar, sha256, the atomic write (fsync, rename) and the shard's completion record. Last, one shard is
+written in this process with the writer's steps timed apart (``write_breakdown``).
 """
 
 from __future__ import annotations
@@ -94,6 +98,42 @@ def run_peer(raw: Path, out: Path) -> dict:
             "shards": len(list(out.glob("*.tar")))}
 
 
+def write_breakdown(raw: Path, out: Path, samples: int = 24, dtype: str = "float32") -> dict:
+    """Where one shard's time goes, in this process, ms per sample: ``read`` (``assemble_sample``: read,
+    decode, check, convert), ``encode`` (``encode_sample``: checks, npy, mask PNG, json), ``tar+sha256``
+    (tar headers, hashing, the write into the page cache) and ``fsync+rename`` (the atomic commit).
+    The same calls ``ShardWriter`` makes, separated by timers."""
+    from ingest.assemble import assemble_sample
+    from ingest.sources.folder import FolderAdapter
+    from pipeline import storage
+    from pipeline.shard_tar import HashingTarWriter
+    from pipeline.shards import TAR_MTIME, encode_sample
+
+    adapter = FolderAdapter(str(raw), image_glob="*/rgb/*.jpg", target_glob="*/depth/*.png",
+                            target="metric_depth", divisor=1000)
+    refs = adapter.list_samples()[:samples]
+    parts = dict.fromkeys(("read", "encode", "tar+sha256", "fsync+rename"), 0.0)
+    atomic = storage.write_atomic(str(out / "shard-000000.tar"))
+    tar = HashingTarWriter(atomic.__enter__(), mtime=TAR_MTIME, user="dpt", group="dpt")
+    for ref in refs:
+        t0 = time.perf_counter()
+        sample = assemble_sample(adapter, ref, "train")
+        t1 = time.perf_counter()
+        members = encode_sample(sample, dtype)
+        t2 = time.perf_counter()
+        tar.write(sample.key, members)
+        t3 = time.perf_counter()
+        parts["read"] += t1 - t0
+        parts["encode"] += t2 - t1
+        parts["tar+sha256"] += t3 - t2
+    t0 = time.perf_counter()
+    tar.close()
+    atomic.__exit__(None, None, None)
+    parts["fsync+rename"] += time.perf_counter() - t0
+    return {"dtype": dtype, "samples": len(refs), "bytes_per_sample": tar.bytes / len(refs),
+            **{k: v / len(refs) * 1000 for k, v in parts.items()}}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--samples", type=int, default=96)
@@ -110,13 +150,20 @@ def main() -> None:
         rows += [run_job(raw, Path(tmp) / f"out{w}", w) for w in (1, 2)]
         rows.append(run_job(raw, Path(tmp) / "out16", 2, "float16"))
         ray.shutdown()
+        breakdown = [write_breakdown(raw, Path(tmp) / f"parts{d}", dtype=d) for d in ("float32", "float16")]
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
           f"load average {os.getloadavg()[0]:.1f}; {args.samples} samples of 640x480")
     print(f"{'run':<46} {'samples/s':>9} {'MB/s':>7} {'read':>6} {'resize':>6} {'write':>6}")
     for r in rows:
         print(f"{r['name']:<46} {r['samples_per_s']:>9.1f} {r['mb_per_s']:>7.1f} {r['read_share']:>6.0%}"
               f" {r['resize_share']:>6.0%} {r['write_share']:>6.0%}")
-    print(json.dumps(rows))
+    print("one shard in this process, ms per sample:")
+    print(f"{'dtype':<8} {'MB/sample':>9} {'read':>6} {'encode':>6} {'tar+sha256':>10} {'fsync+rename':>12} {'write':>6}")
+    for b in breakdown:
+        write = b["encode"] + b["tar+sha256"] + b["fsync+rename"]
+        print(f"{b['dtype']:<8} {b['bytes_per_sample'] / 1e6:>9.3f} {b['read']:>6.2f} {b['encode']:>6.2f}"
+              f" {b['tar+sha256']:>10.2f} {b['fsync+rename']:>12.2f} {write / (write + b['read']):>6.0%}")
+    print(json.dumps({"runs": rows, "write_breakdown": breakdown}))
 
 
 if __name__ == "__main__":

@@ -52,6 +52,6 @@ def assemble_sample(adapter: SourceAdapter, ref: SampleRef, split: str, min_vali
 
 
 def _check_valid_fraction(valid: np.ndarray, minimum: float) -> None:
-    fraction = float(valid.mean()) if valid.size else 0.0
+    fraction = np.count_nonzero(valid) / valid.size if valid.size else 0.0
     if fraction < minimum:
         raise RejectedSample(f"only {fraction:.2%} of target pixels are valid (minimum {minimum:.2%})")

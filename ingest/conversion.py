@@ -61,23 +61,31 @@ def to_disparity(target: np.ndarray, valid: np.ndarray, kind: TargetKind | str) 
     kind = TargetKind(kind)
     if kind.is_labels:
         raise ValueError("semantic_labels are class ids, not a depth target: convert them with to_labels")
-    target = np.asarray(target, dtype=np.float64)
+    # float32 throughout (the stored target is float32 at most; 1/d rounded once, correctly, in float32);
+    # a float64 target is worked in float64 and rounded once at the end.
+    target = np.asarray(target)
+    work = np.float64 if target.dtype == np.float64 else np.float32
+    target = target.astype(work, copy=False)
     valid = np.asarray(valid, dtype=bool)
     if target.shape != valid.shape or target.ndim != 2:
         raise InvalidTarget(f"target {list(target.shape)} and valid {list(valid.shape)} must be one [H, W]")
-    values = target[valid]
+    if not (np.isfinite(target).all() and target.min(initial=0) >= 0):  # else: no pixel can be bad
+        _check_valid_values(target[valid])
+    if kind.is_depth:
+        valid = valid & (target > 0)
+        disparity = np.zeros(target.shape, work)
+        np.divide(work(1), target, out=disparity, where=valid)
+    else:
+        disparity = np.where(valid, target, work(0))
+    return disparity.astype(np.float32, copy=False), valid
+
+
+def _check_valid_values(values: np.ndarray) -> None:
     bad = ~np.isfinite(values)
     if bad.any():
         raise InvalidTarget(f"{int(bad.sum())} valid pixels are NaN or Inf")
     if (values < 0).any():
         raise InvalidTarget(f"{int((values < 0).sum())} valid pixels are negative")
-    if kind.is_depth:
-        valid = valid & (target > 0)
-        disparity = np.zeros(target.shape, np.float64)
-        np.divide(1.0, target, out=disparity, where=valid)
-    else:
-        disparity = np.where(valid, target, 0.0)
-    return disparity.astype(np.float32), valid
 
 
 def to_labels(classes: np.ndarray, labelled: np.ndarray) -> np.ndarray:

@@ -16,7 +16,7 @@ from collections import defaultdict
 from typing import Any
 
 from ingest.sources.base import SampleRef, SourceAdapter
-from pipeline.shards import CONTRACT_VERSION, Reject, make_key
+from pipeline.shards import CONTRACT_VERSION, DISPARITY_DTYPES, Reject, make_key
 
 SPLIT_BY = ("scene", "none")
 
@@ -50,6 +50,8 @@ class IngestSettings:
             raise ValueError(f"--shard-size-mb must be positive, not {self.shard_size_mb}")
         if self.workers < 1:
             raise ValueError(f"--workers must be at least 1, not {self.workers}")
+        if self.disparity_dtype not in DISPARITY_DTYPES:
+            raise ValueError(f"--disparity-dtype must be one of {', '.join(DISPARITY_DTYPES)}, not {self.disparity_dtype!r}")
         if self.samples_per_shard is not None and self.samples_per_shard < 1:
             raise ValueError(f"samples per shard must be at least 1, not {self.samples_per_shard}")
 

@@ -104,7 +104,9 @@ def write_shard(adapter: SourceAdapter, shard: ShardPlan, prefix: str, settings:
     timings = {"read": 0.0, "resize": 0.0, "write": 0.0}
     rejects: list[list[str]] = []
     written = 0
+    start = time.perf_counter()
     writer = ShardWriter(url, options, settings.disparity_dtype)
+    timings["write"] += time.perf_counter() - start
     try:
         for ref in shard.refs:
             sample, reason = _read_one(adapter, ref, shard.split, settings, timings)
@@ -133,5 +135,8 @@ def write_shard(adapter: SourceAdapter, shard: ShardPlan, prefix: str, settings:
         info.samples if info else 0, info.bytes if info else 0, info.sha256 if info else None, rejects, timings,
     )
     data = json.dumps(dataclasses.asdict(record), sort_keys=True, indent=1).encode()
+    start = time.perf_counter()
     storage.write_bytes(record_url(prefix, adapter.name, shard.split, shard.index), data, options)
+    # Writing the record (atomically, fsynced) is part of writing the shard; the stored copy cannot count it.
+    record.timings["write"] += time.perf_counter() - start
     return record

@@ -69,3 +69,27 @@ def test_labels_are_not_a_depth_target():
     with pytest.raises(ValueError, match="to_labels"):
         to_disparity(np.ones((2, 2)), np.ones((2, 2), bool), TargetKind.SEMANTIC_LABELS)
     assert TargetKind("semantic_labels").is_labels and not TargetKind.SEMANTIC_LABELS.is_depth
+
+
+def test_depth_is_inverted_in_float32_correctly_rounded():
+    rng = np.random.default_rng(0)
+    depth = rng.uniform(0.05, 200.0, (64, 64)).astype(np.float32)
+    disp, ok = to_disparity(depth, np.ones(depth.shape, bool), "metric_depth")
+    assert disp.dtype == np.float32 and ok.all()
+    np.testing.assert_array_equal(disp, np.float32(1) / depth)  # IEEE division: one correct rounding
+    np.testing.assert_array_max_ulp(disp, (1 / depth.astype(np.float64)).astype(np.float32), maxulp=1)
+    # A float64 target keeps float64 until the single rounding at the end.
+    wide = depth.astype(np.float64) * (1 + 1e-9)
+    np.testing.assert_array_equal(to_disparity(wide, ok, "metric_depth")[0], (1 / wide).astype(np.float32))
+
+
+def test_integer_targets_and_nan_outside_valid():
+    raw = np.array([[0, 4, 65535]], np.uint16)  # e.g. a 16-bit PNG read as is
+    disp, ok = to_disparity(raw, np.ones(raw.shape, bool), "relative_depth")
+    assert ok.tolist() == [[False, True, True]]
+    np.testing.assert_array_equal(disp, np.array([[0, 0.25, 1 / 65535]], np.float32))
+    target = np.array([[np.nan, -3.0, 2.0]], np.float32)
+    disp, ok = to_disparity(target, np.array([[False, False, True]]), "inverse_depth")
+    assert ok.tolist() == [[False, False, True]] and disp.tolist() == [[0, 0, 2.0]]
+    with pytest.raises(InvalidTarget, match="1 valid pixels are negative"):
+        to_disparity(target, np.array([[False, True, True]]), "inverse_depth")

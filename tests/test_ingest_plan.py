@@ -75,7 +75,7 @@ def test_duplicate_ids_and_paths_escaping_the_root_are_rejected_while_planning(t
 
 
 @pytest.mark.parametrize("bad", [dict(val_fraction=1.0), dict(max_side=0), dict(workers=0),
-                                 dict(shard_size_mb=0), dict(split_by="frame")])
+                                 dict(shard_size_mb=0), dict(split_by="frame"), dict(disparity_dtype="float64")])
 def test_bad_settings_name_the_option(bad):
     with pytest.raises(ValueError, match="--" + next(iter(bad)).replace("_", "-")):
         IngestSettings(**bad)

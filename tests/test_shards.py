@@ -95,11 +95,67 @@ def test_source_bytes_are_kept_and_float16_stored(tmp_path):
     np.testing.assert_allclose(got.disparity, np.where(sample.mask, sample.disparity, 0), rtol=1e-3)
 
 
-def test_identical_input_gives_identical_bytes(tmp_path):
+@pytest.mark.parametrize("dtype", ["float32", "float16"])
+def test_identical_input_gives_identical_bytes(tmp_path, dtype):
     samples = [make_sample(i) for i in range(4)]
-    a = write_shard(str(tmp_path / "a.tar"), samples)
-    b = write_shard(str(tmp_path / "b.tar"), samples)
+    a = write_shard(str(tmp_path / "a.tar"), samples, disparity_dtype=dtype)
+    b = write_shard(str(tmp_path / "b.tar"), [make_sample(i) for i in range(4)], disparity_dtype=dtype)
     assert a.sha256 == b.sha256 and a.bytes == b.bytes
+    assert (tmp_path / "a.tar").read_bytes() == (tmp_path / "b.tar").read_bytes()
+
+
+def test_shard_is_webdataset_tarwriter_output_byte_for_byte(tmp_path):
+    """The writer's own tar path (seekable tarfile, zero-copy members, hashed as written) must produce
+    exactly what webdataset.TarWriter writes for the same members, with the sha256 of the file's bytes."""
+    import hashlib
+
+    import webdataset
+
+    samples = [make_sample(0), make_sample(1, fmt="jpg"), make_sample(2, h=70, w=90), make_sample(3, h=1, w=1)]
+    reference = io.BytesIO()
+    sink = webdataset.TarWriter(reference, encoder=False, mtime=0, user="dpt", group="dpt")
+    for s in samples:
+        sink.write({"__key__": s.key, **encode_sample(s)})
+    sink.close()
+    info = write_shard(str(tmp_path / "ours.tar"), samples)
+    ours = (tmp_path / "ours.tar").read_bytes()
+    assert ours == reference.getvalue()
+    assert info.sha256 == hashlib.sha256(ours).hexdigest() and info.bytes == len(ours)
+    assert [s.key for s in iter_shard(str(tmp_path / "ours.tar"))] == [s.key for s in samples]
+
+
+@pytest.mark.parametrize("pattern", ["all", "none", "band", "holes", "checker"])
+def test_mask_png_decodes_to_the_exact_mask(pattern):
+    h, w = 37, 53
+    mask = {"all": np.ones((h, w), bool), "none": np.zeros((h, w), bool),
+            "band": np.arange(h)[:, None].repeat(w, 1) >= 5,
+            "holes": np.random.default_rng(1).uniform(size=(h, w)) > 0.03,
+            "checker": (np.indices((h, w)).sum(0) % 2).astype(bool)}[pattern]
+    sample = make_sample(0, h=h, w=w)
+    sample.mask = mask
+    png = encode_sample(sample)["mask.png"]
+    img = Image.open(io.BytesIO(png))
+    assert img.format == "PNG" and img.mode == "L"
+    np.testing.assert_array_equal(np.asarray(img), np.where(mask, 255, 0))
+
+
+def test_float16_precision_bound_and_overflow():
+    # Every normal float16 magnitude: rounding to nearest keeps the relative error within 2**-11.
+    values = np.geomspace(2.0**-14, 65504, 12 * 16).astype(np.float32).reshape(12, 16)
+    sample = make_sample(0)
+    sample.disparity, sample.mask = values, np.ones(values.shape, bool)
+    members = encode_sample(sample, disparity_dtype="float16")
+    stored = np.load(io.BytesIO(members["disp.npy"]))
+    assert stored.dtype == np.float16
+    assert np.max(np.abs(stored.astype(np.float64) - values) / values) <= 2.0**-11
+    np.testing.assert_array_equal(decode_sample({"__key__": sample.key, **members}).disparity, stored.astype(np.float32))
+    sample.disparity = np.full(values.shape, 65519.0, np.float32)  # rounds down to 65504: still finite
+    assert np.load(io.BytesIO(encode_sample(sample, "float16")["disp.npy"])).max() == 65504
+    sample.disparity = np.full(values.shape, 65520.0, np.float32)
+    with pytest.raises(ShardError, match="overflows float16; write float32"):
+        encode_sample(sample, "float16")
+    with pytest.raises(ValueError, match="disparity dtype must be one of float16, float32, not 'float64'"):
+        encode_sample(make_sample(0), "float64")
 
 
 def test_make_key():

@@ -28,9 +28,8 @@ def _open(data: bytes) -> Image.Image:
         raise FormatError(f"unreadable or truncated PNG ({exc})") from exc
 
 
-def read_png16(data: bytes) -> np.ndarray:
-    """Decode a 16-bit grayscale PNG to uint16 ``[H, W]`` raw values."""
-    img = _open(data)
+def _gray16(img: Image.Image) -> np.ndarray:
+    """The uint16 ``[H, W]`` values of an opened 16-bit grayscale image."""
     if img.mode not in ("I;16", "I;16B", "I;16L", "I"):
         raise FormatError(f"expected a 16-bit grayscale PNG, found mode {img.mode}")
     array = np.asarray(img)
@@ -41,17 +40,25 @@ def read_png16(data: bytes) -> np.ndarray:
     return array
 
 
+def read_png16(data: bytes) -> np.ndarray:
+    """Decode a 16-bit grayscale PNG to uint16 ``[H, W]`` raw values."""
+    return _gray16(_open(data))
+
+
 def read_png_gray(data: bytes) -> np.ndarray:
-    """Decode an 8- or 16-bit grayscale PNG to uint8 or uint16 ``[H, W]`` raw values.
+    """Decode an 8- or 16-bit grayscale PNG to uint8 or uint16 ``[H, W]`` raw values (decoded once).
 
     An RGB PNG whose three channels are equal (a gray map saved in colour) is accepted as its first
     channel; one with different channels is not a single-channel map and raises :class:`FormatError`.
     """
-    img = _open(data)
+    return _gray(_open(data))
+
+
+def _gray(img: Image.Image) -> np.ndarray:
     if img.mode == "L":
         return np.asarray(img)
     if img.mode in ("I;16", "I;16B", "I;16L", "I"):
-        return read_png16(data)
+        return _gray16(img)
     if img.mode in ("RGB", "RGBA"):
         rgb = np.asarray(img)[..., :3]
         if (rgb == rgb[..., :1]).all():
@@ -69,7 +76,7 @@ def read_png_labels(data: bytes) -> np.ndarray:
     img = _open(data)
     if img.mode == "P":
         return np.asarray(img)
-    return read_png_gray(data)
+    return _gray(img)
 
 
 def write_png16(array: np.ndarray) -> bytes:
