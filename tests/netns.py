@@ -22,7 +22,7 @@ class NetworkNamespace:
 
     def __init__(self) -> None:
         self.name = f"dpt-{uuid.uuid4().hex[:10]}"
-        subprocess.run(["ip", "netns", "add", self.name], check=True, capture_output=True, timeout=30)
+        subprocess.run(["ip", "netns", "add", self.name], check=True, capture_output=True, text=True, timeout=30)
         try:
             self.run(["ip", "link", "set", "lo", "up"])
         except BaseException:
@@ -31,11 +31,15 @@ class NetworkNamespace:
 
     @classmethod
     def unavailable_reason(cls) -> str | None:
-        """Why this machine cannot make one (None when it can): root and iproute2 are needed."""
+        """Why this machine cannot make one (None when it can): root, iproute2 and a kernel that lets us."""
         if os.geteuid() != 0:
             return "network namespaces need root (CAP_SYS_ADMIN)"
-        probe = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True)
-        return None if probe.returncode == 0 else f"`ip netns` does not work here: {probe.stderr.strip()}"
+        try:
+            cls().close()
+        except (OSError, subprocess.SubprocessError) as exc:
+            detail = getattr(exc, "stderr", None) or exc
+            return f"`ip netns add` does not work here: {str(detail).strip()}"
+        return None
 
     @property
     def prefix(self) -> list[str]:
