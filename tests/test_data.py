@@ -11,8 +11,8 @@ import torch
 
 from tests.training_corpus import write_source
 from training import augment
-from training.data import (DataConfig, LoaderConfig, ShardsConfig, StreamConfig, make_loader, source_shards,
-                           source_stream, validation_batches)
+from training.data import (DataConfig, LoaderConfig, ShardsConfig, StreamConfig, make_loader, source_counts,
+                           source_shards, source_stream, validation_batches)
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +38,7 @@ def _config(prefix: str, **kw) -> DataConfig:
 @pytest.mark.parametrize("source", ["alpha", "beta"])
 def test_slots_read_disjoint_samples_that_cover_the_source(corpus, source):
     prefix, keys = corpus
-    urls = source_shards(ShardsConfig(prefix, [source]))[source]
+    urls = source_counts(ShardsConfig(prefix, [source]))[source]
     world, workers = 2, 2
     seen = []
     for rank, worker in itertools.product(range(world), range(workers)):
@@ -51,8 +51,8 @@ def test_slots_read_disjoint_samples_that_cover_the_source(corpus, source):
 
 def test_streams_are_endless_and_reshuffled_per_epoch(corpus):
     prefix, keys = corpus
-    urls = source_shards(ShardsConfig(prefix, ["beta"]))["beta"]
-    stream = source_stream(urls, (0, 1, 0, 1), StreamConfig(shuffle=6, seed=1), 3)
+    counts = source_counts(ShardsConfig(prefix, ["beta"]))["beta"]
+    stream = source_stream(counts, (0, 1, 0, 1), StreamConfig(shuffle=6, seed=1), 3)
     first, second = ([next(stream)["__key__"] for _ in range(6)] for _ in range(2))
     assert sorted(first) == sorted(second) == sorted(keys["beta"])
     assert first != second

@@ -129,7 +129,9 @@ def test_tiny_dpt_learns_the_label_maps(tmp_path):
     prefix = str(tmp_path)
     write_label_source(prefix, 32)
     write_label_source(prefix, 8, split="val", seed=1)
-    config = _config(prefix, "schedule.steps=30", "data.segmentation.base_size=48", "data.segmentation.crop=32")
+    # 60 steps: after 30, held-out accuracy was above 0.4 for only half of the data seeds (0.24-0.61 over
+    # stream seeds 0-11); after 60 it was 0.72-0.84 for each of seeds 0-7.
+    config = _config(prefix, "schedule.steps=60", "data.segmentation.base_size=48", "data.segmentation.crop=32")
     torch.manual_seed(0)
     model = build_model("dpt_tiny_ade20k", head_kwargs={"num_classes": CLASSES})
     before, _ = _held_out(model, config)

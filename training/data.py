@@ -6,7 +6,9 @@ loader is built; every sample is decoded and checked against the shard contract 
 ``pipeline.shards.decode_sample``. Streams are endless: each source restarts with a new shard order when
 it runs out, so a run is a number of *steps*, every rank runs exactly the same number of them, and uneven
 shard counts cannot hang DDP. Within one pass over a source no two slots (rank x loader worker) read the
-same sample (see ``training.mixing``).
+same sample (see ``training.mixing``). A rank's stream is a deterministic function of the seeds, the
+curriculum phase, the rank and the loader worker, and continues exactly after a given number of consumed
+batches (``DataPosition``, saved in checkpoints; ``training.resume``).
 
 A batch is a dict: ``image`` float ``[B, 3, S, S]`` normalised, ``disparity`` float ``[B, 1, S, S]``
 (inverse depth up to scale and shift), ``mask`` bool ``[B, 1, S, S]``, ``source`` and ``key``: lists of str.
@@ -20,7 +22,7 @@ import dataclasses
 import hashlib
 import itertools
 import random
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Literal
 
 import numpy as np
@@ -76,8 +78,8 @@ class LoaderConfig:
     prefetch: int = 2
 
 
-def source_shards(config: ShardsConfig) -> dict[str, list[str]]:
-    """``{source: [shard url, ...]}`` from each source's manifest; a missing or empty one is an error."""
+def source_counts(config: ShardsConfig) -> dict[str, dict[str, int]]:
+    """``{source: {shard url: samples}}`` from each source's manifest; a missing or empty one is an error."""
     out = {}
     for source in config.sources:
         directory = shard_dir(config.prefix, source, config.split)
@@ -85,11 +87,16 @@ def source_shards(config: ShardsConfig) -> dict[str, list[str]]:
             shards = read_manifest(directory)
         except FileNotFoundError as exc:
             raise FileNotFoundError(f"source {source!r}: no manifest.parquet in {directory} (not ingested?)") from exc
-        urls = [s.url for s in shards if s.samples > 0]
-        if not urls:
+        counts = {s.url: s.samples for s in shards if s.samples > 0}
+        if not counts:
             raise ValueError(f"source {source!r}: the manifest in {directory} lists no samples")
-        out[source] = urls
+        out[source] = counts
     return out
+
+
+def source_shards(config: ShardsConfig) -> dict[str, list[str]]:
+    """``{source: [shard url, ...]}`` from each source's manifest (see :func:`source_counts`)."""
+    return {source: list(counts) for source, counts in source_counts(config).items()}
 
 
 def read_samples(urls: Sequence[str]) -> Iterator[dict]:
@@ -97,23 +104,58 @@ def read_samples(urls: Sequence[str]) -> Iterator[dict]:
     return wds.tarfile_samples([{"url": url} for url in urls])
 
 
-def source_stream(urls, slot: tuple[int, int, int, int], stream: StreamConfig, seed: int,
-                  epochs: int | None = None) -> Iterator[dict]:
-    """Raw samples of one source for one slot ``(rank, world, worker, workers)``; endless unless ``epochs``."""
+def _slot_samples(shards: Sequence[tuple[str, int]], slot: int, slots: int, wanted) -> Iterator[tuple[int, dict]]:
+    """``(epoch index, raw sample)`` of the samples a slot keeps from ``shards`` (``(url, manifest count)`` in
+    epoch order; every ``slots``-th raw sample from ``slot``) whose epoch index ``wanted`` accepts.
+
+    A shard holding no wanted sample is not opened; unwanted samples of an opened shard are dropped as bytes,
+    before any decode. A shard whose sample count differs from its manifest row is an error naming it."""
+    offset = 0
+    for url, count in shards:
+        first, last = mixing.kept_before(offset, slot, slots), mixing.kept_before(offset + count, slot, slots)
+        if any(wanted(i) for i in range(first, last)):
+            read = 0
+            for read, sample in enumerate(read_samples([url]), start=1):
+                raw = offset + read - 1
+                if raw % slots == slot and wanted(raw // slots):
+                    yield raw // slots, sample
+            if read != count:
+                raise ValueError(f"{url}: holds {read} samples but its manifest row says {count}")
+        offset += count
+
+
+def source_stream(shards: Mapping[str, int], slot: tuple[int, int, int, int], stream: StreamConfig, seed: int,
+                  epochs: int | None = None, start: int = 0, order_seed: int | None = None) -> Iterator[dict]:
+    """Raw samples of one source for one slot ``(rank, world, worker, workers)``; endless unless ``epochs``.
+
+    ``shards``: ``{url: samples}`` (the manifest). Epoch ``e`` deals the shards in ``epoch_order(order_seed, e)``
+    (``order_seed`` defaults to ``stream.seed``; it must be the same on every slot) and streams the slot's
+    samples through a shuffle buffer seeded by ``(seed, e)``. The manifest's counts give each epoch's length
+    before reading, so the epoch's output order is a permutation of its input indices computed up front, and
+    ``start`` (samples this stream already delivered) is skipped at the cheapest level: whole epochs by
+    arithmetic, shards holding none of the remaining samples unopened, the rest dropped before decode.
+    """
     rank, world, worker, workers = slot
-    rng = random.Random(seed)
+    order_seed = stream.seed if order_seed is None else order_seed
     epoch = 0
     while epochs is None or epoch < epochs:
-        mine, split = mixing.slot_shards(mixing.epoch_order(urls, stream.seed, epoch), rank, world, worker, workers)
-        samples = read_samples(mine)
-        if split:
-            samples = mixing.split_samples(samples, rank * workers + worker, world * workers)
-        produced = 0
-        for sample in mixing.shuffle(samples, stream.shuffle, rng):
-            produced += 1
-            yield sample
-        if produced == 0:
-            raise ValueError(f"shards {list(urls)[:3]}...: no sample for slot {rank * workers + worker}")
+        mine, split = mixing.slot_shards(mixing.epoch_order(list(shards), order_seed, epoch), rank, world, worker, workers)
+        keep = (rank * workers + worker, world * workers) if split else (0, 1)
+        length = mixing.kept_before(sum(shards[url] for url in mine), *keep)
+        if length == 0:
+            raise ValueError(f"shards {list(shards)[:3]}...: no sample for slot {rank * workers + worker}")
+        if start >= length:  # an epoch this stream already delivered: nothing to read
+            start -= length
+            epoch += 1
+            continue
+        order = list(mixing.shuffle(range(length), stream.shuffle, random.Random(_seed(seed, epoch))))
+        position = [0] * length
+        for index, item in enumerate(order):
+            position[item] = index
+        skip = start
+        indexed = _slot_samples([(url, shards[url]) for url in mine], *keep, lambda i: position[i] >= skip)
+        yield from mixing.reorder(indexed, order, start)
+        start = 0
         epoch += 1
 
 
@@ -176,51 +218,93 @@ def _seed(*parts) -> int:
     return int.from_bytes(hashlib.sha256("/".join(map(str, parts)).encode()).digest()[:8], "little")
 
 
+@dataclasses.dataclass
+class DataPosition:
+    """Where one rank's training stream stands; each checkpoint's ``meta.json`` holds it as ``data_position``.
+
+    phase: the curriculum phase (index into ``training.config.phases``) the stream belongs to; salt: 0, or the
+    step at which the stream was started afresh because the saved one could not continue (see
+    ``training.resume``); batches: how many batches the training step has taken from this stream, which is
+    all a rank's position is: with a DataLoader's round-robin over its workers it says how many batches each
+    worker delivered (prefetched ones never count); layout: what else the stream is a function of (world size,
+    loader workers, batch size, seed, sources, weights), so that a resume can tell whether it may continue.
+    """
+
+    phase: int = 0
+    salt: int = 0
+    batches: int = 0
+    layout: dict = dataclasses.field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> DataPosition:
+        missing = [f.name for f in dataclasses.fields(cls) if f.name not in data]
+        if missing:
+            raise ValueError(f"checkpoint meta.json: data_position lacks {missing} (has {sorted(data)})")
+        return cls(int(data["phase"]), int(data["salt"]), int(data["batches"]), dict(data["layout"]))
+
+
 class MixedShardStream(IterableDataset):
     """Endless batches mixed across sources for one rank; each DataLoader worker is one slot.
 
-    ``start_step`` (the data position of a resumed run) reseeds mixing, shuffling and augmentation so that a
-    resumed run does not replay the order it has already trained on.
+    The stream is a deterministic function of the seeds, the phase of ``position``, the rank and the worker;
+    ``position.batches`` (the batches already consumed) makes each worker fast-forward past what it delivered:
+    it replays its source draws without data (``mixing.skip_draws``), each source stream skips the samples
+    it gave (``source_stream(start=...)``), and augmentation draws come from a generator per sample index, so
+    none has to be replayed. Exact continuation this way needs no data-loader state in the checkpoint (one
+    integer per rank) and no extra dependency (torchdata's StatefulDataLoader would still need this
+    dataset-level fast-forward for an iterable dataset).
     """
 
-    def __init__(self, config: DataConfig, shards: dict[str, list[str]], rank: int = 0, world: int = 1,
-                 start_step: int = 0):
-        self.config, self.shards, self.rank, self.world, self.start_step = config, shards, rank, world, start_step
+    def __init__(self, config: DataConfig, shards: dict[str, dict[str, int]], rank: int = 0, world: int = 1,
+                 position: DataPosition | None = None):
+        self.config, self.shards, self.rank, self.world = config, shards, rank, world
+        self.position = position or DataPosition()
         self.probabilities = mixing.source_weights(list(shards), config.weights)
 
     def __iter__(self) -> Iterator[dict]:
         info = get_worker_info()
-        worker, workers = (info.id, info.num_workers) if info else (0, 1)
+        loader_worker, workers = (info.id, info.num_workers) if info else (0, 1)
+        consumed, cfg = self.position.batches, self.config
+        # A DataLoader takes batch i from its worker i % workers and always starts at worker 0; after
+        # `consumed` batches the next one is due from stream worker consumed % workers, so roles rotate.
+        worker = (loader_worker + consumed) % workers
+        skip = len(range(worker, consumed, workers)) * cfg.loader.batch_size  # samples this worker delivered
+        phase = (cfg.stream.seed, self.position.phase, self.position.salt)
+        base = (*phase, self.rank, worker)
+        mix_rng = random.Random(_seed(*base, "mix"))
+        taken = mixing.skip_draws(list(self.shards), self.probabilities, mix_rng, skip)
         slot = (self.rank, self.world, worker, workers)
-        base = (self.config.stream.seed, self.rank, worker, self.start_step)
-        streams = {
-            name: source_stream(urls, slot, self.config.stream, _seed(*base, name))
-            for name, urls in self.shards.items()
-        }
-        rng = np.random.default_rng(_seed(*base, "augment"))
-        cfg = self.config
+        streams = {name: source_stream(counts, slot, cfg.stream, _seed(*base, name), start=taken[name],
+                                       order_seed=_seed(*phase, "order"))
+                   for name, counts in self.shards.items()}
+        augment_seed = _seed(*base, "augment")
         samples = (
-            train_transform(members, cfg.geometric, cfg.photometric, cfg.normalize, rng, cfg.segmentation_config())
-            for _, members in mixing.mix(streams, self.probabilities, random.Random(_seed(*base, "mix")))
+            train_transform(members, cfg.geometric, cfg.photometric, cfg.normalize,
+                            np.random.default_rng((augment_seed, index)), cfg.segmentation_config())
+            for index, (_, members) in enumerate(mixing.mix(streams, self.probabilities, mix_rng), start=skip)
         )
         return mixing.batched(samples, cfg.loader.batch_size, collate)
 
 
-def make_loader(config: DataConfig, rank: int = 0, world: int = 1, start_step: int = 0,
-                sources: Sequence[str] | None = None) -> Iterator[dict]:
-    """An endless iterator of batches for one rank; ``sources`` restricts to a subset (curriculum)."""
+def make_loader(config: DataConfig, rank: int = 0, world: int = 1, sources: Sequence[str] | None = None,
+                position: DataPosition | None = None) -> Iterator[dict]:
+    """An endless iterator of batches for one rank; ``sources`` restricts to a subset (curriculum);
+    ``position``: continue a stream after the batches it says were consumed (default: a fresh phase 0)."""
     mixing.source_weights(config.shards.sources, config.weights)  # names a typo before anything streams
-    shards = source_shards(config.shards)
+    shards = source_counts(config.shards)
     if sources is not None:
         missing = sorted(set(sources) - set(shards))
         if missing:
             raise ValueError(f"curriculum names sources {missing} that data.shards.sources does not list")
         shards = {name: shards[name] for name in sources}
     weights = {k: v for k, v in config.weights.items() if k in shards}
-    dataset = MixedShardStream(dataclasses.replace(config, weights=weights), shards, rank, world, start_step)
+    dataset = MixedShardStream(dataclasses.replace(config, weights=weights), shards, rank, world, position)
     workers = config.loader.workers
     loader = DataLoader(dataset, batch_size=None, num_workers=workers, persistent_workers=False,
-                        prefetch_factor=config.loader.prefetch if workers else None)
+                        prefetch_factor=config.loader.prefetch if workers else None, in_order=True)
     return iter(loader)
 
 

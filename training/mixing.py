@@ -9,6 +9,11 @@ Within one pass over a source (an epoch of that source), slots read disjoint sam
 
 Mixing as in MiDaS: each sample of a batch first draws its source (uniform by default, weights
 configurable) and then takes the next sample of that source's stream.
+
+Everything here is a function of seeds and of the manifests' sample counts, never of what was read: an
+epoch's order is a permutation known before its first byte (``epoch_length``, ``shuffle`` over indices),
+and the source draws can be replayed without data (``skip_draws``). That is what lets a resumed run
+continue at an exact sample position (see ``training.data.source_stream``).
 """
 
 from __future__ import annotations
@@ -48,6 +53,11 @@ def slot_shards(urls: Sequence[str], rank: int, world: int, worker: int, workers
     return list(urls), True
 
 
+def kept_before(end: int, slot: int, slots: int) -> int:
+    """How many of the raw positions ``0 .. end - 1`` ``split_samples(.., slot, slots)`` keeps."""
+    return len(range(slot, max(end, 0), slots))
+
+
 def epoch_order(urls: Sequence[str], seed: int, epoch: int) -> list[str]:
     """Shards of one source in a shuffled order that every rank and worker agrees on (same seed, same epoch)."""
     order = sorted(urls)
@@ -72,6 +82,24 @@ def shuffle(samples: Iterable[T], buffer: int, rng: random.Random) -> Iterator[T
     yield from pool
 
 
+def reorder(indexed: Iterable[tuple[int, T]], order: Sequence[int], start: int = 0) -> Iterator[T]:
+    """Items given as ``(index, item)`` in ascending index, yielded in ``order[start:]`` (a permutation of indices).
+
+    Only items that arrived before their turn are held; for an ``order`` made by :func:`shuffle` with a buffer
+    of B that is at most about B items, the memory of the buffer itself. Items whose position in ``order`` is
+    before ``start`` must not be given.
+    """
+    pending: dict[int, T] = {}
+    position = start
+    for index, item in indexed:
+        pending[index] = item
+        while position < len(order) and order[position] in pending:
+            yield pending.pop(order[position])
+            position += 1
+    if position < len(order):
+        raise ValueError(f"the input ended before item {order[position]} (position {position} of {len(order)})")
+
+
 def source_weights(sources: Sequence[str], weights: Mapping[str, float]) -> list[float]:
     """Mixing probabilities of ``sources`` (uniform unless ``weights`` names them); checks the names."""
     unknown = sorted(set(weights) - set(sources))
@@ -88,8 +116,21 @@ def mix(streams: Mapping[str, Iterator[Any]], probabilities: Sequence[float], rn
     """Endless ``(source, sample)``: draw a source with ``probabilities``, then take its next sample."""
     names = list(streams)
     while True:
-        name = rng.choices(names, weights=probabilities)[0]
+        name = draw_source(names, probabilities, rng)
         yield name, next(streams[name])
+
+
+def draw_source(names: Sequence[str], probabilities: Sequence[float], rng: random.Random) -> str:
+    """One source draw of :func:`mix` (one ``rng.random()``)."""
+    return rng.choices(names, weights=probabilities)[0]
+
+
+def skip_draws(names: Sequence[str], probabilities: Sequence[float], rng: random.Random, count: int) -> dict[str, int]:
+    """Replay ``count`` draws of :func:`mix` without data: how many samples each source gave (``rng`` advances)."""
+    taken = dict.fromkeys(names, 0)
+    for _ in range(count):
+        taken[draw_source(names, probabilities, rng)] += 1
+    return taken
 
 
 def batched(samples: Iterable[T], size: int, collate: Callable[[list[T]], Any]) -> Iterator[Any]:

@@ -112,14 +112,17 @@ class RankZeroLogger:
         for start in range(0, len(items), 1000):
             self.client.log_batch(self.run_id, metrics=items[start:start + 1000])
 
-    def mark_restart(self, step: int) -> None:
-        """Tag a resumed attempt: how many restarts so far and the step it resumed from."""
+    def mark_restart(self, step: int, data: str | None = None) -> None:
+        """Tag a resumed attempt: how many restarts so far, the step it resumed from, and how its data
+        stream continued (``exact``, or why it was reseeded)."""
         if self.client is None:
             return
         run = self.client.get_run(self.run_id)
         restarts = int(run.data.tags.get("dpt.restarts", "0")) + 1
         self.client.set_tag(self.run_id, "dpt.restarts", str(restarts))
         self.client.set_tag(self.run_id, f"dpt.restart_{restarts}_from_step", str(step))
+        if data is not None:
+            self.client.set_tag(self.run_id, f"dpt.restart_{restarts}_data", data)
 
     def set_tags(self, tags: dict[str, str]) -> None:
         if self.client is not None:

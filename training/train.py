@@ -27,10 +27,11 @@ from pipeline import storage
 from pipeline.config import from_dict, load_config, to_dict
 from pipeline.shards import MANIFEST_NAME, shard_dir
 from training import tracking
-from training.config import TrainConfig, phases
-from training.data import make_loader, validation_batches
+from training.config import TrainConfig
+from training.data import validation_batches
 from training.loop import (StepTimer, build_optimizer, build_scheduler, load_state, save_state, to_device,
                            train_step, validation_sums)
+from training.resume import data_phases, start_position
 from training.segmentation_task import segmentation_validation_sums
 from training.task import make_task
 
@@ -94,17 +95,21 @@ def _report(step: int, metrics: dict, model, optimizer, scheduler, meta: dict, r
         ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(directory))
 
 
-def _restore(config: TrainConfig, model, optimizer, scheduler) -> int:
-    """Resume from Ray's latest checkpoint of this run, else ``run.resume_from``; returns the start step."""
+def _restore(config: TrainConfig, model, optimizer, scheduler) -> tuple[int, dict | None]:
+    """Resume from Ray's latest checkpoint of this run, else ``run.resume_from``; returns (start step, the
+    checkpoint's data position or None)."""
     import ray.train
 
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is None and config.run.resume_from:
         checkpoint = ray.train.Checkpoint(config.run.resume_from, filesystem=_filesystem(config, config.run.resume_from))
     if checkpoint is None:
-        return 0
+        return 0, None
     with checkpoint.as_directory() as directory:
-        return int(load_state(directory, model, optimizer, scheduler)["step"])
+        meta = load_state(directory, model, optimizer, scheduler)
+    if "step" not in meta:
+        raise ValueError(f"checkpoint {checkpoint.path}: meta.json has no 'step' (keys: {sorted(meta)})")
+    return int(meta["step"]), meta.get("data_position")
 
 
 def train_loop_per_worker(loop_config: dict) -> None:
@@ -120,20 +125,21 @@ def train_loop_per_worker(loop_config: dict) -> None:
     device = ray.train.torch.get_device()
     optimizer = build_optimizer(model, config.optim)
     scheduler = build_scheduler(optimizer, config.optim, config.schedule.steps)
-    step = _restore(config, model, optimizer, scheduler)
+    step, saved_position = _restore(config, model, optimizer, scheduler)
+    position, how = start_position(config, world, step, saved_position)
     logger = tracking.RankZeroLogger(loop_config["mlflow"]["uri"], loop_config["mlflow"]["run_id"], rank == 0)
     if step:
-        logger.mark_restart(step)
+        logger.mark_restart(step, data=how)
+        if rank == 0 and how != "exact":
+            print(f"training data: {how}", file=sys.stderr)
     logger.log(_cluster_shape(context.get_node_rank(), world), step)
     task = make_task(config.task, config.data.shards.sources)
     schedule, bf16 = config.schedule, config.schedule.bf16
-    for end, sources in phases(config):
-        if step >= end:
-            continue
-        loader = make_loader(config.data, rank, world, start_step=step, sources=sources)
+    for phase in data_phases(config, rank, world, step, position):
+        end, sources = phase.end, phase.sources
         timer, seen = StepTimer(), Counter()
         while step < end:
-            batch = to_device(next(loader), device)
+            batch = to_device(phase.next_batch(), device)
             timer.data_ready()
             logs = train_step(model, task, optimizer, scheduler, batch, config.optim, bf16)
             step += 1
@@ -148,7 +154,8 @@ def train_loop_per_worker(loop_config: dict) -> None:
                 logger.log(_validate(model, config, rank, world, device), step)
             if step % schedule.checkpoint_every == 0 or step == schedule.steps:
                 _report(step, {"loss": logs["loss/loss"]}, model, optimizer, scheduler,
-                        {"model": config.model.name, "phase_sources": sources, "mlflow_run_id": logger.run_id}, rank)
+                        {"model": config.model.name, "phase_sources": sources, "mlflow_run_id": logger.run_id,
+                         "data_position": phase.position.to_dict()}, rank)
                 timer.data_ready()  # checkpoint time is neither data wait nor step
 
 
