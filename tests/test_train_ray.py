@@ -78,22 +78,37 @@ def test_two_ddp_workers_train_log_and_checkpoint(ray_cluster, mlflow_tracking, 
     assert {m.step: m.value for m in shares}[2] == 1.0
 
 
-def test_checkpoints_to_s3_and_resumes_the_run(ray_cluster, mlflow_tracking, s3_bucket, corpus):
+def _losses(uri: str, run_id: str) -> dict[int, float]:
+    from mlflow import MlflowClient
+
+    return {m.step: m.value for m in MlflowClient(uri).get_metric_history(run_id, "loss/loss")}
+
+
+def test_checkpoints_to_s3_and_resumes_the_run_at_the_exact_data_position(ray_cluster, mlflow_tracking, s3_bucket,
+                                                                         corpus, tmp_path):
     from mlflow import MlflowClient
 
     forward = "run.forward_env=[AWS_ENDPOINT_URL, AWS_DEFAULT_REGION, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY]"
-    first = fit(_config(corpus, f"{s3_bucket}/runs", "s3run", "schedule.steps=2", "schedule.checkpoint_every=2",
-                        "scaling.workers=1", forward))
-    assert first.metrics["step"] == 2
+    # Two ranks with two loader workers each; 3 steps leave each rank's next batch due from its second worker.
+    common = ("schedule.checkpoint_every=3", "data.loader.workers=2")
+    first = fit(_config(corpus, f"{s3_bucket}/runs", "s3run", "schedule.steps=3", forward, *common))
+    assert first.metrics["step"] == 3
     files = storage.list_files(f"{s3_bucket}/runs/s3run")
     assert any(f.endswith("/model.safetensors") for f in files)
     # The same storage path and name: Ray hands the last checkpoint back and training continues from it.
-    second = fit(_config(corpus, f"{s3_bucket}/runs", "s3run", "schedule.steps=4", "schedule.checkpoint_every=2",
-                         "scaling.workers=1", forward))
-    assert second.metrics["step"] == 4
+    second = fit(_config(corpus, f"{s3_bucket}/runs", "s3run", "schedule.steps=6", forward, *common))
+    assert second.metrics["step"] == 6
     run = MlflowClient(mlflow_tracking).get_run(second.mlflow_run_id)
-    assert run.data.tags["dpt.restarts"] == "1" and run.data.tags["dpt.restart_1_from_step"] == "2"
-    assert _history(mlflow_tracking, second.mlflow_run_id, "loss/loss") == [3, 4]
+    assert run.data.tags["dpt.restarts"] == "1" and run.data.tags["dpt.restart_1_from_step"] == "3"
+    assert run.data.tags["dpt.restart_1_data"] == "exact"
+    assert _history(mlflow_tracking, second.mlflow_run_id, "loss/loss") == [4, 5, 6]
+    # The same 6 steps without interruption (CPU, deterministic): after the resume the losses are the same,
+    # which they are only on the same batches (same samples, source draws and augmentation) and weights.
+    straight = fit(_config(corpus, str(tmp_path / "ckpt"), "straight", "schedule.steps=6", *common))
+    resumed, reference = _losses(mlflow_tracking, second.mlflow_run_id), _losses(mlflow_tracking, straight.mlflow_run_id)
+    assert [resumed[s] for s in (4, 5, 6)] == pytest.approx([reference[s] for s in (4, 5, 6)], rel=1e-5, abs=0)
+    assert _losses(mlflow_tracking, first.mlflow_run_id) == pytest.approx({s: reference[s] for s in (1, 2, 3)},
+                                                                          rel=1e-5, abs=0)
 
 
 def _train_worker_pids() -> list[int]:
