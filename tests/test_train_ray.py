@@ -84,6 +84,7 @@ def _losses(uri: str, run_id: str) -> dict[int, float]:
     return {m.step: m.value for m in MlflowClient(uri).get_metric_history(run_id, "loss/loss")}
 
 
+@pytest.mark.slow
 def test_checkpoints_to_s3_and_resumes_the_run_at_the_exact_data_position(ray_cluster, mlflow_tracking, s3_bucket,
                                                                          corpus, tmp_path):
     from mlflow import MlflowClient
