@@ -62,7 +62,9 @@ def run_job(raw: Path, out: Path, workers: int, dtype: str = "float32") -> dict:
     return {"name": f"dpt ingest, {workers} Ray worker(s), {dtype}", "samples": summary.written, "seconds": seconds,
             "samples_per_s": summary.written / seconds, "mb_per_s": summary.bytes / 1e6 / seconds,
             "read_share": summary.timings["read"] / busy, "resize_share": summary.timings["resize"] / busy,
-            "write_share": summary.timings["write"] / busy, "shards": summary.shards}
+            "write_share": summary.timings["write"] / busy, "shards": summary.shards,
+            "read_ms": summary.timings["read"] / summary.written * 1000,
+            "write_ms": summary.timings["write"] / summary.written * 1000}
 
 
 def run_peer(raw: Path, out: Path) -> dict:
@@ -95,7 +97,8 @@ def run_peer(raw: Path, out: Path) -> dict:
     return {"name": "peer: webdataset.ShardWriter loop, 1 process", "samples": len(images), "seconds": seconds,
             "samples_per_s": len(images) / seconds, "mb_per_s": written / 1e6 / seconds,
             "read_share": read / (read + write), "resize_share": 0.0, "write_share": write / (read + write),
-            "shards": len(list(out.glob("*.tar")))}
+            "shards": len(list(out.glob("*.tar"))), "read_ms": read / len(images) * 1000,
+            "write_ms": write / len(images) * 1000}
 
 
 def write_breakdown(raw: Path, out: Path, samples: int = 24, dtype: str = "float32") -> dict:
@@ -153,10 +156,11 @@ def main() -> None:
         breakdown = [write_breakdown(raw, Path(tmp) / f"parts{d}", dtype=d) for d in ("float32", "float16")]
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
           f"load average {os.getloadavg()[0]:.1f}; {args.samples} samples of 640x480")
-    print(f"{'run':<46} {'samples/s':>9} {'MB/s':>7} {'read':>6} {'resize':>6} {'write':>6}")
+    print(f"{'run':<46} {'samples/s':>9} {'MB/s':>7} {'read':>6} {'resize':>6} {'write':>6}"
+          f" {'read ms':>8} {'write ms':>8}")
     for r in rows:
         print(f"{r['name']:<46} {r['samples_per_s']:>9.1f} {r['mb_per_s']:>7.1f} {r['read_share']:>6.0%}"
-              f" {r['resize_share']:>6.0%} {r['write_share']:>6.0%}")
+              f" {r['resize_share']:>6.0%} {r['write_share']:>6.0%} {r['read_ms']:>8.2f} {r['write_ms']:>8.2f}")
     print("one shard in this process, ms per sample:")
     print(f"{'dtype':<8} {'MB/sample':>9} {'read':>6} {'encode':>6} {'tar+sha256':>10} {'fsync+rename':>12} {'write':>6}")
     for b in breakdown:
