@@ -164,6 +164,7 @@ def test_sigkill_of_a_worker_resumes_from_the_last_checkpoint(ray_cluster, mlflo
 
     run = MlflowClient(mlflow_tracking).get_run(result.mlflow_run_id)
     assert int(run.data.tags["dpt.restarts"]) >= 1
+    assert run.data.tags["dpt.restart_1_data"] == "exact"  # the data stream continued where the checkpoint was
     assert _history(mlflow_tracking, result.mlflow_run_id, "loss/loss") == list(range(1, steps + 1))
 
 
