@@ -106,7 +106,8 @@ def test_checkpoints_to_s3_and_resumes_the_run_at_the_exact_data_position(ray_cl
     # The same 6 steps without interruption (CPU, deterministic): after the resume the losses are the same,
     # which they are only on the same batches (same samples, source draws and augmentation) and weights.
     straight = fit(_config(corpus, str(tmp_path / "ckpt"), "straight", "schedule.steps=6", *common))
-    resumed, reference = _losses(mlflow_tracking, second.mlflow_run_id), _losses(mlflow_tracking, straight.mlflow_run_id)
+    resumed = _losses(mlflow_tracking, second.mlflow_run_id)
+    reference = _losses(mlflow_tracking, straight.mlflow_run_id)
     assert [resumed[s] for s in (4, 5, 6)] == pytest.approx([reference[s] for s in (4, 5, 6)], rel=1e-5, abs=0)
     assert _losses(mlflow_tracking, first.mlflow_run_id) == pytest.approx({s: reference[s] for s in (1, 2, 3)},
                                                                           rel=1e-5, abs=0)

@@ -139,7 +139,8 @@ def source_stream(shards: Mapping[str, int], slot: tuple[int, int, int, int], st
     order_seed = stream.seed if order_seed is None else order_seed
     epoch = 0
     while epochs is None or epoch < epochs:
-        mine, split = mixing.slot_shards(mixing.epoch_order(list(shards), order_seed, epoch), rank, world, worker, workers)
+        shard_order = mixing.epoch_order(list(shards), order_seed, epoch)
+        mine, split = mixing.slot_shards(shard_order, rank, world, worker, workers)
         keep = (rank * workers + worker, world * workers) if split else (0, 1)
         length = mixing.kept_before(sum(shards[url] for url in mine), *keep)
         if length == 0:
