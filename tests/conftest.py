@@ -21,6 +21,11 @@ from tests.services import BIN, Server, free_port, generate_ray_token, http_ok, 
 
 FIXTURES = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures"
 
+# Ray reads this once, when it is first imported: set before any test imports it, so that every ray.init of
+# this session (a local instance, or a client of the head fixture) keeps 127.0.0.1 as 127.0.0.1 instead of
+# swapping in the machine's routable address (where the head, bound to loopback, does not answer).
+os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+
 
 @pytest.fixture(scope="session")
 def shared_fixtures() -> Path:
