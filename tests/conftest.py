@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.services import BIN, Server, free_port, generate_ray_token, http_ok, ray_env
+from tests.services import BIN, Server, free_port, generate_ray_token, http_ok, ray_env, reload_ray_auth_settings
 
 FIXTURES = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures"
 
@@ -92,6 +92,7 @@ def ray_cluster(ray_head, monkeypatch):
     for key in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN_PATH", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"):
         monkeypatch.setenv(key, ray_head.env[key])
     monkeypatch.setenv("RAY_ADDRESS", ray_head.address)
+    reload_ray_auth_settings()
     yield ray_head
     import ray
 

@@ -119,3 +119,17 @@ def generate_ray_token(home: Path) -> Path:
     token = home / ".ray" / "auth_token"
     token.chmod(0o600)
     return token
+
+
+def reload_ray_auth_settings() -> None:
+    """Make this process's Ray read ``RAY_AUTH_MODE`` and the token afresh from the environment.
+
+    Ray reads them once, when it is first imported: a test that imported Ray earlier (to find a file inside
+    the package, say) would otherwise connect to the token-protected head without its token. This is what
+    Ray's own test utilities do between tests (``ray._private.authentication_test_utils``)."""
+    if "ray" not in sys.modules:
+        return
+    from ray._raylet import AuthenticationTokenLoader, Config
+
+    Config.initialize("")
+    AuthenticationTokenLoader.instance().reset_cache()
