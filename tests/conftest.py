@@ -48,6 +48,13 @@ class RayHead:
     def auth_header(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.token_path.read_text().strip()}"}
 
+    def connect_client(self, patch: pytest.MonkeyPatch) -> None:
+        """Make this process (and the subprocesses it starts) a client of this head: ``ray.init()`` connects."""
+        for key in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN_PATH", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"):
+            patch.setenv(key, self.env[key])
+        patch.setenv("RAY_ADDRESS", self.address)
+        reload_ray_auth_settings()
+
     def submit_job(self, entrypoint: list[str], *options: str, timeout: float = 400) -> subprocess.CompletedProcess:
         """``ray job submit --address <dashboard> [options] -- entrypoint``, authenticated by the token.
         On failure, stderr ends with the head's job agent log (what explains a job that never started)."""
@@ -89,10 +96,7 @@ def ray_head():
 @pytest.fixture
 def ray_cluster(ray_head, monkeypatch):
     """This process as a client of the session's Ray head (``ray.init()`` connects to it)."""
-    for key in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN_PATH", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"):
-        monkeypatch.setenv(key, ray_head.env[key])
-    monkeypatch.setenv("RAY_ADDRESS", ray_head.address)
-    reload_ray_auth_settings()
+    ray_head.connect_client(monkeypatch)
     yield ray_head
     import ray
 

@@ -38,15 +38,10 @@ def ray_workers(ray_head, s3_server):
     give workers their own credentials (instance role, environment).
     """
     from tests.conftest import S3_TEST_CREDENTIALS
-    from tests.services import reload_ray_auth_settings
 
     with pytest.MonkeyPatch.context() as patch:
-        for key in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN_PATH", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"):
-            patch.setenv(key, ray_head.env[key])
-        patch.setenv("RAY_ADDRESS", ray_head.address)  # also for the `dpt ingest` subprocesses
+        ray_head.connect_client(patch)  # also for the `dpt ingest` subprocesses
         import ray
-
-        reload_ray_auth_settings()  # Ray read its authentication settings when first imported
 
         ray.init(runtime_env={"env_vars": {**S3_TEST_CREDENTIALS, "AWS_ENDPOINT_URL": s3_server}},
                  log_to_driver=False)

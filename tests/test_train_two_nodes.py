@@ -50,7 +50,6 @@ while sum(node["Alive"] for node in ray.nodes()) < want:
 class LoopbackCluster:
     namespace: NetworkNamespace
     env: dict[str, str]  # a client's environment inside the namespace: token auth, RAY_ADDRESS
-    tmp: Path
 
     def wait_for_nodes(self, count: int) -> None:
         self.namespace.run([sys.executable, "-c", WAIT_FOR_NODES, str(count)], env=self.env, timeout=200)
@@ -76,7 +75,7 @@ def loopback_cluster():
         servers.append(_ray_node(namespace, "ray head (netns)", [
             "--head", f"--port={GCS_PORT}", '--resources={"first_node": 1}', f"--temp-dir={tmp / 'r'}",
             "--dashboard-host=127.0.0.1"], env, tmp / "head.log"))
-        cluster = LoopbackCluster(namespace, {**env, "RAY_ADDRESS": f"127.0.0.1:{GCS_PORT}"}, tmp)
+        cluster = LoopbackCluster(namespace, {**env, "RAY_ADDRESS": f"127.0.0.1:{GCS_PORT}"})
         cluster.wait_for_nodes(1)
         servers.append(_ray_node(namespace, "second ray node (netns)", [
             f"--address=127.0.0.1:{GCS_PORT}", '--resources={"second_node": 1}', *SECOND_NODE_PORTS],
