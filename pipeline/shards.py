@@ -29,7 +29,6 @@ import io
 import json
 import re
 import tarfile
-import zlib
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -37,6 +36,8 @@ import numpy as np
 from PIL import Image
 
 from pipeline import storage
+from pipeline.disparity_npy import DISPARITY_DTYPES, DisparityOverflow, encode_disparity
+from pipeline.png_gray import encode_gray8
 from pipeline.shard_tar import HashingTarWriter
 
 CONTRACT_VERSION = "1"
@@ -128,17 +129,15 @@ def shard_url(prefix: str, source: str, split: str, index: int) -> str:
 # --------------------------------------------------------------------------- encode / decode
 
 
-def _png(array: np.ndarray, strategy: int = zlib.Z_DEFAULT_STRATEGY) -> bytes:
+def _png(array: np.ndarray) -> bytes:
     buf = io.BytesIO()
-    Image.fromarray(array).save(buf, format="PNG", compress_level=1, compress_type=strategy)
+    Image.fromarray(array).save(buf, format="PNG", compress_level=1)
     return buf.getvalue()
 
 
 def _mask_png(mask: np.ndarray) -> bytes:
-    """bool ``[H, W]`` -> 8-bit PNG, 255 = valid. Masks are long runs of one value: zlib's run-length
-    strategy writes them half the size of the default strategy in the same time (PIL's per-row filter
-    choice, not zlib, is most of the ~1 ms of a 640x480 mask)."""
-    return _png(np.multiply(mask, np.uint8(255), dtype=np.uint8), zlib.Z_RLE)
+    """bool ``[H, W]`` -> 8-bit greyscale PNG, 255 = valid (see :mod:`pipeline.png_gray` for why not Pillow)."""
+    return encode_gray8(np.multiply(mask, np.uint8(255), dtype=np.uint8))
 
 
 def _check_rgb(shard: str, key: str, rgb: np.ndarray) -> None:
@@ -154,9 +153,13 @@ def _check_same_size(shard: str, key: str, what: str, array: np.ndarray, rgb: np
 def _check_depth(shard: str, key: str, rgb: np.ndarray, disparity: np.ndarray, mask: np.ndarray) -> None:
     _check_same_size(shard, key, "disparity", disparity, rgb)
     _check_same_size(shard, key, "mask", mask, rgb)
-    if not np.isfinite(disparity).all():
+    if not disparity.size:
+        return
+    # Two reductions instead of two full boolean passes: min and max are NaN if any value is.
+    low, high = disparity.min(), disparity.max()
+    if not (np.isfinite(low) and np.isfinite(high)):
         raise ShardError(shard, key, f"disparity has {int((~np.isfinite(disparity)).sum())} NaN/Inf values")
-    if (disparity < 0).any():
+    if low < 0:
         raise ShardError(shard, key, f"disparity has {int((disparity < 0).sum())} negative values")
 
 
@@ -188,21 +191,7 @@ def _encode_rgb(sample: Sample, rgb: np.ndarray, jpeg_quality: int) -> bytes:
     return _png(rgb)
 
 
-DISPARITY_DTYPES = ("float16", "float32")
-# float16 rounds to nearest: from 65520 up a value becomes inf (65504 is the largest finite float16).
-FLOAT16_OVERFLOW = 65520.0
-
-
-def _stored(disparity: np.ndarray, dtype: str) -> np.ndarray | None:
-    """Checked (finite, >= 0) float32 disparity as ``dtype``; None when it overflows float16."""
-    if dtype == "float32":
-        return disparity
-    if disparity.size and disparity.max() >= FLOAT16_OVERFLOW:
-        return None
-    return disparity.astype(np.float16)
-
-
-def encode_sample(sample: Sample, disparity_dtype: str = "float32", jpeg_quality: int = 95) -> dict[str, bytes]:
+def encode_sample(sample: Sample, disparity_dtype: str = "float32", jpeg_quality: int = 95) -> dict[str, bytes | bytearray]:
     """Sample -> ``{member suffix: bytes}``. Invalid pixels' disparity is written as 0.
 
     A sample carries a depth target (``disparity`` with ``mask``), a label map (``segmentation``), or both.
@@ -226,12 +215,10 @@ def encode_sample(sample: Sample, disparity_dtype: str = "float32", jpeg_quality
         mask = np.asarray(sample.mask, dtype=bool)
         disparity = np.asarray(sample.disparity, dtype=np.float32)
         _check_depth("<writing>", key, rgb, disparity, mask)
-        stored = _stored(np.where(mask, disparity, np.float32(0)), disparity_dtype)
-        if stored is None:
-            raise ShardError("<writing>", key, f"disparity overflows {disparity_dtype}; write float32")
-        npy = io.BytesIO()
-        np.save(npy, stored, allow_pickle=False)
-        members[DISP_MEMBER] = npy.getvalue()
+        try:
+            members[DISP_MEMBER] = encode_disparity(disparity, mask, disparity_dtype)
+        except DisparityOverflow as exc:
+            raise ShardError("<writing>", key, f"{exc}; write float32") from exc
         members[MASK_MEMBER] = _mask_png(mask)
     if sample.segmentation is not None:
         labels = np.asarray(sample.segmentation)

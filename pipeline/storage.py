@@ -9,10 +9,11 @@ environment variables, ``~/.aws/config`` or an instance role, and the endpoint f
 Nothing here ever prints or logs a credential: error messages name URLs, never keys.
 
 Atomic writes: a local file is written under a hidden temporary name in the same directory and renamed
-over the final name only after it was flushed and fsynced; an S3 object is spooled locally and uploaded only
-when the writer closes without an exception (a multipart upload that fails is aborted by boto3), so a
-crash at any point leaves either the complete old object, the complete new one, or nothing under the
-final name.
+over the final name only after it was flushed and fsynced (a large file is fsynced in the background as
+it is written, so that the last fsync waits only for the tail: :mod:`pipeline.sync_behind`); an S3
+object is spooled locally and uploaded only when the writer closes without an exception (a multipart
+upload that fails is aborted by boto3), so a crash at any point leaves either the complete old object,
+the complete new one, or nothing under the final name.
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
+
+from pipeline.sync_behind import SyncBehindFile
 
 _AWS_ENV = (
     "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_PROFILE", "AWS_DEFAULT_REGION", "AWS_REGION",
@@ -224,10 +227,9 @@ def write_atomic(url: str, options: S3Options | None = None) -> Iterator[IO[byte
     os.makedirs(directory, exist_ok=True)
     tmp = os.path.join(directory, f".{os.path.basename(url)}{TEMP_MARKER}{uuid.uuid4().hex[:12]}")
     try:
-        with open(tmp, "wb") as f:
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
+        with open(tmp, "wb") as f, SyncBehindFile(f) as synced:
+            yield synced
+            synced.sync()
         os.replace(tmp, url)
     finally:
         if os.path.exists(tmp):

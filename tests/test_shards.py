@@ -152,7 +152,7 @@ def test_float16_precision_bound_and_overflow():
     sample.disparity = np.full(values.shape, 65519.0, np.float32)  # rounds down to 65504: still finite
     assert np.load(io.BytesIO(encode_sample(sample, "float16")["disp.npy"])).max() == 65504
     sample.disparity = np.full(values.shape, 65520.0, np.float32)
-    with pytest.raises(ShardError, match="overflows float16; write float32"):
+    with pytest.raises(ShardError, match=r"overflows float16 \(largest 65504\); write float32"):
         encode_sample(sample, "float16")
     with pytest.raises(ValueError, match="disparity dtype must be one of float16, float32, not 'float64'"):
         encode_sample(make_sample(0), "float64")
