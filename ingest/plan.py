@@ -16,7 +16,7 @@ from collections import defaultdict
 from typing import Any
 
 from ingest.sources.base import SampleRef, SourceAdapter
-from pipeline.shards import CONTRACT_VERSION, DISPARITY_DTYPES, Reject, make_key
+from pipeline.shards import CONTRACT_VERSION, DISPARITY_DTYPES, WRITER_VERSION, Reject, make_key
 
 SPLIT_BY = ("scene", "none")
 
@@ -146,7 +146,8 @@ def make_plan(adapter: SourceAdapter, refs: list[SampleRef], settings: IngestSet
     by_split: dict[str, list[SampleRef]] = defaultdict(list)
     for ref in kept:
         by_split[split_of(ref, settings)].append(ref)
-    common = {"contract": CONTRACT_VERSION, "adapter": adapter_fingerprint(adapter), **settings.content()}
+    common = {"contract": CONTRACT_VERSION, "writer": WRITER_VERSION, "adapter": adapter_fingerprint(adapter),
+              **settings.content()}
     shards = []
     for split in sorted(by_split):
         ordered = sorted(by_split[split], key=lambda r: r.id)

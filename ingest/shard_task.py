@@ -115,7 +115,7 @@ def write_shard(adapter: SourceAdapter, shard: ShardPlan, prefix: str, settings:
                 try:
                     writer.write(sample)
                     written += 1
-                except ShardError as exc:  # e.g. disparity overflowing float16
+                except ShardError as exc:  # the sample breaks the contract (e.g. its metadata)
                     reason = str(exc)
             if reason is not None:
                 rejects.append([input_path(adapter, ref), reason])

@@ -18,12 +18,10 @@ import io
 import numpy as np
 
 DISPARITY_DTYPES = ("float16", "float32")
-# float16 rounds to nearest: from 65520 up a value becomes inf (65504 is the largest finite float16).
+# float16 rounds to nearest: a value in its normal range [2**-14, 65504] within 2**-11 of itself, a smaller
+# one within 2**-25 absolute (subnormal steps); from 65520 up a value becomes inf.
+FLOAT16_SMALLEST_NORMAL = 2.0**-14
 FLOAT16_OVERFLOW = 65520.0
-
-
-class DisparityOverflow(ValueError):
-    """The disparity does not fit the requested storage type."""
 
 
 def _header(shape: tuple[int, ...], dtype: np.dtype) -> bytes:
@@ -39,25 +37,46 @@ def _cast_float16(values: np.ndarray, out: np.ndarray) -> None:
     torch.from_numpy(out).copy_(torch.from_numpy(values))
 
 
+def fits_float16(masked: np.ndarray) -> bool:
+    """True when float16 keeps every value of ``masked`` within 2**-11 of the largest one.
+
+    Disparity is a target up to scale (and shift), so the sample's largest value sets the precision
+    that matters: with it in [2**-14, 65520) every value is stored within 2**-11 relative (normal range)
+    or 2**-25 absolute, i.e. at most 2**-11 of that largest value. A sample that is all tiny disparities
+    (depth of an arbitrary, large scale) or one with values that would overflow is kept as float32.
+    """
+    high = float(masked.max()) if masked.size else 0.0
+    return high == 0.0 or FLOAT16_SMALLEST_NORMAL <= high < FLOAT16_OVERFLOW
+
+
+def _npy(shape: tuple[int, ...], dtype: str) -> tuple[bytearray, np.ndarray]:
+    """A buffer holding the ``.npy`` header and room for the values, and the array view of that room."""
+    stored = np.dtype(dtype).newbyteorder("<")  # .npy members are little-endian whatever the machine
+    header = _header(shape, stored)
+    out = bytearray(len(header) + int(np.prod(shape)) * stored.itemsize)
+    out[:len(header)] = header
+    return out, np.frombuffer(out, stored, offset=len(header)).reshape(shape)
+
+
 def encode_disparity(disparity: np.ndarray, mask: np.ndarray, dtype: str = "float32") -> bytearray:
     """float32 ``[H, W]`` disparity (finite, >= 0; checked by the caller) and bool ``[H, W]`` mask ->
-    ``.npy`` bytes of ``disparity`` where ``mask`` is True and 0 elsewhere, stored as ``dtype``.
+    ``.npy`` bytes of ``disparity`` where ``mask`` is True and 0 elsewhere.
 
-    Raises :class:`DisparityOverflow` for float16 when a value would round to infinity (>= 65520).
+    ``dtype`` float32 stores the values exactly. float16 stores them within 2**-11 of the sample's
+    largest value (see :func:`fits_float16`); a sample it cannot hold that well is stored as float32
+    instead, so that no sample is lost or coarsened (the contract allows either, sample by sample).
     """
     if dtype not in DISPARITY_DTYPES:
         raise ValueError(f"disparity dtype must be one of {', '.join(DISPARITY_DTYPES)}, not {dtype!r}")
-    stored = np.dtype(dtype).newbyteorder("<")  # .npy members are little-endian whatever the machine
-    header = _header(disparity.shape, stored)
-    out = bytearray(len(header) + disparity.size * stored.itemsize)
-    out[:len(header)] = header
-    values = np.frombuffer(out, stored, offset=len(header)).reshape(disparity.shape)
-    # Multiplying by the mask (True = 1, False = 0) zeroes invalid pixels; for finite x >= 0, x * 0 = +0.
-    if stored.itemsize == 4:
+    if dtype == "float32":
+        out, values = _npy(disparity.shape, "float32")
+        # Multiplying by the mask (True = 1, False = 0) zeroes invalid pixels; for finite x >= 0, x * 0 = +0.
         np.multiply(disparity, mask, out=values)
         return out
     masked = np.multiply(disparity, mask, dtype=np.float32)
-    if masked.size and masked.max() >= FLOAT16_OVERFLOW:
-        raise DisparityOverflow(f"disparity {float(masked.max())} overflows float16 (largest 65504)")
-    _cast_float16(masked, values)
+    out, values = _npy(disparity.shape, "float16" if fits_float16(masked) else "float32")
+    if values.dtype.itemsize == 4:
+        values[...] = masked
+    else:
+        _cast_float16(masked, values)
     return out

@@ -36,11 +36,14 @@ import numpy as np
 from PIL import Image
 
 from pipeline import storage
-from pipeline.disparity_npy import DISPARITY_DTYPES, DisparityOverflow, encode_disparity
+from pipeline.disparity_npy import DISPARITY_DTYPES, encode_disparity
 from pipeline.png_gray import encode_gray8
 from pipeline.shard_tar import HashingTarWriter
 
 CONTRACT_VERSION = "1"
+# Bumped whenever the same sample starts encoding to other bytes (2: filter-free mask PNG, float16 samples
+# that do not fit stored as float32), so that a resumed ingest rewrites shards made by an older writer.
+WRITER_VERSION = "2"
 RGB_MEMBERS = ("rgb.jpg", "rgb.png")
 DISP_MEMBER = "disp.npy"
 MASK_MEMBER = "mask.png"
@@ -215,10 +218,7 @@ def encode_sample(sample: Sample, disparity_dtype: str = "float32", jpeg_quality
         mask = np.asarray(sample.mask, dtype=bool)
         disparity = np.asarray(sample.disparity, dtype=np.float32)
         _check_depth("<writing>", key, rgb, disparity, mask)
-        try:
-            members[DISP_MEMBER] = encode_disparity(disparity, mask, disparity_dtype)
-        except DisparityOverflow as exc:
-            raise ShardError("<writing>", key, f"{exc}; write float32") from exc
+        members[DISP_MEMBER] = encode_disparity(disparity, mask, disparity_dtype)
         members[MASK_MEMBER] = _mask_png(mask)
     if sample.segmentation is not None:
         labels = np.asarray(sample.segmentation)

@@ -56,6 +56,15 @@ def test_plan_is_sorted_by_id_fixed_per_shard_and_independent_of_listing_order(t
     assert [s.fingerprint for s in same.shards] == [s.fingerprint for s in plan.shards]
 
 
+def test_a_newer_writer_changes_the_fingerprints(tmp_path, monkeypatch):
+    """Shards of an older writer (other bytes for the same sample) are rewritten by a resumed run."""
+    listing = refs(2, 3)
+    before = make_plan(adapter(tmp_path), listing, IngestSettings(), samples_per_shard=2)
+    monkeypatch.setattr("ingest.plan.WRITER_VERSION", "test-next")
+    after = make_plan(adapter(tmp_path), listing, IngestSettings(), samples_per_shard=2)
+    assert not {s.fingerprint for s in before.shards} & {s.fingerprint for s in after.shards}
+
+
 def test_duplicate_ids_and_paths_escaping_the_root_are_rejected_while_planning(tmp_path):
     listing = refs(1, 3) + [
         SampleRef("g000/001", {"rgb": "copy/001.jpg"}, "g000"),

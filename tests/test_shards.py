@@ -151,9 +151,9 @@ def test_float16_precision_bound_and_overflow():
     np.testing.assert_array_equal(decode_sample({"__key__": sample.key, **members}).disparity, stored.astype(np.float32))
     sample.disparity = np.full(values.shape, 65519.0, np.float32)  # rounds down to 65504: still finite
     assert np.load(io.BytesIO(encode_sample(sample, "float16")["disp.npy"])).max() == 65504
-    sample.disparity = np.full(values.shape, 65520.0, np.float32)
-    with pytest.raises(ShardError, match=r"overflows float16 \(largest 65504\); write float32"):
-        encode_sample(sample, "float16")
+    sample.disparity = np.full(values.shape, 65520.0, np.float32)  # would be inf: this sample stays float32
+    stored = np.load(io.BytesIO(encode_sample(sample, "float16")["disp.npy"]))
+    assert stored.dtype == np.float32 and (stored == 65520.0).all()
     with pytest.raises(ValueError, match="disparity dtype must be one of float16, float32, not 'float64'"):
         encode_sample(make_sample(0), "float64")
 
