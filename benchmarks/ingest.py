@@ -47,7 +47,7 @@ def make_tree(root: Path, samples: int, height: int = 480, width: int = 640) -> 
         Image.fromarray(depth).save(scene / "depth" / f"{i:05d}.png")
 
 
-def run_job(raw: Path, out: Path, workers: int, dtype: str = "float32") -> dict:
+def run_job(raw: Path, out: Path, workers: int, dtype: str) -> dict:
     from ingest.job import run_ingest
     from ingest.plan import IngestSettings
     from ingest.sources.folder import FolderAdapter
@@ -161,10 +161,10 @@ def main() -> None:
         rows = [run_peer(raw, Path(tmp) / "peer")]
         # Start the worker processes once, and import torch in them (float16's cast; ~3 s once per worker).
         run_job(raw, Path(tmp) / "warmup", 2, "float16")
-        rows += [run_job(raw, Path(tmp) / f"out{w}", w) for w in (1, 2)]
-        rows.append(run_job(raw, Path(tmp) / "out16", 2, "float16"))
+        rows += [run_job(raw, Path(tmp) / f"out{w}", w, "float16") for w in (1, 2)]  # the default
+        rows += [run_job(raw, Path(tmp) / f"out32-{w}", w, "float32") for w in (1, 2)]
         ray.shutdown()
-        breakdown = [write_breakdown(raw, Path(tmp) / f"parts{d}", dtype=d) for d in ("float32", "float16")]
+        breakdown = [write_breakdown(raw, Path(tmp) / f"parts{d}", dtype=d) for d in ("float16", "float32")]
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
           f"load average {os.getloadavg()[0]:.1f}; {args.samples} samples of 640x480")
     print(f"{'run':<46} {'samples/s':>9} {'MB/s':>7} {'read':>6} {'resize':>6} {'write':>6}"

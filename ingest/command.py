@@ -34,10 +34,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workers", type=int, default=2, help="shards written at the same time (Ray tasks, default 2)")
     parser.add_argument("--min-valid-fraction", type=float, default=0.01,
                         help="reject targets with fewer valid pixels than this (default 0.01)")
-    parser.add_argument("--disparity-dtype", default="float32", choices=["float32", "float16"],
-                        help="dtype of the stored disparity (default float32, exact); float16 halves the bytes,"
-                             " error <= 2^-11 of each sample's largest disparity; a sample float16 cannot hold"
-                             " that well (largest value >= 65520 or < 6.1e-5) is stored as float32")
+    parser.add_argument("--disparity-dtype", default="float16", choices=["float16", "float32"],
+                        help="dtype of the stored disparity (default float16: half the bytes, every value within"
+                             " 2^-11 of its sample's largest disparity; a sample float16 cannot hold that well is"
+                             " stored as float32); float32 stores the values exactly")
     parser.add_argument("--endpoint-url", help="S3-compatible endpoint (default: AWS_ENDPOINT_URL or AWS)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     FolderAdapter.add_arguments(parser)

@@ -36,7 +36,7 @@ class IngestSettings:
     shard_size_mb: float = 256.0
     workers: int = 2
     min_valid_fraction: float = 0.01
-    disparity_dtype: str = "float32"
+    disparity_dtype: str = "float16"
     samples_per_shard: int | None = None
 
     def __post_init__(self):

@@ -8,7 +8,7 @@ straight into the rest, instead of ``np.where`` -> a chunked copy into ``io.Byte
 float16 halves the bytes to hash, write and flush. numpy casts float32 -> float16 one element at a
 time in software (numpy issue #28753: 1.1 ms for 640x480 here, as long as hashing and writing the
 bytes it saves), while torch's cast uses the CPU's conversion instructions (F16C: ~0.05 ms); both round
-to nearest even, so the bytes are the same. torch is imported only when a float16 shard is written.
+to nearest even, so the bytes are the same. torch is imported only for a float16 sample of 64K values or more.
 """
 
 from __future__ import annotations
@@ -31,8 +31,15 @@ def _header(shape: tuple[int, ...], dtype: np.dtype) -> bytes:
     return buf.getvalue()
 
 
+# Below this many values numpy's cast costs less than importing torch once (~3 s) would be worth.
+_TORCH_CAST_FROM = 1 << 16
+
+
 def _cast_float16(values: np.ndarray, out: np.ndarray) -> None:
-    import torch  # here only: an ingest worker writing float32 never pays for the import
+    if values.size < _TORCH_CAST_FROM:
+        out[...] = values
+        return
+    import torch  # here only: an ingest worker that writes float32 or small samples never imports it
 
     torch.from_numpy(out).copy_(torch.from_numpy(values))
 

@@ -18,7 +18,7 @@ from ingest.plan import IngestSettings
 from ingest.sources.folder import FolderAdapter
 from pipeline import storage
 from pipeline.manifest import read_manifest, read_rejects, verify_directory
-from pipeline.shards import MANIFEST_NAME, REJECTS_NAME, iter_shard
+from pipeline.shards import MANIFEST_NAME, REJECTS_NAME, iter_shard, iter_shard_members
 from tests.ingest_trees import FOLDER_ARGS, dpt, frame, jpeg, png, write_tree
 
 pytestmark = [pytest.mark.services, pytest.mark.slow]
@@ -74,11 +74,26 @@ def test_tree_is_ingested_with_disparity_and_scene_split(storage_root, ray_worke
                 scene, index = sample.meta["id"].split("/")
                 scenes.setdefault(scene, set()).add(split)
                 depth_mm = np.asarray(Image.open(io.BytesIO(files[f"{scene}/depth/{index}.png"])), np.float64)
-                np.testing.assert_allclose(sample.disparity, 1000.0 / depth_mm, rtol=1e-6)
+                expected = 1000.0 / depth_mm  # stored as float16 by default: within 2**-11 of the largest
+                np.testing.assert_allclose(sample.disparity, expected, rtol=0, atol=2.0**-11 * expected.max())
                 assert sample.mask.all() and sample.rgb_bytes == files[f"{scene}/rgb/{index}.jpg"]
                 assert sample.meta["split"] == split and sample.meta["group"] == scene
     assert len(scenes) == 6 and all(len(s) == 1 for s in scenes.values())  # never by frame
     assert "18 inputs = 18 written + 0 rejected" in summary.line()
+    member = next(iter_shard_members(read_manifest(storage.join(out, "folder", "train"))[0].url))
+    assert np.load(io.BytesIO(member["disp.npy"])).dtype == np.float16
+
+
+def test_float32_stores_the_conversion_exactly(tmp_path, ray_workers):
+    raw, out = str(tmp_path / "raw"), str(tmp_path / "corpus")
+    files = write_tree(raw, scenes=2, frames=2)
+    run_ingest(tree_adapter(raw), out, IngestSettings(disparity_dtype="float32"), progress=False)
+    samples = [s for shard in read_manifest(storage.join(out, "folder", "train")) for s in iter_shard(shard.url)]
+    assert len(samples) == 4
+    for sample in samples:
+        scene, index = sample.meta["id"].split("/")
+        depth_mm = np.asarray(Image.open(io.BytesIO(files[f"{scene}/depth/{index}.png"])), np.float64)
+        np.testing.assert_allclose(sample.disparity, 1000.0 / depth_mm, rtol=1e-6)
 
 
 def test_same_input_gives_byte_identical_shards_and_manifest(tmp_path, ray_workers):
