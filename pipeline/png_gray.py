@@ -19,7 +19,6 @@ libpng or OpenCV it gives back the same uint8 ``[H, W]`` array.
 from __future__ import annotations
 
 import struct
-import zlib
 
 import numpy as np
 from zlib_ng import zlib_ng
@@ -34,7 +33,7 @@ def _chunk(kind: bytes, data: bytes) -> bytes:
     return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib_ng.crc32(data, zlib_ng.crc32(kind)))
 
 
-def encode_gray8(image: np.ndarray, level: int = 1, strategy: int = zlib.Z_RLE) -> bytes:
+def encode_gray8(image: np.ndarray, level: int = 1, strategy: int = zlib_ng.Z_RLE) -> bytes:
     """uint8 ``[H, W]`` -> PNG bytes (greyscale, 8 bits, filter None on every row, zlib ``level``)."""
     if image.dtype != np.uint8 or image.ndim != 2:
         raise ValueError(f"expected uint8 [H, W], got {image.dtype} {list(image.shape)}")
