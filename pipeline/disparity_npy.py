@@ -8,7 +8,8 @@ straight into the rest, instead of ``np.where`` -> a chunked copy into ``io.Byte
 float16 halves the bytes to hash, write and flush. numpy casts float32 -> float16 one element at a
 time in software (numpy issue #28753: 1.1 ms for 640x480 here, as long as hashing and writing the
 bytes it saves), while torch's cast uses the CPU's conversion instructions (F16C: ~0.05 ms); both round
-to nearest even, so the bytes are the same. torch is imported only for a float16 sample of 64K values or more.
+to nearest even, so the bytes are the same. torch is imported only for a float16 sample of 64K values
+or more.
 """
 
 from __future__ import annotations
@@ -22,15 +23,6 @@ DISPARITY_DTYPES = ("float16", "float32")
 # one within 2**-25 absolute (subnormal steps); from 65520 up a value becomes inf.
 FLOAT16_SMALLEST_NORMAL = 2.0**-14
 FLOAT16_OVERFLOW = 65520.0
-
-
-def _header(shape: tuple[int, ...], dtype: np.dtype) -> bytes:
-    buf = io.BytesIO()
-    header = {"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False, "shape": shape}
-    np.lib.format.write_array_header_1_0(buf, header)
-    return buf.getvalue()
-
-
 # Below this many values numpy's cast costs less than importing torch once (~3 s) would be worth.
 _TORCH_CAST_FROM = 1 << 16
 
@@ -59,7 +51,10 @@ def fits_float16(masked: np.ndarray) -> bool:
 def _npy(shape: tuple[int, ...], dtype: str) -> tuple[bytearray, np.ndarray]:
     """A buffer holding the ``.npy`` header and room for the values, and the array view of that room."""
     stored = np.dtype(dtype).newbyteorder("<")  # .npy members are little-endian whatever the machine
-    header = _header(shape, stored)
+    head = io.BytesIO()
+    np.lib.format.write_array_header_1_0(
+        head, {"descr": np.lib.format.dtype_to_descr(stored), "fortran_order": False, "shape": shape})
+    header = head.getvalue()
     out = bytearray(len(header) + int(np.prod(shape)) * stored.itemsize)
     out[:len(header)] = header
     return out, np.frombuffer(out, stored, offset=len(header)).reshape(shape)

@@ -194,7 +194,8 @@ def _encode_rgb(sample: Sample, rgb: np.ndarray, jpeg_quality: int) -> bytes:
     return _png(rgb)
 
 
-def encode_sample(sample: Sample, disparity_dtype: str = "float32", jpeg_quality: int = 95) -> dict[str, bytes | bytearray]:
+def encode_sample(sample: Sample, disparity_dtype: str = "float32",
+                  jpeg_quality: int = 95) -> dict[str, bytes | bytearray]:
     """Sample -> ``{member suffix: bytes}``. Invalid pixels' disparity is written as 0.
 
     A sample carries a depth target (``disparity`` with ``mask``), a label map (``segmentation``), or both.
