@@ -30,5 +30,8 @@ test: install-test
 test-fast: install-test
 	$(BIN)/python -m pytest -m "not slow"
 
+# Everything the project creates in the checkout; local services started by infra/local/ are stopped first.
 clean:
-	rm -rf $(VENV) runs .pytest_cache
+	@if [ -d runs/local-services ]; then infra/local/stop.sh; fi
+	rm -rf $(VENV) runs .pytest_cache mlruns mlflow.db *.egg-info
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +

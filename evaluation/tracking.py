@@ -24,6 +24,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from evaluation.job import BenchmarkOutcome
+from pipeline.tracking import experiment_id, tracking_uri
 from evaluation.pictures import picture_grid
 from evaluation.protocol import get_protocol
 from evaluation.segmentation_metrics import pixel_accuracy
@@ -36,12 +37,14 @@ ROW_SCHEMA = pa.schema([
 
 
 def start_run(run_id: str | None, experiment: str | None, run_name: str | None = None):
-    """Resume ``run_id`` (e.g. the training run) or start a new run in ``experiment``."""
+    """Resume ``run_id`` (e.g. the training run) or start a new run in ``experiment``, on the tracking store
+    every stage uses (``MLFLOW_TRACKING_URI``, else ``runs/mlflow.db``)."""
+    uri = tracking_uri()[0]
+    mlflow.set_tracking_uri(uri)
     if run_id:
         return mlflow.start_run(run_id=run_id)
-    if experiment:
-        mlflow.set_experiment(experiment)
-    return mlflow.start_run(run_name=run_name)
+    experiment_ = experiment_id(mlflow.MlflowClient(uri), experiment, uri) if experiment else None
+    return mlflow.start_run(experiment_id=experiment_, run_name=run_name)
 
 
 def per_image_table(rows: list[dict]) -> pa.Table:

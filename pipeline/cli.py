@@ -31,7 +31,8 @@ def _run_stage(name: str, argv: Sequence[str]) -> int:
     module = importlib.import_module(STAGE_COMMANDS[name][0])
     parser = argparse.ArgumentParser(prog=f"dpt {name}", description=STAGE_COMMANDS[name][1])
     module.add_arguments(parser)
-    args = parser.parse_args(argv)
+    # Intermixed: `dpt pipeline run --config X key=value` has positionals on both sides of an option.
+    args = parser.parse_intermixed_args(argv)
     return _guarded(f"dpt {name}", lambda: module.run(args))
 
 
@@ -123,6 +124,14 @@ def _add_shards(sub: argparse._SubParsersAction) -> None:
     demo.set_defaults(func=_shards_demo)
 
 
+def _version(args: argparse.Namespace) -> int:
+    from pipeline.code_version import git_commit, source_sha256
+
+    print(f"commit {git_commit() or 'none (not a git checkout)'}")
+    print(f"sources-sha256 {source_sha256()}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="dpt",
@@ -132,6 +141,9 @@ def build_parser() -> argparse.ArgumentParser:
     for name, (_, short) in STAGE_COMMANDS.items():
         sub.add_parser(name, help=short, add_help=False)  # parsed by _run_stage
     _add_shards(sub)
+    version = sub.add_parser("version", help="the code's git commit and source hash (what runs record as "
+                                             "dpt.code_version and dpt.code_sha256)")
+    version.set_defaults(func=_version)
     return parser
 
 

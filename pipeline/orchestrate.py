@@ -25,11 +25,13 @@ import time
 from collections.abc import Callable, Sequence
 
 from pipeline import storage
-from pipeline.config import load_config, to_dict
+from pipeline.checkpoint_layout import MODEL_FILE, latest_checkpoint
+from pipeline.config import ConfigError, load_config, to_dict
+from pipeline.job_paths import check_job_path
 from pipeline.shards import MANIFEST_NAME, REJECTS_NAME
+from pipeline.tracking import experiment_id, local_store_dir, manifest_sha256_tag, manifest_tag, sqlite_uri, tracking_uri
 
 STATE_NAME = "pipeline_state.json"
-MODEL_FILE = "model.safetensors"
 
 
 @dataclasses.dataclass
@@ -84,6 +86,7 @@ class PipelineConfig:
 
 
 def _expand(config: PipelineConfig) -> PipelineConfig:
+    check_job_path(config.workdir, "workdir")
     # Ray workers run in their own directories: every local path they are given must be absolute.
     if not storage.is_s3(config.workdir):
         config.workdir = os.path.abspath(config.workdir)
@@ -95,6 +98,10 @@ def _expand(config: PipelineConfig) -> PipelineConfig:
     config.train = TrainStep(sub(config.train.config), [sub(o) for o in config.train.overrides])
     if config.eval:
         config.eval = EvalStep(sub(config.eval.data_root), config.eval.benchmarks, [sub(a) for a in config.eval.args])
+    for i, step in enumerate(config.ingest):
+        check_job_path(step.root, f"ingest[{i}].root")
+    if config.eval:
+        check_job_path(config.eval.data_root, "eval.data_root")
     return config
 
 
@@ -106,18 +113,34 @@ class Pipeline:
         self.shards = storage.join(config.workdir, "shards")
         self.state_url = storage.join(config.workdir, STATE_NAME)
         self.state = json.loads(storage.read_bytes(self.state_url)) if storage.exists(self.state_url) else {}
-        self.uri = config.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or self._local_uri()
+        self.uri, origin = self._tracking_uri()
+        say(f"tracking: {self.uri} ({origin})")
+        self._check_state_tracking()
         # The stage commands run in this process and read the tracking server from the environment.
         os.environ["MLFLOW_TRACKING_URI"] = self.uri
         from mlflow import MlflowClient
 
         self.client = MlflowClient(self.uri)
 
-    def _local_uri(self) -> str:
+    def _tracking_uri(self) -> tuple[str, str]:
+        """The config's ``tracking_uri``, else ``MLFLOW_TRACKING_URI``, else SQLite in the workdir."""
+        if self.config.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI"):
+            uri, origin = tracking_uri(self.config.tracking_uri)
+            return uri, "tracking_uri" if origin == "config" else origin
         if storage.is_s3(self.config.workdir):
-            raise ValueError("an s3:// workdir needs an MLflow server: set tracking_uri or MLFLOW_TRACKING_URI")
+            raise ConfigError("an s3:// workdir needs an MLflow server: set tracking_uri or MLFLOW_TRACKING_URI")
         os.makedirs(self.config.workdir, exist_ok=True)
-        return f"sqlite:///{os.path.abspath(os.path.join(self.config.workdir, 'mlflow.db'))}"
+        return sqlite_uri(self.config.workdir), "no MLFLOW_TRACKING_URI: SQLite in the workdir"
+
+    def _check_state_tracking(self) -> None:
+        """The runs a state file records live in one tracking store: continuing them in another cannot work."""
+        recorded = self.state.get("tracking_uri")
+        if self.state.get("runs") and recorded and recorded != self.uri:
+            raise ConfigError(
+                f"{self.state_url} records this pipeline's MLflow runs in {recorded}, but this run tracks to "
+                f"{self.uri}: use another workdir (workdir=...) for a new pipeline, or the same tracking store "
+                "to continue this one")
+        self.state["tracking_uri"] = self.uri
 
     # ----------------------------------------------------------------- state and runs
 
@@ -125,8 +148,7 @@ class Pipeline:
         storage.write_bytes(self.state_url, json.dumps(self.state, indent=2, sort_keys=True).encode())
 
     def _experiment_id(self) -> str:
-        found = self.client.get_experiment_by_name(self.config.experiment)
-        return found.experiment_id if found else self.client.create_experiment(self.config.experiment)
+        return experiment_id(self.client, self.config.experiment, self.uri)
 
     def _run(self, key: str, name: str, parent: str | None) -> str:
         """The MLflow run recorded under ``key``, created on first use (a child of ``parent``)."""
@@ -156,7 +178,10 @@ class Pipeline:
     # ----------------------------------------------------------------- stages
 
     def sample_data(self) -> None:
-        if self.config.sample_data is None or self._done("sample_data"):
+        if self.config.sample_data is None:
+            return
+        if self._done("sample_data"):
+            self.say(f"sample data: written by an earlier run of this pipeline ({self.state_url}), kept")
             return
         from pipeline.sample_data import write_sample_data
 
@@ -171,7 +196,7 @@ class Pipeline:
             run_id = self._run(key, key, parent)
             manifests = self._manifests(step.source)
             if self._done(key) and manifests:
-                self.say(f"ingest {step.source}: complete, skipped")
+                self.say(f"ingest {step.source}: complete in an earlier run of this pipeline, skipped")
                 continue
             self._call(["ingest", step.source, "--root", step.root, "--out", self.shards, *step.args])
             self._log_corpus(run_id, parent, step.source, self._manifests(step.source))
@@ -195,8 +220,8 @@ class Pipeline:
             rejected = pq.read_table(pa.BufferReader(storage.read_bytes(rejects)), use_threads=False).num_rows
             digest = hashlib.sha256(data).hexdigest()
             for run in (run_id, parent):
-                self.client.set_tag(run, f"dpt.manifest.{source}.{split}", url)
-                self.client.set_tag(run, f"dpt.manifest_sha256.{source}.{split}", digest)
+                self.client.set_tag(run, manifest_tag(source, split), url)
+                self.client.set_tag(run, manifest_sha256_tag(source, split), digest)
             self.client.log_metric(run_id, f"{split}/samples", float(sum(table.column("samples").to_pylist())))
             self.client.log_metric(run_id, f"{split}/rejected", float(rejected))
             self.client.log_metric(run_id, f"{split}/shards", float(table.num_rows))
@@ -211,7 +236,9 @@ class Pipeline:
                      f"storage.name={self.config.name}", f"tracking.uri={self.uri}",
                      f"tracking.experiment={self.config.experiment}", f"tracking.run_id={run_id}",
                      *self.config.train.overrides]
-        if not self._done("train"):
+        if self._done("train"):
+            self.say(f"train: finished in an earlier run of this pipeline ({self.state_url}), skipped")
+        else:
             self._call(["train", "--config", self.config.train.config, *overrides])
             self._mark_done("train")
         checkpoint = latest_checkpoint(storage.join(storage_path, self.config.name))
@@ -255,13 +282,6 @@ class Pipeline:
         return parent
 
 
-def latest_checkpoint(run_dir: str) -> str | None:
-    """The newest ``checkpoint_*`` directory of a Ray Train run that holds a model file."""
-    found = sorted({storage.dirname(u) for u in storage.list_files(run_dir)
-                    if storage.basename(u) == MODEL_FILE and storage.basename(storage.dirname(u)).startswith("checkpoint_")})
-    return found[-1] if found else None
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("action", choices=["run"], help="run: every stage that has not finished yet")
     parser.add_argument("--config", required=True, help="pipeline config YAML (see configs/pipeline_*.yaml)")
@@ -273,9 +293,10 @@ def run(args: argparse.Namespace) -> int:
 
     config = load_config(PipelineConfig, args.config, args.overrides)
     print(json.dumps(to_dict(config), indent=1) if os.environ.get("DPT_VERBOSE") else f"pipeline {config.name}")
-    local_tracking = not (config.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI"))
-    Pipeline(config, dpt).run()
-    if local_tracking and not storage.is_s3(config.workdir):
-        db = os.path.abspath(os.path.join(config.workdir, "mlflow.db"))
-        print(f"see curves and pictures:  mlflow ui --backend-store-uri sqlite:///{db}   (then open http://127.0.0.1:5000)")
+    pipeline = Pipeline(config, dpt)
+    pipeline.run()
+    if local_store_dir(pipeline.uri) is not None:
+        print(f"see curves and pictures:  mlflow ui --backend-store-uri {pipeline.uri}   (then open http://127.0.0.1:5000)")
+    else:
+        print(f"see curves and pictures in the MLflow UI of {pipeline.uri}, experiment {config.experiment!r}")
     return 0

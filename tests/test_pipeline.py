@@ -11,7 +11,8 @@ import yaml
 from mlflow import MlflowClient
 
 from pipeline import storage
-from pipeline.orchestrate import STATE_NAME, latest_checkpoint
+from pipeline.checkpoint_layout import latest_checkpoint
+from pipeline.orchestrate import STATE_NAME
 from tests.services import BIN
 
 
@@ -61,8 +62,8 @@ def test_pipeline_end_to_end_and_restart(ray_head, mlflow_server, tmp_path):
     assert set(children) == {"ingest:tartanair", "ingest:hrwsi", "train", "eval"}
     assert parent.info.status == "FINISHED"
     # Links on the parent: manifests with their sha256, the checkpoint, the zero-shot metrics.
-    assert parent.data.tags["dpt.manifest.tartanair.train"].endswith("manifest.parquet")
-    assert len(parent.data.tags["dpt.manifest_sha256.hrwsi.train"]) == 64
+    assert parent.data.tags["tartanair/train.manifest"].endswith("manifest.parquet")
+    assert len(parent.data.tags["hrwsi/train.manifest_sha256"]) == 64
     checkpoint = parent.data.tags["dpt.checkpoint"]
     assert checkpoint == latest_checkpoint(storage.join(workdir, "train", "e2e"))
     assert {"zero_shot/tum_delta_gt_1.25", "zero_shot/kitti_delta_gt_1.25"} <= set(parent.data.metrics)
@@ -73,7 +74,7 @@ def test_pipeline_end_to_end_and_restart(ray_head, mlflow_server, tmp_path):
     # A re-run repeats nothing: every stage is found finished.
     again = dpt_pipeline(config, env)
     assert again.returncode == 0, again.stderr[-4000:]
-    assert "ingest tartanair: complete, skipped" in again.stdout and "$ dpt train" not in again.stdout
+    assert "ingest tartanair: complete in an earlier run of this pipeline, skipped" in again.stdout and "$ dpt train" not in again.stdout
     assert storage.exists(storage.join(workdir, STATE_NAME))
     after = client.search_runs([experiment.experiment_id])
     assert len(after) == len(runs)  # no new runs

@@ -67,7 +67,7 @@ def test_two_ddp_workers_train_log_and_checkpoint(ray_cluster, mlflow_tracking, 
     run = MlflowClient(mlflow_tracking).get_run(result.mlflow_run_id)
     assert run.info.status == "FINISHED"
     assert run.data.params["optim.lr_backbone"] == "0.0001" and run.data.params["scaling.workers"] == "2"
-    assert len(run.data.tags["dpt.manifest_sha256.alpha"]) == 64
+    assert len(run.data.tags["alpha/train.manifest_sha256"]) == 64
     assert _history(mlflow_tracking, result.mlflow_run_id, "loss/loss") == [1, 2, 3, 4]
     assert run.data.metrics["cluster/workers"] == 2 and run.data.metrics["cluster/nodes"] == 1
     for key in ("perf/images_per_s", "perf/data_wait_fraction", "lr/backbone", "lr/decoder",

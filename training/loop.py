@@ -19,11 +19,8 @@ from typing import Literal
 import torch
 from safetensors.torch import load_file, save_file
 
+from pipeline.checkpoint_layout import META_FILE, MODEL_FILE, STATE_FILE
 from training.losses import ScaleAndShiftInvariantLoss
-
-MODEL_FILE = "model.safetensors"  # the plain model state dict: what training.model.load_checkpoint reads
-STATE_FILE = "train_state.pt"  # optimiser, schedule, RNG
-META_FILE = "meta.json"  # step, data position, config: readable without torch
 
 
 @dataclasses.dataclass

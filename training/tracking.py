@@ -8,27 +8,16 @@ tags each restart. Lineage tags: each source's manifest sha256 and the code vers
 from __future__ import annotations
 
 import hashlib
-import os
-import subprocess
 import time
-from pathlib import Path
 from typing import Any
 
 from pipeline import storage
+from pipeline.code_version import code_version, source_sha256
 from pipeline.config import to_dict
 from pipeline.shards import MANIFEST_NAME, shard_dir
+from pipeline.tracking import CODE_SHA256_TAG, CODE_VERSION_TAG, experiment_id, manifest_sha256_tag
 
 MAX_PARAM_LENGTH = 6000  # MLflow's limit on a param value
-
-
-def resolve_uri(uri: str | None) -> str:
-    """The tracking URI: the config's, else ``MLFLOW_TRACKING_URI``, else SQLite under ``runs/``."""
-    if uri:
-        return uri
-    if os.environ.get("MLFLOW_TRACKING_URI"):
-        return os.environ["MLFLOW_TRACKING_URI"]
-    os.makedirs("runs", exist_ok=True)
-    return f"sqlite:///{os.path.abspath('runs/mlflow.db')}"
 
 
 def flatten(data: Any, prefix: str = "") -> dict[str, str]:
@@ -41,25 +30,12 @@ def flatten(data: Any, prefix: str = "") -> dict[str, str]:
     return {prefix: str(data)[:MAX_PARAM_LENGTH]}
 
 
-def code_version() -> str:
-    """The git commit of the code (with ``-dirty`` when modified), or ``unknown`` outside a checkout."""
-    root = Path(__file__).resolve().parents[1]
-    try:
-        commit = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True,
-                                timeout=10, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
-                               capture_output=True, text=True, timeout=10).stdout.strip()
-        return commit + ("-dirty" if dirty else "")
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-
-
 def lineage_tags(prefix: str, sources: list[str], split: str) -> dict[str, str]:
-    """``dpt.manifest_sha256.<source>``: sha256 of each source's manifest.parquet, and ``dpt.code_version``."""
-    tags = {"dpt.code_version": code_version(), "dpt.corpus": prefix}
+    """The code version and source hash, the corpus prefix, and the sha256 of each source's manifest.parquet."""
+    tags = {CODE_VERSION_TAG: code_version(), CODE_SHA256_TAG: source_sha256(), "dpt.corpus": prefix}
     for source in sources:
         data = storage.read_bytes(storage.join(shard_dir(prefix, source, split), MANIFEST_NAME))
-        tags[f"dpt.manifest_sha256.{source}"] = hashlib.sha256(data).hexdigest()
+        tags[manifest_sha256_tag(source, split)] = hashlib.sha256(data).hexdigest()
     return tags
 
 
@@ -81,9 +57,8 @@ def create_run(config, uri: str) -> str:
         if run.data.params:
             return run.info.run_id
     else:
-        experiment = client.get_experiment_by_name(config.tracking.experiment)
-        experiment_id = experiment.experiment_id if experiment else client.create_experiment(config.tracking.experiment)
-        run = client.create_run(experiment_id, run_name=config.tracking.run_name or config.storage.name, tags=tags)
+        experiment = experiment_id(client, config.tracking.experiment, uri)
+        run = client.create_run(experiment, run_name=config.tracking.run_name or config.storage.name, tags=tags)
     params = [Param(k, v) for k, v in sorted(flatten(to_dict(config)).items())]
     for start in range(0, len(params), 100):  # MLflow accepts at most 100 params per batch
         client.log_batch(run.info.run_id, params=params[start:start + 100])

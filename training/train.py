@@ -24,8 +24,11 @@ import torch
 import torch.distributed as dist
 
 from pipeline import storage
-from pipeline.config import from_dict, load_config, to_dict
+from pipeline.checkpoint_layout import META_FILE, checkpoint_step, latest_checkpoint
+from pipeline.config import ConfigError, from_dict, load_config, to_dict
+from pipeline.job_paths import check_job_path, in_ray_job
 from pipeline.shards import MANIFEST_NAME, shard_dir
+from pipeline.tracking import local_store_dir, tracking_uri
 from training import tracking
 from training.config import TrainConfig
 from training.data import validation_batches
@@ -212,27 +215,47 @@ def absolute_local_paths(config: TrainConfig) -> TrainConfig:
         run=dataclasses.replace(config.run, resume_from=absolute(config.run.resume_from)))
 
 
+def check_inputs(config: TrainConfig) -> None:
+    """Everything that would otherwise fail on the workers, checked in one line each before Ray starts: local
+    paths inside a Ray job, the model name and its normalisation, each source's manifest, the tracking store."""
+    from training.model import get_config
+
+    for option, path in (("data.shards.prefix", config.data.shards.prefix), ("storage.path", config.storage.path),
+                         ("run.resume_from", config.run.resume_from)):
+        check_job_path(path, option)
+    # A bad name or override fails here, not on the workers; so does a normalisation the model was not built for.
+    preprocess = get_config(config.model.name, **config.model.overrides).preprocess
+    norm = config.data.normalize
+    if tuple(norm.mean) != tuple(preprocess.mean) or tuple(norm.std) != tuple(preprocess.std):
+        raise ConfigError(f"data.normalize (mean {norm.mean}, std {norm.std}) differs from {config.model.name}'s "
+                          f"preprocessing (mean {preprocess.mean}, std {preprocess.std})")
+    shards = config.data.shards
+    for source in shards.sources:
+        manifest = storage.join(shard_dir(shards.prefix, source, shards.split), MANIFEST_NAME)
+        if not storage.exists(manifest):
+            raise ConfigError(f"data.shards.sources: no {manifest} for source {source!r} (ingest it with "
+                              f"`dpt ingest {source} --out {shards.prefix} ...`, or check data.shards.prefix)")
+    if config.run.resume_from and not storage.exists(storage.join(config.run.resume_from, META_FILE)):
+        raise ConfigError(f"run.resume_from: {config.run.resume_from} is not a checkpoint directory (no meta.json)")
+    if in_ray_job() and local_store_dir(tracking_uri(config.tracking.uri)[0]) is not None:
+        raise ConfigError("inside a `ray job submit` job, MLflow needs a tracking server: set MLFLOW_TRACKING_URI "
+                          "for the job (--runtime-env-json '{\"env_vars\": {\"MLFLOW_TRACKING_URI\": ...}}') "
+                          "or tracking.uri")
+
+
 def fit(config: TrainConfig) -> FitResult:
     """Run (or resume) training on the Ray cluster this process connects to."""
     import ray
     import ray.train
     from ray.train.torch import TorchTrainer
 
-    from training.model import get_config
-
+    check_inputs(config)
     config = absolute_local_paths(config)
-
-    # A bad name or override fails here, not on the workers; so does a normalisation the model was not built for.
-    preprocess = get_config(config.model.name, **config.model.overrides).preprocess
-    norm = config.data.normalize
-    if tuple(norm.mean) != tuple(preprocess.mean) or tuple(norm.std) != tuple(preprocess.std):
-        raise ValueError(f"data.normalize (mean {norm.mean}, std {norm.std}) differs from {config.model.name}'s "
-                         f"preprocessing (mean {preprocess.mean}, std {preprocess.std})")
     env = _worker_env(config)
-    in_job = "RAY_JOB_CONFIG_JSON_ENV_VAR" in os.environ  # `ray job submit` provides the runtime env
+    in_job = in_ray_job()  # `ray job submit` provides the runtime env
     if not ray.is_initialized():
         ray.init(runtime_env=None if in_job else {"env_vars": env}, log_to_driver=True)
-    uri = tracking.resolve_uri(config.tracking.uri)
+    uri = tracking_uri(config.tracking.uri)[0]
     run_id = tracking.create_run(config, uri)
     storage_path, filesystem = _storage(config)
     trainer = TorchTrainer(
@@ -265,19 +288,40 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="config overrides, values parsed as YAML (e.g. schedule.steps=200)")
 
 
+def previous_run(config: TrainConfig) -> tuple[str, int] | None:
+    """(latest checkpoint, its step) of an earlier run under ``storage.path/storage.name``, which Ray Train
+    continues from; None for a new run."""
+    checkpoint = latest_checkpoint(storage.join(config.storage.path, config.storage.name))
+    step = checkpoint_step(checkpoint) if checkpoint else None
+    return (checkpoint, step) if step is not None else None
+
+
 def run(args: argparse.Namespace) -> int:
     config = load_config(TrainConfig, args.config, args.overrides)
+    check_inputs(config)
+    previous = previous_run(config)
+    if previous and previous[1] >= config.schedule.steps:
+        print(f"nothing to train: the run in {storage.join(config.storage.path, config.storage.name)} already reached "
+              f"step {previous[1]} (schedule.steps={config.schedule.steps}); last checkpoint: {previous[0]}. "
+              f"For a new run, set another storage.name (or storage.path).")
+        return 0
+    if previous:
+        print(f"continuing the run in {storage.join(config.storage.path, config.storage.name)} from step "
+              f"{previous[1]} (checkpoint {previous[0]})", flush=True)
     result = fit(config)
     checkpoint = result.checkpoint.path if result.checkpoint else None
+    if checkpoint and storage.is_s3(config.storage.path) and not storage.is_s3(checkpoint):
+        checkpoint = "s3://" + checkpoint.lstrip("/")  # Ray names it within its S3 filesystem: bucket/key
     print(f"trained {config.model.name} for {config.schedule.steps} steps; last checkpoint: {checkpoint}; "
           f"MLflow run {result.mlflow_run_id}")
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m training.train", description=__doc__.splitlines()[0])
-    add_arguments(parser)
-    return run(parser.parse_args(argv))
+    """``python -m training.train ARGS`` is ``dpt train ARGS`` (the same one-line errors, no traceback)."""
+    from pipeline.cli import main as dpt
+
+    return dpt(["train", *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":

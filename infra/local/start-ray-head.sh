@@ -19,6 +19,9 @@ if [[ ! -s "$TOKEN" ]]; then
 fi
 
 export RAY_AUTH_MODE=token RAY_AUTH_TOKEN_PATH="$TOKEN"
+# A job's entrypoint (`python -m training.train`, `dpt ...`) runs with the head's PATH: make it this venv's, as
+# a cluster image puts its Python with the project's dependencies first on PATH.
+export PATH="$VENV_BIN:$PATH"
 # Without this Ray replaces 127.0.0.1 with the machine's routable address and binds every interface.
 export RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0
 args=(start --head --block --node-ip-address=127.0.0.1 --port="$RAY_PORT"

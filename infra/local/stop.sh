@@ -8,10 +8,14 @@ for name in "${names[@]}"; do
   pidfile="$DPT_LOCAL_DIR/$name.pid"
   [[ -f "$pidfile" ]] || { echo "$name: not started here"; continue; }
   pid=$(cat "$pidfile")
-  if kill -0 "$pid" 2>/dev/null; then
-    kill -TERM "$pid"
-    for ((i = 0; i < 30; i++)); do kill -0 "$pid" 2>/dev/null || break; sleep 1; done
+  if ! kill -0 "$pid" 2>/dev/null; then
+    kill -KILL -- "-$pid" 2>/dev/null || true   # anything its group left behind
+    rm -f "$pidfile"
+    echo "$name: was not running (pid $pid had exited; see $DPT_LOCAL_DIR/$name.log)"
+    continue
   fi
+  kill -TERM "$pid"
+  for ((i = 0; i < 30; i++)); do kill -0 "$pid" 2>/dev/null || break; sleep 1; done
   kill -KILL -- "-$pid" 2>/dev/null || true   # the server's own process group (setsid made it leader)
   rm -f "$pidfile"
   echo "$name stopped (pid $pid)"
