@@ -1,6 +1,6 @@
-"""The README's configuration reference is generated from the config dataclasses and must match them.
+"""The configuration reference (docs/configuration.md) is generated from the config dataclasses and must match.
 
-After changing a config dataclass, regenerate the README's tables with
+After changing a config dataclass, regenerate its tables with
 ``DPT_UPDATE_README=1 pytest tests/test_config_reference.py``.
 """
 
@@ -16,7 +16,8 @@ from pipeline.config import reference_table
 from pipeline.orchestrate import PipelineConfig
 from training.config import TrainConfig
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+ROOT = Path(__file__).resolve().parents[1]
+README = ROOT / "docs" / "configuration.md"
 TABLES = {"train": TrainConfig, "pipeline": PipelineConfig}
 
 
@@ -28,20 +29,20 @@ def section(name: str) -> re.Pattern:
 def test_readme_reference_matches_the_dataclasses(name):
     text = README.read_text()
     match = section(name).search(text)
-    assert match, f"README.md lacks the <!-- config-reference:{name} --> section"
+    assert match, f"docs/configuration.md lacks the <!-- config-reference:{name} --> section"
     expected = reference_table(TABLES[name])
     if os.environ.get("DPT_UPDATE_README") == "1":
         README.write_text(section(name).sub(lambda m: m.group(1) + expected + m.group(3), text))
         return
     assert match.group(2) == expected, (
-        f"README.md's {name} configuration reference is out of date; run "
+        f"docs/configuration.md's {name} configuration reference is out of date; run "
         "DPT_UPDATE_README=1 pytest tests/test_config_reference.py")
 
 
 def test_every_shipped_config_loads():
     from pipeline.config import load_config
 
-    configs = sorted((README.parent / "configs").glob("*.yaml"))
+    configs = sorted((ROOT / "configs").glob("*.yaml"))
     assert configs
     for path in configs:
         cls = PipelineConfig if path.name.startswith("pipeline_") else TrainConfig
