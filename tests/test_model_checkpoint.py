@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import fractions
+import io
 import json
+import re
 
 import pytest
 import torch
@@ -197,3 +199,70 @@ def test_transformers_dpt_hybrid_equivalence(tmp_path):
         got = ours(x)[:, 0]
     assert (expected > 0).all()
     assert ((got - expected).abs().max() / expected.abs().max()).item() < 1e-4
+
+
+# --------------------------------------------------------------------------- a checkpoint argument -> the model file
+
+
+def _train_checkpoint(model, root: str) -> str:
+    """A checkpoint directory as `dpt train` writes it (training.loop.save_state: model.safetensors,
+    train_state.pt, meta.json), under ``root`` (local or s3://); returns the directory."""
+    import os
+    import tempfile
+
+    from pipeline import storage
+    from training.loop import save_state
+
+    optimizer = torch.optim.Adam(model.parameters())
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+    with tempfile.TemporaryDirectory() as local:
+        save_state(local, model, optimizer, scheduler, {"step": 2, "model": "dpt_tiny"})
+        directory = storage.join(root, "dpt", "TorchTrainer_0", "checkpoint_000002")
+        for name in sorted(os.listdir(local)):
+            storage.write_bytes(storage.join(directory, name), open(os.path.join(local, name), "rb").read())
+    return directory
+
+
+def test_a_train_checkpoint_directory_loads_like_its_model_file(source, storage_root):
+    from pipeline import storage
+    from training.model.checkpoint import MODEL_FILE, check_checkpoint, inspect_checkpoint, resolve_checkpoint
+
+    directory = _train_checkpoint(source, storage_root)
+    inside = storage.join(directory, MODEL_FILE)
+    assert sorted(storage.basename(u) for u in storage.list_files(directory)) == [
+        "meta.json", MODEL_FILE, "train_state.pt"]
+    for given in (directory, directory + "/", inside):
+        assert resolve_checkpoint(given).rstrip("/").endswith(f"checkpoint_000002/{MODEL_FILE}")
+        info = inspect_checkpoint(given)
+        assert info.kind == "safetensors" and info.own and info.metadata["name"] == "dpt_tiny"
+        assert check_checkpoint(given) == info.file
+        _same_output(source, load_model(given).eval())
+        _same_output(source, load_checkpoint(build_model("dpt_tiny").eval(), given))
+
+
+def test_a_checkpoint_argument_that_is_not_one_is_named(source, storage_root):
+    from pipeline import storage
+    from training.model.checkpoint import check_checkpoint, inspect_checkpoint, resolve_checkpoint
+
+    storage.write_bytes(storage.join(storage_root, "other", "notes.txt"), b"hello, not weights")
+    empty_dir = storage.join(storage_root, "other")
+    with pytest.raises(FileNotFoundError, match=f"^{re.escape(empty_dir)}: .*(holding|without) model.safetensors"):
+        resolve_checkpoint(empty_dir)  # local: "a directory without ..."; s3: "no such object, nor ... holding ..."
+    with pytest.raises(FileNotFoundError, match="nowhere: no such"):
+        resolve_checkpoint(storage.join(storage_root, "nowhere"))
+    with pytest.raises(ValueError, match="notes.txt: neither a safetensors file nor a torch file"):
+        inspect_checkpoint(storage.join(storage_root, "other", "notes.txt"))
+    official = storage.join(storage_root, "official.pt")
+    buffer = io.BytesIO()
+    torch.save(_official_state(source), buffer)
+    storage.write_bytes(official, buffer.getvalue())
+    assert inspect_checkpoint(official).kind == "torch" and not inspect_checkpoint(official).own
+    # an official file needs the variant named; with it, it passes and loads
+    with pytest.raises(ValueError, match="^--checkpoint .*official.pt: not a dpt-pipeline checkpoint .* --model$"):
+        check_checkpoint(official)
+    assert check_checkpoint(official, "dpt_tiny") == official
+    _same_output(source, load_checkpoint(build_model("dpt_tiny").eval(), official))
+    with pytest.raises(ValueError, match="^--model: unknown DPT model 'dpt_nope'"):
+        check_checkpoint(official, "dpt_nope")
+    with pytest.raises(ValueError, match="^--checkpoint .*nowhere: no such"):
+        check_checkpoint(storage.join(storage_root, "nowhere"))

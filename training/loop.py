@@ -20,8 +20,8 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from training.losses import ScaleAndShiftInvariantLoss
+from training.model.checkpoint import MODEL_FILE  # the model weights: what training.model.load_checkpoint reads
 
-MODEL_FILE = "model.safetensors"  # the plain model state dict: what training.model.load_checkpoint reads
 STATE_FILE = "train_state.pt"  # optimiser, schedule, RNG
 META_FILE = "meta.json"  # step, data position, config: readable without torch
 
