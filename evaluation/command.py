@@ -23,8 +23,13 @@ import sys
 import urllib.parse
 from pathlib import Path
 
+from typing import TYPE_CHECKING
+
 from evaluation.protocol import PROTOCOLS, SEGMENTATION_PROTOCOLS, get_protocol
 from pipeline import storage
+
+if TYPE_CHECKING:
+    from evaluation.model_loading import CheckpointLoader
 
 DEFAULT_EXPERIMENT = "dpt-zero-shot"
 
@@ -131,7 +136,7 @@ def _check_data_root(root: str, benchmarks: list[str]) -> None:
                      f"{', '.join(f + '/' for f in folders)})")
 
 
-def check_inputs(args: argparse.Namespace, loader) -> list[str]:
+def check_inputs(args: argparse.Namespace, loader: CheckpointLoader) -> list[str]:
     """Fail now, before Ray starts or an MLflow run exists, on whatever would fail later: the benchmark names,
     the numbers, the checkpoint (there, and of a kind the loader reads: its first bytes only), the data root and
     its benchmark folders, and the run of ``--run-id``. Returns the benchmarks asked for."""

@@ -105,7 +105,8 @@ def test_ingest_list_sources_names_ours_and_other_packages_sources(tmp_path):
     assert out.returncode == 0 and out.stderr == "", out.stderr
     lines = {line.split()[0]: line for line in out.stdout.splitlines()}
     assert {"redweb", "diml", "tartanair", "folder", "ade20k", "listed", "gone"} <= set(lines)
-    assert lines["redweb"] == "redweb       ReDWeb V1: Imgs/*.jpg + RDs/*.png; target 255 - RD (inverse depth), 255 invalid."
+    assert lines["redweb"] == ("redweb       ReDWeb V1: Imgs/*.jpg + RDs/*.png; target 255 - RD (inverse depth), "
+                               "255 invalid.")
     assert lines["listed"] == "listed       Listed: a source from another package. (entry point dpt_listed_source)"
     assert lines["gone"].startswith("gone         BROKEN: entry point gone = dpt_listed_source.nowhere:Adapter")
     assert "cannot be loaded: ModuleNotFoundError" in lines["gone"]

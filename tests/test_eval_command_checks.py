@@ -56,13 +56,15 @@ BAD = [
     (["--checkpoint", "{root}/official.pt"],
      r"--checkpoint {root}/official.pt: not a dpt-pipeline checkpoint .*name the variant to build with --model", False),
     (["--checkpoint", "{ckpt}", "--model", "dpt_nope"], r"--model: unknown DPT model 'dpt_nope'; known: .*", False),
-    (["--checkpoint", "{ckpt}", "--data-root", "{root}/nowhere"], r"--data-root {root}/nowhere: no such directory", True),
+    (["--checkpoint", "{ckpt}", "--data-root", "{root}/nowhere"], r"--data-root {root}/nowhere: no such directory",
+     True),
     (["--checkpoint", "{ckpt}", "--data-root", "{root}/empty"],
      r"--data-root {root}/empty: nothing is stored there \(the benchmarks asked for need diw/, eth3d/, sintel/, "
      r"kitti/, nyu/, tum/\)", False),
     (["--checkpoint", "{ckpt}", "--benchmarks", "nyu,kitti"],
      r"--data-root {data}: it holds none of their folders \(the benchmarks asked for need nyu/, kitti/\)", True),
-    (["--checkpoint", "{ckpt}", "--benchmarks", "tum,nope"], r"--benchmarks: unknown \['nope'\]; choose from .*", False),
+    (["--checkpoint", "{ckpt}", "--benchmarks", "tum,nope"], r"--benchmarks: unknown \['nope'\]; choose from .*",
+     False),
     (["--checkpoint", "{ckpt}", "--chunk-images", "0"], r"--chunk-images must be at least 1, got 0", False),
 ]
 
@@ -109,8 +111,8 @@ def test_an_unknown_run_id_fails_before_ray_and_creates_nothing(inputs, mlflow_s
     # run, and looking does not create it
     out = run_dpt(tmp_path / "default", *args, "--run-id", missing, env=_env())
     assert out.code == 1
-    assert re.fullmatch(rf"dpt eval: error: --run-id {missing}: no such run: the tracking store sqlite:///\S+/mlflow.db "
-                        r"does not exist \(set MLFLOW_TRACKING_URI to the store that holds the run\)\n", out.stderr)
+    assert re.fullmatch(rf"dpt eval: error: --run-id {missing}: no such run: the tracking store "
+                        r"sqlite:///\S+/mlflow.db does not exist \(set MLFLOW_TRACKING_URI to the store that holds the run\)\n", out.stderr)
     assert out.created == []
 
 

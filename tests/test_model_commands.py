@@ -83,7 +83,8 @@ def test_predict_journey_with_the_checkpoint_directory_dpt_train_prints(tmp_path
 @pytest.mark.parametrize("args, line", [
     (["{in}/missing.png"], "IMAGE_OR_DIR {in}/missing.png: no such file or directory"),
     (["{in}/sub", "{in}/empty"], "IMAGE_OR_DIR {in}/empty: a directory without images"),
-    (["{in}/sub", "--checkpoint", "{in}/a.png"], "--checkpoint {in}/a.png: neither a safetensors file nor a torch file"),
+    (["{in}/sub", "--checkpoint", "{in}/a.png"],
+     "--checkpoint {in}/a.png: neither a safetensors file nor a torch file"),
     (["{in}/sub", "--checkpoint", "{in}"], "--checkpoint {in}: a directory without model.safetensors (not a checkpoint "
                                            "directory of dpt train)"),
     (["{in}/sub", "--out", "{in}/a.png/maps"], "--out {in}/a.png/maps: {in}/a.png is a file, not a directory"),
@@ -102,8 +103,8 @@ def test_predict_checks_its_inputs_before_loading_the_model(checkpoint, tmp_path
     out = run_dpt(tmp_path / "cwd", "predict", *argv)
     assert out.code == 1
     assert out.stderr == f"dpt predict: error: {line.replace('{in}', str(inputs))}\n"
-    assert out.created == [] and sorted(p.name for p in inputs.iterdir()) == ["a.png", "broken.jpg", "empty", "notes.txt",
-                                                                             "sub"]
+    assert out.created == []
+    assert sorted(p.name for p in inputs.iterdir()) == ["a.png", "broken.jpg", "empty", "notes.txt", "sub"]
 
 
 def test_predict_same_result_in_any_batch(checkpoint, tmp_path):
@@ -134,7 +135,8 @@ def test_predict_and_export_to_a_bucket_that_is_not_there(checkpoint, tmp_path, 
         argv = [str(tmp_path / "in" / "a.png")] if command == "predict" else []
         assert main([command, *argv, "--checkpoint", str(checkpoint), "--out", out]) == 1
         err = capsys.readouterr().err
-        assert err.startswith(f"dpt {command}: error: --out {out}: cannot be written (cannot list s3://no-such-bucket-dpt")
+        assert err.startswith(f"dpt {command}: error: --out {out}: cannot be written "
+                              "(cannot list s3://no-such-bucket-dpt")
         assert "NoSuchBucket" in err and s3_env["AWS_SECRET_ACCESS_KEY"] not in err and len(err.splitlines()) == 1
 
 

@@ -63,7 +63,8 @@ def find_images(inputs: list[str]) -> tuple[list[tuple[str, str]], list[tuple[st
         if not images and storage.is_s3(item):
             problems.append((item, "no such object, nor images under it"))
         elif not images:
-            problems.append((item, "a directory without images" if os.path.isdir(item) else "no such file or directory"))
+            reason = "a directory without images" if os.path.isdir(item) else "no such file or directory"
+            problems.append((item, reason))
         for url in images:
             found.append((url, str(PurePosixPath(url[len(base) + 1:]).with_suffix(""))))
     return found, problems

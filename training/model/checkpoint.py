@@ -195,8 +195,9 @@ def load_state(model: nn.Module, state: Mapping[str, torch.Tensor], source: str 
 
 
 def load_checkpoint(model: nn.Module, path: str) -> nn.Module:
-    """Load ``path`` (a file or a checkpoint directory, local or s3://) into ``model``: this project's safetensors checkpoints, official DPT /
-    MiDaS v3 ``.pt`` files and transformers ``DPTForDepthEstimation`` weights. Returns ``model``."""
+    """Load ``path`` (a file or a checkpoint directory, local or s3://) into ``model``: this project's safetensors
+    checkpoints, official DPT / MiDaS v3 ``.pt`` files and transformers ``DPTForDepthEstimation`` weights.
+    Returns ``model``."""
     state, _ = _read_state(path)
     return load_state(model, state, path)
 
