@@ -9,21 +9,34 @@
 connects to ``RAY_ADDRESS`` (or ``--ray-address``) when set, else starts a local instance. MLflow: the
 tracking URI comes from ``MLFLOW_TRACKING_URI``. Exit code 0 when every benchmark was scored, 1 when
 any failed (the others are still logged).
+
+Every input is checked before Ray starts or an MLflow run exists (:func:`check_inputs`): a bad one is one
+line naming the option, exit code 1, and nothing is started or written.
 """
 
 from __future__ import annotations
 
 import argparse
 import math
+import os
 import sys
+import urllib.parse
+from pathlib import Path
+
+from typing import TYPE_CHECKING
 
 from evaluation.protocol import PROTOCOLS, SEGMENTATION_PROTOCOLS, get_protocol
+from pipeline import storage
+
+if TYPE_CHECKING:
+    from evaluation.model_loading import CheckpointLoader
 
 DEFAULT_EXPERIMENT = "dpt-zero-shot"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--checkpoint", required=True, help="checkpoint file (local path or s3:// URL)")
+    parser.add_argument("--checkpoint", required=True,
+                        help="checkpoint: a directory as `dpt train` prints it, or a model file (local or s3://)")
     parser.add_argument("--model", default=None,
                         help="DPT variant to build (dpt_large, dpt_hybrid, ...); default: read from the checkpoint")
     parser.add_argument("--benchmarks", default=",".join(PROTOCOLS),
@@ -52,6 +65,92 @@ def parse_benchmarks(text: str) -> list[str]:
     if unknown or not names:
         raise ValueError(f"--benchmarks: unknown {unknown or text!r}; choose from {','.join(known)}")
     return list(dict.fromkeys(names))
+
+
+def _has_files(url: str) -> bool:
+    """Whether anything is stored under ``url``: a local directory holding a file, or an s3:// prefix holding an
+    object (one listing request, however large the folder). Raises ``StorageError`` naming ``url``."""
+    if not storage.is_s3(url):
+        return os.path.isdir(url) and any(p.is_file() for p in Path(url).rglob("*"))
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    bucket, key = storage.split_s3(url)
+    try:
+        page = storage.s3_client().list_objects_v2(Bucket=bucket, Prefix=key.rstrip("/") + "/" if key else "",
+                                                   MaxKeys=1)
+    except (BotoCoreError, ClientError) as exc:  # botocore's messages name the operation, never a credential
+        raise storage.StorageError(f"{url}: cannot list it ({exc})") from None
+    return page.get("KeyCount", 0) > 0
+
+
+def _without_password(uri: str) -> str:
+    """``uri`` as it may be printed: a password in it (``postgresql://user:pw@host/db``) becomes ``***``."""
+    parts = urllib.parse.urlsplit(uri)
+    if parts.password is None:
+        return uri
+    host = parts.netloc.rpartition("@")[2]
+    return parts._replace(netloc=f"{parts.username}:***@{host}").geturl()
+
+
+def _check_run_id(run_id: str) -> None:
+    """The run exists in the tracking store; looking it up creates nothing (a SQLite or file store that is not
+    there is not created: the run cannot be in it)."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    uri = mlflow.get_tracking_uri()
+    shown = _without_password(uri)
+    parts = urllib.parse.urlsplit(uri)
+    local = None  # the file or folder of a local store
+    if parts.scheme == "sqlite":
+        local = uri[len("sqlite:///"):]
+    elif parts.scheme == "file" or (parts.scheme == "" and uri != "databricks"):
+        local = parts.path
+    if local is not None and not os.path.exists(local):
+        raise ValueError(f"--run-id {run_id}: no such run: the tracking store {shown} does not exist "
+                         "(set MLFLOW_TRACKING_URI to the store that holds the run)")
+    try:
+        mlflow.MlflowClient(uri).get_run(run_id)
+    except MlflowException as exc:
+        if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
+            raise ValueError(f"--run-id {run_id}: no such run in {shown}") from None
+        reason = str(exc.message).splitlines()[0]
+        raise ValueError(f"--run-id {run_id}: cannot look it up in {shown}: {reason}") from None
+
+
+def _check_data_root(root: str, benchmarks: list[str]) -> None:
+    """The data root is there and holds at least one requested benchmark's folder. A missing benchmark folder
+    among others is not an error here: that benchmark fails in the job and the others still finish."""
+    from evaluation.benchmarks import ALIASES
+
+    folders = list(dict.fromkeys(ALIASES.get(b, b) for b in benchmarks))
+    try:
+        if not storage.is_s3(root) and not os.path.isdir(root):
+            raise FileNotFoundError(f"{root}: no such directory")
+        if any(_has_files(storage.join(root, folder)) for folder in folders):
+            return
+        what = "it holds none of their folders" if _has_files(root) else "nothing is stored there"
+    except (OSError, RuntimeError) as exc:  # not there, no bucket, no access: the message names the URL
+        raise ValueError(f"--data-root {exc}") from None
+    raise ValueError(f"--data-root {root}: {what} (the benchmarks asked for need "
+                     f"{', '.join(f + '/' for f in folders)})")
+
+
+def check_inputs(args: argparse.Namespace, loader: CheckpointLoader) -> list[str]:
+    """Fail now, before Ray starts or an MLflow run exists, on whatever would fail later: the benchmark names,
+    the numbers, the checkpoint (there, and of a kind the loader reads: its first bytes only), the data root and
+    its benchmark folders, and the run of ``--run-id``. Returns the benchmarks asked for."""
+    benchmarks = parse_benchmarks(args.benchmarks)
+    for option, value, least in (("--chunk-images", args.chunk_images, 1), ("--batch-size", args.batch_size, 1),
+                                 ("--workers", args.workers, 0), ("--pictures", args.pictures, 0),
+                                 ("--limit", args.limit, 1), ("--input-size", args.input_size, 32)):
+        if value is not None and value < least:
+            raise ValueError(f"{option} must be at least {least}, got {value}")
+    loader.check()
+    _check_data_root(args.data_root, benchmarks)
+    if args.run_id:
+        _check_run_id(args.run_id)
+    return benchmarks
 
 
 def _not_yet_in_run(run_id: str, benchmarks: list[str]) -> list[str]:
@@ -85,17 +184,19 @@ def _report(outcome, limited: bool) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from evaluation.model_loading import CheckpointLoader
+
+    loader = CheckpointLoader(args.checkpoint, args.model, args.input_size)
+    requested = benchmarks = check_inputs(args, loader)  # nothing is started or written before this passes
+
     import mlflow
     import ray
 
     from evaluation.job import EvalOptions, evaluate
-    from evaluation.model_loading import CheckpointLoader
     from evaluation.tracking import log_outcome, start_run
 
-    requested = benchmarks = parse_benchmarks(args.benchmarks)
     options = EvalOptions(chunk_images=args.chunk_images, batch_size=args.batch_size, workers=args.workers,
                           pictures=args.pictures, limit=args.limit)
-    loader = CheckpointLoader(args.checkpoint, args.model, args.input_size)
     experiment = None if args.run_id else (args.experiment or DEFAULT_EXPERIMENT)
     if args.run_id and not args.force:
         benchmarks = _not_yet_in_run(args.run_id, benchmarks)

@@ -14,7 +14,8 @@ from evaluation.predict import Preprocessing
 
 @dataclasses.dataclass(frozen=True)
 class CheckpointLoader:
-    """Build and load a DPT for evaluation.
+    """Build and load a DPT for evaluation. ``checkpoint`` is a model file or a checkpoint directory of
+    ``dpt train`` (local or s3://).
 
     ``model=None`` reads this project's checkpoints, which carry their model config; a variant name
     (``dpt_large``, ``dpt_hybrid``, ...) builds it and loads any supported checkpoint into it (official
@@ -24,6 +25,13 @@ class CheckpointLoader:
     checkpoint: str
     model: str | None = None
     input_size: int | None = None
+
+    def check(self) -> str:
+        """Fail now, on the driver, unless the checkpoint is there and of a kind this loader reads (its first
+        bytes only: cheap on s3://) and the variant name is known. Returns the model file."""
+        from training.model.checkpoint import check_checkpoint
+
+        return check_checkpoint(self.checkpoint, self.model)
 
     def __call__(self):
         from training.model import build_model, load_checkpoint, load_model

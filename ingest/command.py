@@ -9,18 +9,52 @@ chain (environment, profile, instance role) of the driver and of every Ray worke
 from __future__ import annotations
 
 import argparse
+import inspect
 import os
+from importlib.metadata import entry_points
 
 from ingest.job import run_ingest
 from ingest.plan import SPLIT_BY, IngestSettings
-from ingest.sources import available_sources, get_source
+from ingest.sources import ENTRY_POINT_GROUP, available_sources, get_source
 from ingest.sources.folder import FolderAdapter
 from pipeline import storage
 
 _FOLDER_ONLY = ("image_glob", "target_glob", "mask_glob", "target", "invalid_value")
 
 
+def source_lines() -> list[str]:
+    """One line per source that ``dpt ingest`` can read: its name and the first sentence of its adapter's
+    docstring; a source from another package says so (entry point), and one whose entry point is broken says why."""
+    lines, names = [], available_sources()
+    for name in names:
+        cls = get_source(name)
+        doc = (inspect.getdoc(cls) or "").split("\n\n")[0].replace("\n", " ").replace("``", "")
+        origin = "" if cls.__module__.startswith("ingest.sources.") else f" (entry point {cls.__module__})"
+        lines.append(f"{name:<12} {doc}{origin}")
+    for ep in sorted(entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
+        if ep.name not in names:
+            try:
+                get_source(ep.name)
+            except ValueError as exc:
+                lines.append(f"{ep.name:<12} BROKEN: {exc}")
+    return lines
+
+
+class _ListSources(argparse.Action):
+    """``--list-sources``: print the sources and exit 0 while parsing, as ``--help`` does, so that it needs no
+    SOURCE, --root or --out (which every other use of ``dpt ingest`` still requires)."""
+
+    def __init__(self, option_strings, dest, **kwargs):
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        print("\n".join(source_lines()))
+        parser.exit(0)
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--list-sources", action=_ListSources,
+                        help="list the sources (ours and dpt.sources entry points) with a line each, and exit")
     parser.add_argument("source", help="adapter name: one of ours (see --list-sources), folder, or a dpt.sources entry point")
     parser.add_argument("--root", required=True, help="the dataset's released layout (local directory or s3://)")
     parser.add_argument("--out", required=True, help="corpus prefix; writes <out>/<source>/<split>/ (local or s3://)")

@@ -2,7 +2,8 @@
 
 Each stage declares its own dataclasses; this module only turns YAML (parsed with ``yaml.safe_load``) and
 ``key.sub=value`` overrides into instances of them, strictly: an unknown key, a missing required key or a
-value of the wrong type is a :class:`ConfigError` whose message names the dotted key and the file.
+value of the wrong type is a :class:`ConfigError` whose message names the dotted key and where the value came
+from: the file, or the command-line override (``override optim.lr=abc: expected a number, got 'abc'``).
 
 >>> @dataclasses.dataclass
 ... class Optim:
@@ -33,16 +34,45 @@ class ConfigError(ValueError):
     """A configuration value is unknown, missing or of the wrong type; the message names the key."""
 
 
-def _where(path: str, source: str | None) -> str:
-    key = path or "<root>"
-    return f"{source}: {key}" if source else key
+@dataclasses.dataclass(frozen=True)
+class _Origin:
+    """Where the values being checked came from: a file (or none) and the command-line overrides by dotted key,
+    so that an error blames the override that set the bad value and the file for everything else."""
+
+    file: str | None = None
+    overrides: Mapping[str, str] = dataclasses.field(default_factory=dict)  # dotted key -> "key=value"
+
+    def _override(self, path: str) -> tuple[str, str] | None:
+        """``(key, item)`` of the most specific override that set ``path`` or a section above it."""
+        keys = [k for k in self.overrides if path == k or path.startswith((f"{k}.", f"{k}["))]
+        key = max(keys, key=len, default=None)
+        return (key, self.overrides[key]) if key is not None else None
+
+    def label(self, path: str) -> str | None:
+        """The origin of the value at ``path``: ``override key=value``, the file, or None (plain data)."""
+        found = self._override(path)
+        if found:
+            return f"override {found[1]}"
+        inside = [item for k, item in self.overrides.items() if k.startswith(f"{path}.") or not path]
+        if inside:  # a section's own check failed: the file's values and an override's meet there
+            return f"{self.file} with override {inside[-1]}" if self.file else f"override {inside[-1]}"
+        return self.file
+
+    def where(self, path: str) -> str:
+        """``label: path`` (just the label for the top level, or when an override set exactly this key)."""
+        label = self.label(path)
+        found = self._override(path)
+        if label and (not path or (found and found[0] == path)):
+            return label
+        key = path or "<root>"
+        return f"{label}: {key}" if label else key
 
 
 def _type_name(tp: Any) -> str:
     return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
 
 
-def _convert(tp: Any, value: Any, path: str, source: str | None) -> Any:
+def _convert(tp: Any, value: Any, path: str, source: _Origin) -> Any:
     """Check and convert one YAML value to the annotated type ``tp``."""
     origin = typing.get_origin(tp)
     args = typing.get_args(tp)
@@ -57,10 +87,10 @@ def _convert(tp: Any, value: Any, path: str, source: str | None) -> Any:
                 return _convert(option, value, path, source)
             except ConfigError:
                 continue
-        raise ConfigError(f"{_where(path, source)}: {value!r} fits none of {_type_name(tp)}")
+        raise ConfigError(f"{source.where(path)}: {value!r} fits none of {_type_name(tp)}")
     if origin is typing.Literal:
         if value not in args:
-            raise ConfigError(f"{_where(path, source)}: {value!r} is not one of {list(args)}")
+            raise ConfigError(f"{source.where(path)}: {value!r} is not one of {list(args)}")
         return value
     if dataclasses.is_dataclass(tp):
         return _from_dict(tp, value, path, source)
@@ -68,20 +98,20 @@ def _convert(tp: Any, value: Any, path: str, source: str | None) -> Any:
         try:
             return tp(value)
         except ValueError:
-            raise ConfigError(f"{_where(path, source)}: {value!r} is not one of {[e.value for e in tp]}") from None
+            raise ConfigError(f"{source.where(path)}: {value!r} is not one of {[e.value for e in tp]}") from None
     if origin in (list, tuple, Sequence) or tp in (list, tuple):
         if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{_where(path, source)}: expected a list, got {type(value).__name__} {value!r}")
+            raise ConfigError(f"{source.where(path)}: expected a list, got {type(value).__name__} {value!r}")
         if origin is tuple and args and args[-1] is not Ellipsis:
             if len(value) != len(args):
-                raise ConfigError(f"{_where(path, source)}: expected {len(args)} items, got {len(value)}")
+                raise ConfigError(f"{source.where(path)}: expected {len(args)} items, got {len(value)}")
             return tuple(_convert(a, v, f"{path}[{i}]", source) for i, (a, v) in enumerate(zip(args, value)))
         item = args[0] if args else Any
         items = [_convert(item, v, f"{path}[{i}]", source) for i, v in enumerate(value)]
         return tuple(items) if origin is tuple or tp is tuple else items
     if origin in (dict, Mapping) or tp is dict:
         if not isinstance(value, dict):
-            raise ConfigError(f"{_where(path, source)}: expected a mapping, got {type(value).__name__} {value!r}")
+            raise ConfigError(f"{source.where(path)}: expected a mapping, got {type(value).__name__} {value!r}")
         key_tp, val_tp = args if args else (Any, Any)
         return {
             _convert(key_tp, k, f"{path}.{k}", source): _convert(val_tp, v, f"{path}.{k}", source)
@@ -89,16 +119,16 @@ def _convert(tp: Any, value: Any, path: str, source: str | None) -> Any:
         }
     if tp is bool:
         if not isinstance(value, bool):
-            raise ConfigError(f"{_where(path, source)}: expected true/false, got {value!r}")
+            raise ConfigError(f"{source.where(path)}: expected true/false, got {value!r}")
         return value
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{_where(path, source)}: expected an integer, got {value!r}")
+            raise ConfigError(f"{source.where(path)}: expected an integer, got {value!r}")
         return value
     if tp is float:
         # YAML 1.1 reads "1e-4" (no dot) as a string; accept anything float() parses exactly.
         if isinstance(value, bool):
-            raise ConfigError(f"{_where(path, source)}: expected a number, got {value!r}")
+            raise ConfigError(f"{source.where(path)}: expected a number, got {value!r}")
         if isinstance(value, (int, float)):
             return float(value)
         if isinstance(value, str):
@@ -106,29 +136,30 @@ def _convert(tp: Any, value: Any, path: str, source: str | None) -> Any:
                 return float(value)
             except ValueError:
                 pass
-        raise ConfigError(f"{_where(path, source)}: expected a number, got {value!r}")
+        raise ConfigError(f"{source.where(path)}: expected a number, got {value!r}")
     if tp is str:
         if not isinstance(value, str):
-            raise ConfigError(f"{_where(path, source)}: expected a string, got {type(value).__name__} {value!r}")
+            raise ConfigError(f"{source.where(path)}: expected a string, got {type(value).__name__} {value!r}")
         return value
     if tp is Path:
         if not isinstance(value, str):
-            raise ConfigError(f"{_where(path, source)}: expected a path string, got {value!r}")
+            raise ConfigError(f"{source.where(path)}: expected a path string, got {value!r}")
         return Path(value)
-    raise ConfigError(f"{_where(path, source)}: unsupported annotation {_type_name(tp)}")
+    raise ConfigError(f"{source.where(path)}: unsupported annotation {_type_name(tp)}")
 
 
-def _from_dict(cls: type[T], data: Any, path: str, source: str | None) -> T:
+def _from_dict(cls: type[T], data: Any, path: str, source: _Origin) -> T:
     if data is None:
         data = {}
     if not isinstance(data, dict):
-        raise ConfigError(f"{_where(path, source)}: expected a mapping for {cls.__name__}, got {data!r}")
+        raise ConfigError(f"{source.where(path)}: expected a mapping for {cls.__name__}, got {data!r}")
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
     unknown = sorted(set(data) - set(fields))
     if unknown:
-        dotted = ", ".join(f"{path}.{k}" if path else str(k) for k in unknown)
-        raise ConfigError(f"{source + ': ' if source else ''}unknown key {dotted} "
+        dotted = [f"{path}.{k}" if path else str(k) for k in unknown]
+        label = source.label(dotted[0])
+        raise ConfigError(f"{label + ': ' if label else ''}unknown key {', '.join(dotted)} "
                           f"(known: {', '.join(sorted(fields))})")
     kwargs = {}
     for name, field in fields.items():
@@ -136,16 +167,16 @@ def _from_dict(cls: type[T], data: Any, path: str, source: str | None) -> T:
         if name in data:
             kwargs[name] = _convert(hints[name], data[name], sub, source)
         elif field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING:
-            raise ConfigError(f"{_where(sub, source)}: required key is missing")
+            raise ConfigError(f"{source.where(sub)}: required key is missing")
     try:
         return cls(**kwargs)
     except (TypeError, ValueError) as exc:
-        raise ConfigError(f"{_where(path, source)}: {exc}") from exc
+        raise ConfigError(f"{source.where(path)}: {exc}") from exc
 
 
 def from_dict(cls: type[T], data: Mapping[str, Any] | None, source: str | None = None) -> T:
-    """Build ``cls`` from plain data, checking every key and type."""
-    return _from_dict(cls, dict(data or {}), "", source)
+    """Build ``cls`` from plain data, checking every key and type; ``source`` (a file name) prefixes errors."""
+    return _from_dict(cls, dict(data or {}), "", _Origin(source))
 
 
 def to_dict(config: Any) -> dict[str, Any]:
@@ -167,17 +198,25 @@ def to_dict(config: Any) -> dict[str, Any]:
     return plain(config)
 
 
+def _override_parts(item: str) -> tuple[str, str]:
+    """``"key.sub=value"`` -> ``("key.sub", "value")``."""
+    key, eq, raw = item.partition("=")
+    key = key.strip()
+    if not eq or not key:
+        raise ConfigError(f"override {item!r} must look like key.sub=value")
+    return key, raw
+
+
 def apply_overrides(cls: type, data: dict[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
     """Apply ``key.sub=value`` strings to raw config data; values are parsed as YAML scalars/lists.
 
-    The dotted key must name a field of ``cls`` (checked here, so a typo fails before anything runs).
+    The dotted key must name a field of ``cls`` (checked here, so a typo fails before anything runs); below a
+    ``dict`` field any key may be set; a list is set whole (``curriculum=[{steps: 10, sources: [a]}]``).
+    The values are checked when the config is built (:func:`load_config`), which blames the override.
     """
     data = dict(data)
     for item in overrides:
-        key, eq, raw = item.partition("=")
-        key = key.strip()
-        if not eq or not key:
-            raise ConfigError(f"override {item!r} must look like key.sub=value")
+        key, raw = _override_parts(item)
         parts = key.split(".")
         target_cls: Any = cls
         node = data
@@ -185,19 +224,35 @@ def apply_overrides(cls: type, data: dict[str, Any], overrides: Sequence[str]) -
             names = {f.name: f for f in dataclasses.fields(target_cls)} if dataclasses.is_dataclass(target_cls) else None
             if names is not None and part not in names:
                 prefix = ".".join(parts[:depth])
-                raise ConfigError(f"override {item!r}: unknown key {key} "
+                raise ConfigError(f"override {item}: unknown key {key} "
                                   f"(known under {prefix or '<root>'}: {', '.join(sorted(names))})")
             hint = typing.get_type_hints(target_cls)[part] if names is not None else Any
             if depth == len(parts) - 1:
                 node[part] = yaml.safe_load(raw) if raw.strip() else ""
                 break
+            here = ".".join(parts[:depth + 1])
+            union = typing.get_origin(hint) in (typing.Union, types.UnionType)
+            if any(typing.get_origin(a) in (list, tuple, Sequence) or a in (list, tuple)
+                   for a in (typing.get_args(hint) if union else (hint,))):
+                raise ConfigError(f"override {item}: {here} is a list; set it whole ({here}=[...])")
             child = node.get(part)
             node[part] = dict(child) if isinstance(child, dict) else {}
             node = node[part]
             target_cls = next((a for a in (hint, *typing.get_args(hint)) if dataclasses.is_dataclass(a)), Any)
             if target_cls is Any and names is not None and typing.get_origin(hint) not in (dict, Mapping):
-                raise ConfigError(f"override {item!r}: {'.'.join(parts[:depth + 1])} is not a section")
+                raise ConfigError(f"override {item}: {here} is not a section")
     return data
+
+
+def _origin(file: str | None, overrides: Sequence[str]) -> _Origin:
+    """The overrides by dotted key; a later one that sets a whole section replaces the earlier ones inside it."""
+    by_key: dict[str, str] = {}
+    for item in overrides:
+        key, _ = _override_parts(item)
+        for inner in [k for k in by_key if k == key or k.startswith(f"{key}.")]:
+            del by_key[inner]
+        by_key[key] = item
+    return _Origin(file, by_key)
 
 
 def load_config(cls: type[T], path: str | Path | None = None, overrides: Sequence[str] = ()) -> T:
@@ -218,7 +273,7 @@ def load_config(cls: type[T], path: str | Path | None = None, overrides: Sequenc
             raise ConfigError(f"{source}: the top level must be a mapping, got {type(loaded).__name__}")
         data = loaded or {}
     data = apply_overrides(cls, data, overrides)
-    return _from_dict(cls, data, "", source)
+    return _from_dict(cls, data, "", _origin(source, overrides))
 
 
 def _pretty(tp: Any) -> str:

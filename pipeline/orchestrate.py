@@ -25,7 +25,7 @@ import time
 from collections.abc import Callable, Sequence
 
 from pipeline import storage
-from pipeline.checkpoint_layout import MODEL_FILE, latest_checkpoint
+from pipeline.checkpoint_layout import latest_checkpoint
 from pipeline.config import ConfigError, load_config, to_dict
 from pipeline.job_paths import check_job_path
 from pipeline.shards import MANIFEST_NAME, REJECTS_NAME
@@ -252,7 +252,7 @@ class Pipeline:
         if self.config.eval is None:
             return None
         run_id = self._run("eval", f"{self.config.name} zero-shot", parent)
-        argv = ["eval", "--checkpoint", storage.join(checkpoint, MODEL_FILE), "--data-root", self.config.eval.data_root,
+        argv = ["eval", "--checkpoint", checkpoint, "--data-root", self.config.eval.data_root,
                 "--benchmarks", ",".join(self.config.eval.benchmarks), "--run-id", run_id, *self.config.eval.args]
         if model:
             argv += ["--model", model]

@@ -71,3 +71,45 @@ def test_reading_manifests_exits_cleanly_every_time(tmp_path):
     assert dpt("shards", "demo", "--out", str(tmp_path), "--samples", "2").returncode == 0
     codes = [dpt("shards", "ls", str(tmp_path)).returncode for _ in range(8)]
     assert codes == [0] * 8
+
+
+def test_ingest_list_sources_names_ours_and_other_packages_sources(tmp_path):
+    """`dpt ingest --help` points at --list-sources: it lists every source with a line, entry points included
+    (a real installed distribution on PYTHONPATH), and needs no SOURCE, --root or --out."""
+    import os
+    import textwrap
+
+    from ingest.sources import ENTRY_POINT_GROUP
+
+    site = tmp_path / "site"
+    (site / "dpt_listed_source").mkdir(parents=True)
+    (site / "dpt_listed_source" / "__init__.py").write_text(textwrap.dedent('''
+        from ingest.conversion import TargetKind
+        from ingest.sources.base import SourceAdapter
+
+        class ListedAdapter(SourceAdapter):
+            """Listed: a source from another package.
+
+            More text that the listing leaves out."""
+            name = "listed"
+            kind = TargetKind.INVERSE_DEPTH
+    '''))
+    dist = site / "dpt_listed_source-1.0.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: dpt-listed-source\nVersion: 1.0\n")
+    (dist / "entry_points.txt").write_text(f"[{ENTRY_POINT_GROUP}]\nlisted = dpt_listed_source:ListedAdapter\n"
+                                           "gone = dpt_listed_source.nowhere:Adapter\n")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")]))
+    assert "--list-sources" in dpt("ingest", "--help").stdout
+    out = dpt("ingest", "--list-sources", env=env)
+    assert out.returncode == 0 and out.stderr == "", out.stderr
+    lines = {line.split()[0]: line for line in out.stdout.splitlines()}
+    assert {"redweb", "diml", "tartanair", "folder", "ade20k", "listed", "gone"} <= set(lines)
+    assert lines["redweb"] == ("redweb       ReDWeb V1: Imgs/*.jpg + RDs/*.png; target 255 - RD (inverse depth), "
+                               "255 invalid.")
+    assert lines["listed"] == "listed       Listed: a source from another package. (entry point dpt_listed_source)"
+    assert lines["gone"].startswith("gone         BROKEN: entry point gone = dpt_listed_source.nowhere:Adapter")
+    assert "cannot be loaded: ModuleNotFoundError" in lines["gone"]
+    # every other use still needs SOURCE, --root and --out
+    out = dpt("ingest", "redweb")
+    assert out.returncode == 2 and "the following arguments are required: --root, --out" in out.stderr

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 from pathlib import Path
 from typing import Literal
 
@@ -27,12 +28,19 @@ class Data:
 
 
 @dataclasses.dataclass
+class Phase:
+    steps: int
+    sources: list[str]
+
+
+@dataclasses.dataclass
 class Run:
     name: str
     backbone: Literal["vitb16_384", "vitl16_384", "vitb_rn50_384"] = "vitl16_384"
     bf16: bool = True
     optim: Optim = dataclasses.field(default_factory=Optim)
     data: Data = dataclasses.field(default_factory=Data)
+    phases: list[Phase] = dataclasses.field(default_factory=list)
 
     def __post_init__(self):
         if self.data.size % 32:
@@ -96,12 +104,59 @@ def test_bad_config_names_the_key(tmp_path, text, message):
     ("optim.lrr=1", r"unknown key optim.lrr \(known under optim: backbone_lr, betas, lr\)"),
     ("nope=1", "unknown key nope"),
     ("bf16.x=1", "bf16 is not a section"),
-    ("optim.lr=fast", "optim.lr: expected a number, got 'fast'"),
+    ("optim.lr=fast", "^override optim.lr=fast: expected a number, got 'fast'$"),
     ("noequals", "must look like key.sub=value"),
 ])
 def test_bad_override_names_the_key(override, message):
     with pytest.raises(ConfigError, match=message):
         load_config(Run, None, ["name=a", override])
+
+
+@pytest.mark.parametrize("override, message", [
+    ("optim.lr=abc", "override optim.lr=abc: expected a number, got 'abc'"),
+    ("data.sources=[nyu, 3]", r"override data.sources=\[nyu, 3\]: data.sources\[1\]: expected a string, got int 3"),
+    ("data.weights.nyu=heavy", "override data.weights.nyu=heavy: expected a number, got 'heavy'"),
+    ("optim.betas=[0.9]", r"override optim.betas=\[0.9\]: expected 2 items, got 1"),
+    ("optim={lrr: 1}", r"override optim={lrr: 1}: unknown key optim.lrr \(known: backbone_lr, betas, lr\)"),
+    ("optim=3", "override optim=3: expected a mapping for Optim, got 3"),
+    ("phases=[{steps: x, sources: [a]}]", r"override phases=.*: phases\[0\].steps: expected an integer, got 'x'"),
+    ("phases=[{steps: 1}]", r"override phases=.*: phases\[0\].sources: required key is missing"),
+    ("phases.steps=3", r"override phases.steps=3: phases is a list; set it whole \(phases=\[...\]\)"),
+    ("optim.lrr=1", r"override optim.lrr=1: unknown key optim.lrr \(known under optim: backbone_lr, betas, lr\)"),
+    # a section's own check where the file and the override meet names both
+    ("data.size=100", "{file} with override data.size=100: data.size must be a multiple of 32, got 100"),
+])
+def test_a_bad_override_is_blamed_on_the_command_line_not_the_file(tmp_path, override, message):
+    path = write(tmp_path, "name: a\noptim: {lr: 1e-3}\ndata: {sources: [redweb], weights: {redweb: 1.0}}\n")
+    with pytest.raises(ConfigError, match=f"^{message}$".replace("{file}", re.escape(str(path)))):
+        load_config(Run, path, [override])
+
+
+def test_the_file_is_blamed_for_its_own_errors_whatever_the_overrides(tmp_path):
+    path = write(tmp_path, "name: a\noptim: {lr: abc}\n")
+    with pytest.raises(ConfigError, match=f"^{re.escape(str(path))}: optim.lr: expected a number, got 'abc'$"):
+        load_config(Run, path, ["optim.backbone_lr=1e-6", "data.size=64"])
+    # an override that replaces the bad value makes the file load; one that replaces a whole section after a
+    # narrower one is the one blamed for what is inside it
+    assert load_config(Run, path, ["optim.lr=1e-5"]).optim.lr == 1e-5
+    with pytest.raises(ConfigError, match=r"^override optim=\{lr: x\}: optim.lr: expected a number"):
+        load_config(Run, path, ["optim.lr=1e-5", "optim={lr: x}"])
+    with pytest.raises(ConfigError, match="^override optim.lr=y: expected a number"):
+        load_config(Run, path, ["optim={lr: 1e-5}", "optim.lr=y"])
+
+
+def test_dpt_train_blames_a_bad_override_on_the_command_line(tmp_path):
+    """The user journey: the real `dpt train` with the quickstart config and a mistyped value."""
+    import subprocess
+
+    from tests.services import BIN
+
+    config = Path(__file__).resolve().parents[1] / "configs" / "quickstart.yaml"
+    out = subprocess.run([str(BIN / "dpt"), "train", "--config", str(config), "optim.lr_decoder=abc"],
+                         capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert out.returncode == 1
+    assert out.stderr.strip() == "dpt train: error: override optim.lr_decoder=abc: expected a number, got 'abc'"
+    assert list(tmp_path.iterdir()) == []  # no runs/, no mlflow.db
 
 
 def test_unsafe_yaml_is_refused(tmp_path):

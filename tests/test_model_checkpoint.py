@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import fractions
+import io
 import json
+import re
 
 import pytest
 import torch
 
 from training.model import build_model, load_checkpoint, load_model, save_checkpoint
+from tests.checkpoints import train_checkpoint
 from training.model.checkpoint import load_state, read_safetensors_metadata
 
 
@@ -197,3 +200,53 @@ def test_transformers_dpt_hybrid_equivalence(tmp_path):
         got = ours(x)[:, 0]
     assert (expected > 0).all()
     assert ((got - expected).abs().max() / expected.abs().max()).item() < 1e-4
+
+
+# --------------------------------------------------------------------------- a checkpoint argument -> the model file
+
+
+def test_a_train_checkpoint_directory_loads_like_its_model_file(source, storage_root):
+    from pipeline import storage
+    from pipeline.checkpoint_layout import MODEL_FILE
+    from training.model.checkpoint import check_checkpoint, inspect_checkpoint, resolve_checkpoint
+
+    directory = train_checkpoint(storage_root, source)
+    inside = storage.join(directory, MODEL_FILE)
+    assert sorted(storage.basename(u) for u in storage.list_files(directory)) == [
+        "meta.json", MODEL_FILE, "train_state.pt"]
+    run_dir = storage.dirname(directory.rstrip("/"))  # the training run: its latest checkpoint
+    for given in (directory, directory + "/", inside, run_dir):
+        assert resolve_checkpoint(given).rstrip("/").endswith(f"checkpoint_000002/{MODEL_FILE}")
+        info = inspect_checkpoint(given)
+        assert info.kind == "safetensors" and info.own and info.metadata["name"] == "dpt_tiny"
+        assert check_checkpoint(given) == info.file
+        _same_output(source, load_model(given).eval())
+        _same_output(source, load_checkpoint(build_model("dpt_tiny").eval(), given))
+
+
+def test_a_checkpoint_argument_that_is_not_one_is_named(source, storage_root):
+    from pipeline import storage
+    from training.model.checkpoint import check_checkpoint, inspect_checkpoint, resolve_checkpoint
+
+    storage.write_bytes(storage.join(storage_root, "other", "notes.txt"), b"hello, not weights")
+    empty_dir = storage.join(storage_root, "other")
+    with pytest.raises(FileNotFoundError, match=f"^{re.escape(empty_dir)}: .*(holding|without) model.safetensors"):
+        resolve_checkpoint(empty_dir)  # local: "a directory without ..."; s3: "no such object, nor ... holding ..."
+    with pytest.raises(FileNotFoundError, match="nowhere: no such"):
+        resolve_checkpoint(storage.join(storage_root, "nowhere"))
+    with pytest.raises(ValueError, match="notes.txt: neither a safetensors file nor a torch file"):
+        inspect_checkpoint(storage.join(storage_root, "other", "notes.txt"))
+    official = storage.join(storage_root, "official.pt")
+    buffer = io.BytesIO()
+    torch.save(_official_state(source), buffer)
+    storage.write_bytes(official, buffer.getvalue())
+    assert inspect_checkpoint(official).kind == "torch" and not inspect_checkpoint(official).own
+    # an official file needs the variant named; with it, it passes and loads
+    with pytest.raises(ValueError, match="^--checkpoint .*official.pt: not a dpt-pipeline checkpoint .* --model$"):
+        check_checkpoint(official)
+    assert check_checkpoint(official, "dpt_tiny") == official
+    _same_output(source, load_checkpoint(build_model("dpt_tiny").eval(), official))
+    with pytest.raises(ValueError, match="^--model: unknown DPT model 'dpt_nope'"):
+        check_checkpoint(official, "dpt_nope")
+    with pytest.raises(ValueError, match="^--checkpoint .*nowhere: no such"):
+        check_checkpoint(storage.join(storage_root, "nowhere"))

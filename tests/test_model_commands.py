@@ -8,6 +8,7 @@ import torch
 from PIL import Image
 
 from pipeline.cli import main
+from tests.checkpoints import run_dpt, train_checkpoint
 from training.model import build_model, save_checkpoint
 
 
@@ -35,11 +36,15 @@ def _images(root):
 def test_predict_writes_maps_and_reports_unreadable(checkpoint, tmp_path, capsys):
     _images(tmp_path / "in")
     out = tmp_path / "out"
-    code = main(["predict", str(tmp_path / "in"), str(tmp_path / "missing.png"), "--checkpoint", str(checkpoint),
+    code = main(["predict", str(tmp_path / "in"), str(tmp_path / "in" / "notes.txt"), "--checkpoint", str(checkpoint),
                  "--out", str(out), "--batch-size", "2", "--device", "cpu", "--npy"])
-    err = capsys.readouterr().err
+    captured = capsys.readouterr()
     assert code == 1  # something was skipped
-    assert "broken.jpg: unreadable image" in err and "missing.png" in err
+    # the file and the reason, not PIL's message with the in-memory buffer's repr
+    assert f"skipped {tmp_path / 'in' / 'broken.jpg'}: not an image (cannot identify image file)\n" in captured.err
+    assert f"skipped {tmp_path / 'in' / 'notes.txt'}: not an image (cannot identify image file)\n" in captured.err
+    assert "BytesIO" not in captured.err
+    assert captured.out.strip().endswith(f"wrote 3 of 5 images to {out}")
     for stem, (h, w) in {"a": (37, 53), "sub/b": (50, 30), "sub/gray": (37, 53)}.items():
         gray = np.asarray(Image.open(out / f"{stem}.png"))
         assert gray.dtype == np.uint16 and gray.shape == (h, w)
@@ -52,6 +57,55 @@ def test_predict_writes_maps_and_reports_unreadable(checkpoint, tmp_path, capsys
         unit = (disparity - disparity.min()) / (disparity.max() - disparity.min())
         assert np.abs(unit * 65535 - gray.astype(np.float64)).max() <= 1.0
     assert not (out / "broken.png").exists()
+
+
+def test_predict_journey_with_the_checkpoint_directory_dpt_train_prints(tmp_path):
+    """`dpt predict` as a user runs it, on the directory `dpt train` ends with: one unreadable input is named with
+    its reason and the count says what was written; when nothing could be read, nothing is claimed or created."""
+    directory = train_checkpoint(str(tmp_path / "train"))
+    inputs = tmp_path / "in"
+    _images(inputs)
+    out = run_dpt(tmp_path / "cwd", "predict", str(inputs / "notes.txt"), str(inputs / "a.png"),
+                  "--checkpoint", directory, "--out", "maps")
+    assert out.code == 1
+    assert out.stderr.splitlines()[-1] == f"skipped {inputs / 'notes.txt'}: not an image (cannot identify image file)"
+    assert out.stdout.splitlines()[-1] == "wrote 1 of 2 images to maps"
+    assert sorted(p.name for p in (tmp_path / "cwd" / "maps").iterdir()) == ["a.color.png", "a.png"]
+
+    out = run_dpt(tmp_path / "cwd2", "predict", str(inputs / "notes.txt"), "--checkpoint", directory, "--out", "maps")
+    assert out.code == 1 and out.stdout == ""
+    assert out.stderr.splitlines()[-2:] == [
+        f"skipped {inputs / 'notes.txt'}: not an image (cannot identify image file)",
+        "nothing written: none of the 1 image(s) could be read"]
+    assert out.created == []  # no maps/ folder for a claim that was never true
+
+
+@pytest.mark.parametrize("args, line", [
+    (["{in}/missing.png"], "IMAGE_OR_DIR {in}/missing.png: no such file or directory"),
+    (["{in}/sub", "{in}/empty"], "IMAGE_OR_DIR {in}/empty: a directory without images"),
+    (["{in}/sub", "--checkpoint", "{in}/a.png"],
+     "--checkpoint {in}/a.png: neither a safetensors file nor a torch file"),
+    (["{in}/sub", "--checkpoint", "{in}"], "--checkpoint {in}: a directory without model.safetensors (neither a checkpoint "
+                                           "directory of dpt train nor a training run's directory of checkpoint_* "
+                                           "directories)"),
+    (["{in}/sub", "--out", "{in}/a.png/maps"], "--out {in}/a.png/maps: {in}/a.png is a file, not a directory"),
+    (["{in}/sub", "--colormap", "nope"], "--colormap 'nope': not a matplotlib colormap (e.g. inferno, magma, viridis)"),
+    (["{in}/sub", "--batch-size", "0"], "--batch-size must be at least 1, got 0"),
+])
+def test_predict_checks_its_inputs_before_loading_the_model(checkpoint, tmp_path, args, line):
+    inputs = tmp_path / "in"
+    _images(inputs)
+    (inputs / "empty").mkdir()
+    argv = [a.replace("{in}", str(inputs)) for a in args]
+    if "--checkpoint" not in argv:
+        argv += ["--checkpoint", str(checkpoint)]
+    if "--out" not in argv:
+        argv += ["--out", "maps"]
+    out = run_dpt(tmp_path / "cwd", "predict", *argv)
+    assert out.code == 1
+    assert out.stderr == f"dpt predict: error: {line.replace('{in}', str(inputs))}\n"
+    assert out.created == []
+    assert sorted(p.name for p in inputs.iterdir()) == ["a.png", "broken.jpg", "empty", "notes.txt", "sub"]
 
 
 def test_predict_same_result_in_any_batch(checkpoint, tmp_path):
@@ -76,6 +130,17 @@ def test_prepare_keeps_aspect_and_multiple_of_32():
     assert x.shape == (3, 192, 384) and torch.allclose(x, torch.ones_like(x))  # (1 - 0.5) / 0.5
 
 
+def test_predict_and_export_to_a_bucket_that_is_not_there(checkpoint, tmp_path, s3_env, capsys):
+    _images(tmp_path / "in")
+    for command, out in (("predict", "s3://no-such-bucket-dpt/maps"), ("export", "s3://no-such-bucket-dpt/m.onnx")):
+        argv = [str(tmp_path / "in" / "a.png")] if command == "predict" else []
+        assert main([command, *argv, "--checkpoint", str(checkpoint), "--out", out]) == 1
+        err = capsys.readouterr().err
+        assert err.startswith(f"dpt {command}: error: --out {out}: cannot be written "
+                              "(cannot list s3://no-such-bucket-dpt")
+        assert "NoSuchBucket" in err and s3_env["AWS_SECRET_ACCESS_KEY"] not in err and len(err.splitlines()) == 1
+
+
 def test_export_onnx_matches_pytorch(checkpoint, tmp_path):
     import onnxruntime
 
@@ -83,12 +148,29 @@ def test_export_onnx_matches_pytorch(checkpoint, tmp_path):
     from training.model import load_model
 
     out = tmp_path / "tiny.onnx"
-    assert main(["export", "--checkpoint", str(checkpoint), "--format", "onnx", "--out", str(out)]) == 0
     model = load_model(str(checkpoint)).eval()
+    directory = train_checkpoint(str(tmp_path / "train"), model)  # the directory `dpt train` prints is accepted
+    assert main(["export", "--checkpoint", directory, "--format", "onnx", "--out", str(out)]) == 0
     # sizes other than the export size: dynamic height, width and batch
     assert check_onnx(model, str(out), [(64, 64), (96, 32), (32, 128)], batch=3) < 1e-3
     session = onnxruntime.InferenceSession(str(out), providers=["CPUExecutionProvider"])
     assert "dpt.preprocess" in session.get_modelmeta().custom_metadata_map
+
+
+@pytest.mark.parametrize("args, line", [
+    (["--checkpoint", "{tmp}/nowhere"], "--checkpoint {tmp}/nowhere: no such file or directory"),
+    (["--out", "{tmp}"], "--out {tmp}: is a directory; give the file to write"),
+    (["--height", "100"], "--height must be a positive multiple of 32, got 100"),
+    (["--model", "dpt_nope"], "--model: unknown DPT model 'dpt_nope'; known: "),
+])
+def test_export_checks_its_inputs_before_loading_the_model(checkpoint, tmp_path, capsys, monkeypatch, args, line):
+    argv = [a.replace("{tmp}", str(tmp_path)) for a in args]
+    argv += [] if "--checkpoint" in argv else ["--checkpoint", str(checkpoint)]
+    argv += [] if "--out" in argv else ["--out", str(tmp_path / "out" / "model.onnx")]
+    monkeypatch.chdir(tmp_path)
+    assert main(["export", *argv]) == 1
+    assert capsys.readouterr().err.startswith(f"dpt export: error: {line.replace('{tmp}', str(tmp_path))}")
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_predict_on_real_fixture_images(checkpoint, tmp_path, shared_fixtures):

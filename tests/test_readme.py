@@ -153,11 +153,66 @@ def test_readme_commands_run_as_written(fresh_checkout):
     check_what_the_user_sees(home, text, before)
 
 
+def _section(output: str, command: str) -> str:
+    """The output of the README block whose first line starts with ``command`` (the last such block)."""
+    parts = output.split("\n### ")
+    found = [p for p in parts if p.split(": ", 1)[-1].startswith(command)]
+    assert found, f"no README block starting with {command!r} ran"
+    return found[-1]
+
+
+def _store(path: Path):
+    from mlflow import MlflowClient
+
+    assert path.is_file(), f"no tracking store at {path}"
+    return MlflowClient(f"sqlite:///{path}")
+
+
 def check_what_the_user_sees(home: Path, output: str, before: set[Path]) -> None:
     """What the README promises, beyond exit codes: files only under runs/, runs where it says they are."""
+    from pipeline.checkpoint_layout import latest_checkpoint
+    from pipeline.code_version import source_sha256
+
     created = {p.relative_to(home) for p in home.rglob("*")} - before
     outside = sorted(str(p) for p in created
                      if p.parts[0] != "runs" and "__pycache__" not in p.parts and not p.parts[0].endswith(".egg-info"))
     assert not outside, f"the README's commands wrote outside runs/: {outside[:20]}"
     for noise in ("Traceback (most recent call last)", "PreemptionWatcher", "Token authentication is enabled"):
         assert noise not in output, f"the console showed {noise!r}"
+
+    # make quickstart: one parent run with a child per stage, lineage on the parent, pictures beside the store.
+    quick = _store(home / "runs/quickstart/mlflow.db")
+    [experiment] = [e for e in quick.search_experiments() if e.name == "dpt-quickstart"]
+    runs = quick.search_runs([experiment.experiment_id])
+    [parent] = [r for r in runs if r.data.tags.get("dpt.stage") == "pipeline"]  # the re-run made no second one
+    children = {r.data.tags["dpt.stage"]: r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id}
+    assert set(children) == {"ingest:tartanair", "ingest:hrwsi", "ingest:diml", "train", "eval"}
+    assert len(runs) == 6 and all(r.info.status == "FINISHED" for r in runs)
+    assert parent.data.tags["tartanair/train.manifest"].endswith("manifest.parquet")
+    assert len(parent.data.tags["hrwsi/train.manifest_sha256"]) == 64
+    assert parent.data.tags["dpt.checkpoint"] == latest_checkpoint(str(home / "runs/quickstart/train/quickstart"))
+    assert {"zero_shot/tum_delta_gt_1.25", "zero_shot/kitti_delta_gt_1.25"} <= set(parent.data.metrics)
+    steps = [m.step for m in quick.get_metric_history(children["train"].info.run_id, "loss/loss")]
+    assert steps == sorted(set(steps)) and steps[-1] == int(children["train"].data.params["schedule.steps"])
+    pictures = home / "runs/quickstart/mlartifacts/dpt-quickstart" / children["eval"].info.run_id / "artifacts"
+    assert (pictures / "eval/pictures/tum.png").is_file()
+    rerun = _section(output, "dpt pipeline run")
+    assert "ingest tartanair: complete in an earlier run of this pipeline, skipped" in rerun
+    assert "train: finished in an earlier run" in rerun and "$ dpt train" not in rerun
+
+    # The step-by-step commands: their own store, runs/mlflow.db.
+    own = _store(home / "runs/mlflow.db")
+    names = {e.name: e.experiment_id for e in own.search_experiments()}
+    [evaluated] = own.search_runs([names["dpt-zero-shot"]])
+    assert {"zero_shot/tum_delta_gt_1.25", "zero_shot/kitti_delta_gt_1.25"} <= set(evaluated.data.metrics)
+    tum_images = list((home / "runs/quickstart/data/benchmarks/tum").rglob("rgb/*.png"))
+    assert tum_images and len(list((home / "runs/predictions").rglob("*.color.png"))) == len(tum_images)
+
+    # The jobs: in the MLflow server the README started, each naming the code it ran.
+    served = _store(home / "runs/local-services/mlflow/mlflow.db")
+    runs = served.search_runs([e.experiment_id for e in served.search_experiments()])
+    trained = [r for r in runs if "dpt.corpus" in r.data.tags]
+    assert trained and all(r.data.tags["dpt.code_sha256"] == source_sha256(home) for r in trained)
+    assert {r.data.tags["dpt.code_version"] for r in trained} == {f"sources-sha256:{source_sha256(home)[:16]}"}
+    [pipeline] = [r for r in runs if r.data.tags.get("dpt.stage") == "pipeline"]
+    assert pipeline.info.status == "FINISHED" and pipeline.data.tags["dpt.workdir"] == "s3://dpt/quickstart"

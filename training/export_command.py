@@ -5,6 +5,9 @@ and returns ``disparity [B, 1, H, W]``; batch and sides are dynamic. After expor
 onnxruntime on a random input and compared with PyTorch: a relative error (max |diff| / max |torch|) above
 ``--tolerance`` (default 1e-3) is an error and the file is not kept. The variant's preprocessing is stored in the
 ONNX metadata (``dpt.preprocess``) so that a consumer knows mean, std and sizes.
+
+``--checkpoint`` is a checkpoint directory as ``dpt train`` prints it or a model file. The options, the
+checkpoint (its first bytes) and ``--out`` are checked before the model loads (:func:`check_inputs`).
 """
 
 from __future__ import annotations
@@ -20,7 +23,8 @@ import numpy as np
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--checkpoint", required=True, help="this project's checkpoint (local or s3://)")
+    parser.add_argument("--checkpoint", required=True,
+                        help="checkpoint: a directory as `dpt train` prints it, or a model file (local or s3://)")
     parser.add_argument("--model", default=None, help="variant name for foreign checkpoints (official, transformers)")
     parser.add_argument("--format", choices=("onnx",), default="onnx", help="export format (onnx)")
     parser.add_argument("--out", required=True, help="output .onnx file (local or s3://)")
@@ -76,17 +80,32 @@ def check_onnx(model, path: str, sizes: list[tuple[int, int]], batch: int = 2) -
     return worst
 
 
+def check_inputs(args: argparse.Namespace) -> None:
+    """Fail now, before the model loads and writing nothing, on a bad option, checkpoint or ``--out``."""
+    from training.model.checkpoint import check_checkpoint
+    from training.predict_command import check_output
+
+    for option, value in (("--height", args.height), ("--width", args.width)):
+        if value is not None and (value < 32 or value % 32):
+            raise ValueError(f"{option} must be a positive multiple of 32, got {value}")
+    if not args.tolerance > 0:
+        raise ValueError(f"--tolerance must be above 0, got {args.tolerance}")
+    check_checkpoint(args.checkpoint, args.model)
+    check_output(args.out, "--out", is_file=True)
+
+
 def run(args: argparse.Namespace) -> int:
     from pipeline import storage
     from training.model import build_model, load_checkpoint, load_model
 
+    check_inputs(args)
     model = load_model(args.checkpoint) if args.model is None else load_checkpoint(build_model(args.model),
                                                                                    args.checkpoint)
     model = model.eval().cpu()
     size = model.preprocess.size
     height = args.height or size
     width = args.width or size + 32
-    if height % 32 or width % 32:
+    if height % 32 or width % 32:  # the variant's own size, when --height/--width are not given
         raise ValueError(f"--height/--width must be multiples of 32, got {height}x{width}")
     with tempfile.TemporaryDirectory(prefix="dpt-export-") as tmp:
         local = os.path.join(tmp, "model.onnx")

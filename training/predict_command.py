@@ -3,8 +3,13 @@
 For each image ``<name>`` it writes ``<name>.png`` (16-bit PNG: disparity scaled per image to 0..65535),
 ``<name>.color.png`` (a colour map a person can look at: near is bright) and, with ``--npy``, ``<name>.npy``
 (float32 disparity at the input resolution). Directories are searched recursively and their structure is
-kept under ``--out``. Unreadable images are reported (file and reason) and skipped; the exit code is 1 when any
-image was skipped. Inputs and outputs may be local or s3:// (pipeline.storage); writes are atomic.
+kept under ``--out``. ``--checkpoint`` is a checkpoint directory as ``dpt train`` prints it or a model file.
+
+Before the model loads, every input is checked (:func:`check_inputs`): each IMAGE_OR_DIR exists (a directory holds
+images), the checkpoint is there and of a kind that loads, ``--out`` can be written; a bad one is one line naming
+it and exit code 1, nothing written. A file that is not a readable image is reported (file and reason) and
+skipped; the last line says how many images were written, and the exit code is 1 when any was skipped (or none
+written). Inputs and outputs may be local or s3:// (pipeline.storage); writes are atomic.
 
 ``--task segmentation`` (the default for a segmentation checkpoint) writes ``<name>.png`` (8-bit class ids) and
 ``<name>.color.png`` (a colour label map, one fixed colour per class; ``training.segmentation_predict``).
@@ -25,7 +30,8 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".tif", ".tiff", ".we
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("inputs", nargs="+", metavar="IMAGE_OR_DIR", help="images or directories (local or s3://)")
-    parser.add_argument("--checkpoint", required=True, help="checkpoint file (local or s3://)")
+    parser.add_argument("--checkpoint", required=True,
+                        help="checkpoint: a directory as `dpt train` prints it, or a model file (local or s3://)")
     parser.add_argument("--model", default=None,
                         help="variant name for foreign checkpoints (official DPT/MiDaS .pt, transformers); "
                              "this project's checkpoints carry their config and need no --model")
@@ -54,8 +60,11 @@ def find_images(inputs: list[str]) -> tuple[list[tuple[str, str]], list[tuple[st
             continue
         base = item.rstrip("/")
         images = [u for u in storage.list_files(item) if u.lower().endswith(IMAGE_SUFFIXES)]
-        if not images:
-            problems.append((item, "no such file, or a directory without images"))
+        if not images and storage.is_s3(item):
+            problems.append((item, "no such object, nor images under it"))
+        elif not images:
+            reason = "a directory without images" if os.path.isdir(item) else "no such file or directory"
+            problems.append((item, reason))
         for url in images:
             found.append((url, str(PurePosixPath(url[len(base) + 1:]).with_suffix(""))))
     return found, problems
@@ -71,12 +80,46 @@ def _unique_stems(found: list[tuple[str, str]]) -> list[tuple[str, str]]:
 
 
 def read_rgb(url: str) -> np.ndarray:
-    from PIL import Image
+    """uint8 ``[H, W, 3]``; a file that is not a readable image raises ``ValueError`` saying why (PIL's own
+    message would show the in-memory buffer's repr, not the file)."""
+    from PIL import Image, UnidentifiedImageError
 
     from pipeline import storage
 
-    with Image.open(io.BytesIO(storage.read_bytes(url))) as image:
-        return np.asarray(image.convert("RGB"))
+    data = storage.read_bytes(url)
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            return np.asarray(image.convert("RGB"))
+    except UnidentifiedImageError:
+        raise ValueError("not an image (cannot identify image file)") from None
+    except (OSError, ValueError, SyntaxError) as exc:  # truncated or corrupt data: PIL says what is wrong
+        raise ValueError(f"unreadable image ({exc})") from None
+
+
+def check_output(url: str, option: str, is_file: bool = False) -> None:
+    """Fail now, writing nothing, unless ``url`` (a directory, or a file with ``is_file``) can be written: on S3
+    the bucket lists with these credentials; locally the nearest existing folder above it is writable."""
+    import os
+
+    from pipeline import storage
+
+    if storage.is_s3(url):
+        try:
+            storage.list_files(url)  # under the output itself: small; no bucket, bad credentials: raises
+        except (OSError, RuntimeError) as exc:
+            raise ValueError(f"{option} {url}: cannot be written ({exc})") from None
+        return
+    if os.path.isdir(url) and is_file:
+        raise ValueError(f"{option} {url}: is a directory; give the file to write")
+    if os.path.exists(url) and not (is_file or os.path.isdir(url)):
+        raise ValueError(f"{option} {url}: exists and is not a directory")
+    path = os.path.dirname(os.path.abspath(url)) if is_file else os.path.abspath(url)
+    while not os.path.exists(path):
+        path = os.path.dirname(path)
+    if not os.path.isdir(path):
+        raise ValueError(f"{option} {url}: {path} is a file, not a directory")
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise ValueError(f"{option} {url}: {path} is not writable")
 
 
 def encode_outputs(disparity: np.ndarray, colormap: str) -> tuple[bytes, bytes]:
@@ -93,19 +136,45 @@ def encode_outputs(disparity: np.ndarray, colormap: str) -> tuple[bytes, bytes]:
     return gray.getvalue(), color.getvalue()
 
 
-def _load(args: argparse.Namespace):
+def _device(choice: str) -> str:
     import torch
 
+    if choice == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if choice == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda: no CUDA device is available")
+    return choice
+
+
+def _load(args: argparse.Namespace):
     from training.model import build_model, load_checkpoint, load_model
 
     model = load_model(args.checkpoint) if args.model is None else load_checkpoint(build_model(args.model),
                                                                                    args.checkpoint)
-    device = args.device
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    elif device == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("--device cuda: no CUDA device is available")
-    return model.eval().to(device)
+    return model.eval().to(_device(args.device))
+
+
+def check_inputs(args: argparse.Namespace) -> list[tuple[str, str]]:
+    """Fail now, before the model loads and writing nothing, on any bad option or input; returns the images
+    found (``find_images``)."""
+    import matplotlib
+
+    from training.model.checkpoint import check_checkpoint
+
+    if args.batch_size < 1:
+        raise ValueError(f"--batch-size must be at least 1, got {args.batch_size}")
+    if args.size is not None and args.size < 32:
+        raise ValueError(f"--size must be at least 32, got {args.size}")
+    if args.colormap not in matplotlib.colormaps:
+        raise ValueError(f"--colormap {args.colormap!r}: not a matplotlib colormap (e.g. inferno, magma, viridis)")
+    _device(args.device)
+    check_checkpoint(args.checkpoint, args.model)
+    found, missing = find_images(args.inputs)
+    if missing:
+        item, reason = missing[0]
+        raise FileNotFoundError(f"IMAGE_OR_DIR {item}: {reason}")
+    check_output(args.out, "--out")
+    return found
 
 
 def _write(out: str, stem: str, disparity: np.ndarray, args: argparse.Namespace) -> None:
@@ -135,9 +204,7 @@ def run(args: argparse.Namespace) -> int:
 
     from training.model.inference import predict, prepare
 
-    if args.batch_size < 1:
-        raise ValueError(f"--batch-size must be at least 1, got {args.batch_size}")
-    found, problems = find_images(args.inputs)
+    found = check_inputs(args)
     model = _load(args)
     if args.task == "auto":
         args.task = "segmentation" if getattr(model.config, "head", "depth") == "segmentation" else "depth"
@@ -146,30 +213,35 @@ def run(args: argparse.Namespace) -> int:
         from training.segmentation_predict import segment as infer  # same interface; class ids, not disparity
     preprocess = model.preprocess if args.size is None else dataclasses.replace(model.preprocess, size=args.size)
     pending: dict[tuple[int, int], list] = defaultdict(list)  # batches hold images of one prepared size
+    problems: list[tuple[str, str]] = []
+    written = 0
 
     def flush(shape: tuple[int, int]) -> None:
+        nonlocal written
         items = pending.pop(shape, [])
         if items:
             batch = torch.stack([x for _, x, _ in items])
             for (stem, _, size), disparity in zip(items, infer(model, batch, [s for _, _, s in items])):
                 _write(args.out, stem, disparity, args)
+                written += 1
 
-    done = 0
     for url, stem in tqdm(_unique_stems(found), desc="dpt predict", unit="image"):
         try:
             rgb = read_rgb(url)
-        except Exception as exc:  # PIL raises many types for broken files: report and go on
-            problems.append((url, f"unreadable image: {type(exc).__name__}: {exc}"))
+        except Exception as exc:  # PIL raises many types for broken files; storage its own: report and go on
+            problems.append((url, str(exc) if isinstance(exc, ValueError) else f"{type(exc).__name__}: {exc}"))
             continue
         x = prepare(rgb, preprocess)
         shape = tuple(x.shape[1:])
         pending[shape].append((stem, x, rgb.shape[:2]))
-        done += 1
         if len(pending[shape]) >= args.batch_size:
             flush(shape)
     for shape in list(pending):
         flush(shape)
     for item, reason in problems:
         print(f"skipped {item}: {reason}", file=sys.stderr)
-    print(f"wrote predictions for {done} image(s) to {args.out}; skipped {len(problems)}")
+    if not written:
+        print(f"nothing written: none of the {len(found)} image(s) could be read", file=sys.stderr)
+        return 1
+    print(f"wrote {written} of {len(found)} images to {args.out}")
     return 1 if problems else 0

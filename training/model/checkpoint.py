@@ -2,6 +2,9 @@
 
 This project's checkpoint is a safetensors file whose metadata carries ``format=dpt-pipeline``, the variant
 ``name`` and the full ``config`` (JSON), so that :func:`load_model` rebuilds the model from the file alone.
+``dpt train`` writes it as ``MODEL_FILE`` inside each Ray Train checkpoint directory; wherever a checkpoint is
+asked for, that directory (as ``dpt train`` prints it) and the file itself are both accepted
+(:func:`resolve_checkpoint`), and :func:`inspect_checkpoint` tells from the first bytes what a file is.
 Foreign files are read with ``torch.load(weights_only=True)`` (official ``.pt``) or safetensors (transformers
 ``model.safetensors``), renamed through the tables in ``key_maps`` (depth or segmentation, told apart by the
 file's head keys) and loaded strictly: unknown keys (not in any
@@ -10,8 +13,10 @@ table) and missing keys (the model has them, the file does not) raise ``ValueErr
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
+import os
 import struct
 from collections.abc import Mapping
 
@@ -19,11 +24,14 @@ import torch
 from torch import nn
 
 from pipeline import storage
+from pipeline.checkpoint_layout import MODEL_FILE, latest_checkpoint
 from training.model.config import DPTConfig
 from training.model.key_maps import (HF_RULES, HF_SEGMENTATION_RULES, OFFICIAL_RULES, OFFICIAL_SEGMENTATION_RULES,
                                      convert, is_segmentation)
 
 FORMAT = "dpt-pipeline"
+# The safetensors format caps its JSON header at 100 MB; a larger length means "not safetensors".
+_MAX_HEADER = 100_000_000
 
 
 def save_checkpoint(model: nn.Module, path: str, name: str = "", extra: Mapping[str, str] | None = None) -> None:
@@ -49,8 +57,88 @@ def read_safetensors_metadata(data: bytes, path: str = "<bytes>") -> dict[str, s
     return header.get("__metadata__") or {}
 
 
+def resolve_checkpoint(path: str) -> str:
+    """The model file a checkpoint argument names (local or s3://): a file is itself; a checkpoint directory of
+    ``dpt train`` (as it prints it) is its ``MODEL_FILE``; a training run's directory (``storage.path/name``) is
+    its latest checkpoint's. Raises ``FileNotFoundError`` naming ``path``."""
+    if storage.is_s3(path):
+        if storage.exists(path):
+            return path
+        inside = storage.join(path, MODEL_FILE)
+        if storage.exists(inside):
+            return inside
+    elif os.path.isfile(path):
+        return path
+    elif not os.path.isdir(path):
+        raise FileNotFoundError(f"{path}: no such file or directory")
+    elif os.path.isfile(os.path.join(path, MODEL_FILE)):
+        return os.path.join(path, MODEL_FILE)
+    latest = latest_checkpoint(path)
+    if latest is not None:
+        return storage.join(latest, MODEL_FILE)
+    if storage.is_s3(path):
+        raise FileNotFoundError(f"{path}: no such object, nor a checkpoint directory holding {MODEL_FILE}, nor a "
+                                "training run's directory of checkpoint_* directories")
+    raise FileNotFoundError(f"{path}: a directory without {MODEL_FILE} (neither a checkpoint directory of dpt train "
+                            "nor a training run's directory of checkpoint_* directories)")
+
+
+@dataclasses.dataclass(frozen=True)
+class CheckpointInfo:
+    """What :func:`inspect_checkpoint` read: the model ``file``, its ``kind`` (``safetensors`` or ``torch``) and,
+    for safetensors, the ``metadata`` of its header. ``own`` is true for this project's checkpoints."""
+
+    file: str
+    kind: str
+    metadata: Mapping[str, str]
+
+    @property
+    def own(self) -> bool:
+        return self.metadata.get("format") == FORMAT and "config" in self.metadata
+
+
+def inspect_checkpoint(path: str) -> CheckpointInfo:
+    """Resolve ``path`` (:func:`resolve_checkpoint`) and read only the start of the file: the safetensors
+    header, or the magic bytes of a torch file (zip or pickle). Cheap on s3://, where it stops reading early.
+    Raises ``FileNotFoundError`` or ``ValueError``, naming the file."""
+    file = resolve_checkpoint(path)
+    with storage.open_read(file) as stream:
+        head = stream.read(9)  # safetensors: u64 little-endian header length, then the JSON header's "{"
+        (length,) = struct.unpack("<Q", head[:8]) if len(head) == 9 else (0,)
+        if head[8:9] == b"{" and 2 <= length <= _MAX_HEADER:
+            header = head + stream.read(length - 1)
+            return CheckpointInfo(file, "safetensors", read_safetensors_metadata(header, file))
+    if head[:4] == b"PK\x03\x04" or head[:1] == b"\x80":  # torch.save's zip, or a legacy pickle
+        return CheckpointInfo(file, "torch", {})
+    raise ValueError(f"{file}: neither a safetensors file nor a torch file")
+
+
+def check_checkpoint(path: str, variant: str | None = None) -> str:
+    """What loading ``path`` would refuse, found without loading it: the ``variant`` name (``None``: the file must
+    be one of this project's checkpoints, which carry their config), the file or checkpoint directory, its kind
+    from its first bytes. Returns the model file. The ``ValueError`` names the option that ``dpt eval``,
+    ``dpt predict`` and ``dpt export`` share for what is wrong (``--model``, ``--checkpoint``)."""
+    from training.model.registry import get_config
+
+    if variant is not None:
+        try:
+            get_config(variant)
+        except ValueError as exc:
+            raise ValueError(f"--model: {exc}") from None
+    try:
+        info = inspect_checkpoint(path)
+    except (OSError, ValueError, RuntimeError) as exc:  # not there, not a checkpoint, storage unreachable
+        raise ValueError(f"--checkpoint {exc}") from None
+    if variant is None and not info.own:
+        raise ValueError(f"--checkpoint {info.file}: not a {FORMAT} checkpoint (no model config in it); for official "
+                         "DPT/MiDaS or transformers weights name the variant to build with --model")
+    return info.file
+
+
 def _read_state(path: str) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    """``(state_dict, metadata)`` of a safetensors or torch pickle file (weights only)."""
+    """``(state_dict, metadata)`` of a safetensors or torch pickle file (weights only); ``path`` may be a
+    checkpoint directory (:func:`resolve_checkpoint`)."""
+    path = resolve_checkpoint(path)
     data = storage.read_bytes(path)
     if path.endswith(".safetensors") or data[8:10] == b'{"':
         from safetensors.torch import load
@@ -112,8 +200,9 @@ def load_state(model: nn.Module, state: Mapping[str, torch.Tensor], source: str 
 
 
 def load_checkpoint(model: nn.Module, path: str) -> nn.Module:
-    """Load ``path`` (local or s3://) into ``model``: this project's safetensors checkpoints, official DPT /
-    MiDaS v3 ``.pt`` files and transformers ``DPTForDepthEstimation`` weights. Returns ``model``."""
+    """Load ``path`` (a file or a checkpoint directory, local or s3://) into ``model``: this project's safetensors
+    checkpoints, official DPT / MiDaS v3 ``.pt`` files and transformers ``DPTForDepthEstimation`` weights.
+    Returns ``model``."""
     state, _ = _read_state(path)
     return load_state(model, state, path)
 
@@ -123,7 +212,7 @@ def load_model(path: str, **overrides) -> nn.Module:
     from training.model.dpt import DPT
 
     state, metadata = _read_state(path)
-    if metadata.get("format") != FORMAT or "config" not in metadata:
+    if not CheckpointInfo(path, "safetensors", metadata).own:
         raise ValueError(f"{path}: not a {FORMAT} checkpoint (no model config in its safetensors metadata); "
                          "build the model with build_model(name) and use load_checkpoint(model, path)")
     config = DPTConfig.from_dict({**json.loads(metadata["config"]), **overrides})
