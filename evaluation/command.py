@@ -7,7 +7,7 @@
 ``kitti/``, ``nyu/``, ``tum/``; ``ade20k/`` for the segmentation benchmarks ``ade20k`` and ``ade20k_ms``
 (multi-scale), which a segmentation checkpoint is evaluated on; see each reader in ``evaluation/benchmarks/``). Ray: ``ray.init()``
 connects to ``RAY_ADDRESS`` (or ``--ray-address``) when set, else starts a local instance. MLflow: the
-tracking URI comes from ``MLFLOW_TRACKING_URI``. Exit code 0 when every benchmark was scored, 1 when
+tracking URI comes from ``MLFLOW_TRACKING_URI``, else ``runs/mlflow.db`` (``pipeline.tracking``). Exit code 0 when every benchmark was scored, 1 when
 any failed (the others are still logged).
 
 Every input is checked before Ray starts or an MLflow run exists (:func:`check_inputs`): a bad one is one
@@ -22,11 +22,12 @@ import os
 import sys
 import urllib.parse
 from pathlib import Path
-
 from typing import TYPE_CHECKING
 
 from evaluation.protocol import PROTOCOLS, SEGMENTATION_PROTOCOLS, get_protocol
 from pipeline import storage
+from pipeline.job_paths import check_job_path
+from pipeline.tracking import tracking_uri
 
 if TYPE_CHECKING:
     from evaluation.model_loading import CheckpointLoader
@@ -98,7 +99,7 @@ def _check_run_id(run_id: str) -> None:
     import mlflow
     from mlflow.exceptions import MlflowException
 
-    uri = mlflow.get_tracking_uri()
+    uri = tracking_uri()[0]
     shown = _without_password(uri)
     parts = urllib.parse.urlsplit(uri)
     local = None  # the file or folder of a local store
@@ -146,6 +147,8 @@ def check_inputs(args: argparse.Namespace, loader: CheckpointLoader) -> list[str
                                  ("--limit", args.limit, 1), ("--input-size", args.input_size, 32)):
         if value is not None and value < least:
             raise ValueError(f"{option} must be at least {least}, got {value}")
+    check_job_path(args.checkpoint, "--checkpoint")
+    check_job_path(args.data_root, "--data-root")
     loader.check()
     _check_data_root(args.data_root, benchmarks)
     if args.run_id:
@@ -194,6 +197,8 @@ def run(args: argparse.Namespace) -> int:
 
     from evaluation.job import EvalOptions, evaluate
     from evaluation.tracking import log_outcome, start_run
+
+    mlflow.set_tracking_uri(tracking_uri()[0])  # the store every stage uses: MLFLOW_TRACKING_URI, else runs/
 
     options = EvalOptions(chunk_images=args.chunk_images, batch_size=args.batch_size, workers=args.workers,
                           pictures=args.pictures, limit=args.limit)

@@ -18,6 +18,7 @@ from ingest.plan import SPLIT_BY, IngestSettings
 from ingest.sources import ENTRY_POINT_GROUP, available_sources, get_source
 from ingest.sources.folder import FolderAdapter
 from pipeline import storage
+from pipeline.job_paths import check_job_path
 
 _FOLDER_ONLY = ("image_glob", "target_glob", "mask_glob", "target", "invalid_value")
 
@@ -98,6 +99,8 @@ def s3_options(args: argparse.Namespace) -> storage.S3Options | None:
 def run(args: argparse.Namespace) -> int:
     if args.source not in available_sources():
         get_source(args.source)  # raises, listing the known sources
+    check_job_path(args.root, "--root")
+    check_job_path(args.out, "--out")
     settings = IngestSettings(
         split_by=args.split_by, val_fraction=args.val_fraction, max_side=args.max_side,
         shard_size_mb=args.shard_size_mb, workers=args.workers, min_valid_fraction=args.min_valid_fraction,
