@@ -131,8 +131,8 @@ def run(args: argparse.Namespace) -> int:
     import dataclasses
 
     import torch
-    from tqdm import tqdm
 
+    from pipeline.progress import progress
     from training.model.inference import predict, prepare
 
     if args.batch_size < 1:
@@ -155,7 +155,7 @@ def run(args: argparse.Namespace) -> int:
                 _write(args.out, stem, disparity, args)
 
     done = 0
-    for url, stem in tqdm(_unique_stems(found), desc="dpt predict", unit="image"):
+    for url, stem in progress(_unique_stems(found), desc="dpt predict", unit="image"):
         try:
             rgb = read_rgb(url)
         except Exception as exc:  # PIL raises many types for broken files: report and go on
