@@ -5,8 +5,8 @@
 
 ``--data-root`` holds one folder per benchmark in its released layout (``diw/``, ``eth3d/``, ``sintel/``,
 ``kitti/``, ``nyu/``, ``tum/``; ``ade20k/`` for the segmentation benchmarks ``ade20k`` and ``ade20k_ms``
-(multi-scale), which a segmentation checkpoint is evaluated on; see each reader in ``evaluation/benchmarks/``). Ray: ``ray.init()``
-connects to ``RAY_ADDRESS`` (or ``--ray-address``) when set, else starts a local instance. MLflow: the
+(multi-scale), which a segmentation checkpoint is evaluated on; see each reader in ``evaluation/benchmarks/``). Ray: joins ``--ray-address``
+or ``RAY_ADDRESS`` when set, else starts a local instance on 127.0.0.1 (:mod:`pipeline.ray_cluster`). MLflow: the
 tracking URI comes from ``MLFLOW_TRACKING_URI``. Exit code 0 when every benchmark was scored, 1 when
 any failed (the others are still logged).
 """
@@ -86,11 +86,11 @@ def _report(outcome, limited: bool) -> None:
 
 def run(args: argparse.Namespace) -> int:
     import mlflow
-    import ray
 
     from evaluation.job import EvalOptions, evaluate
     from evaluation.model_loading import CheckpointLoader
     from evaluation.tracking import log_outcome, start_run
+    from pipeline.ray_cluster import connect
 
     requested = benchmarks = parse_benchmarks(args.benchmarks)
     options = EvalOptions(chunk_images=args.chunk_images, batch_size=args.batch_size, workers=args.workers,
@@ -99,8 +99,8 @@ def run(args: argparse.Namespace) -> int:
     experiment = None if args.run_id else (args.experiment or DEFAULT_EXPERIMENT)
     if args.run_id and not args.force:
         benchmarks = _not_yet_in_run(args.run_id, benchmarks)
-    if benchmarks and not ray.is_initialized():
-        ray.init(address=args.ray_address, log_to_driver=False)
+    if benchmarks:
+        connect(args.ray_address, log_to_driver=False)
     with start_run(args.run_id, experiment, args.run_name) as active:
         # Tags, not params: a resumed run may be evaluated again with other options.
         mlflow.set_tags({"eval.checkpoint": args.checkpoint, "eval.data_root": args.data_root,

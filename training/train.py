@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from pipeline import storage
+from pipeline import ray_cluster, storage
 from pipeline.config import from_dict, load_config, to_dict
 from pipeline.shards import MANIFEST_NAME, shard_dir
 from training import tracking
@@ -229,9 +229,8 @@ def fit(config: TrainConfig) -> FitResult:
         raise ValueError(f"data.normalize (mean {norm.mean}, std {norm.std}) differs from {config.model.name}'s "
                          f"preprocessing (mean {preprocess.mean}, std {preprocess.std})")
     env = _worker_env(config)
-    in_job = "RAY_JOB_CONFIG_JSON_ENV_VAR" in os.environ  # `ray job submit` provides the runtime env
-    if not ray.is_initialized():
-        ray.init(runtime_env=None if in_job else {"env_vars": env}, log_to_driver=True)
+    in_job = ray_cluster.in_job()  # `ray job submit` provides the runtime env
+    ray_cluster.connect(env_vars=None if in_job else env, log_to_driver=True)
     uri = tracking.resolve_uri(config.tracking.uri)
     run_id = tracking.create_run(config, uri)
     storage_path, filesystem = _storage(config)
