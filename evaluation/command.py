@@ -5,8 +5,9 @@
 
 ``--data-root`` holds one folder per benchmark in its released layout (``diw/``, ``eth3d/``, ``sintel/``,
 ``kitti/``, ``nyu/``, ``tum/``; ``ade20k/`` for the segmentation benchmarks ``ade20k`` and ``ade20k_ms``
-(multi-scale), which a segmentation checkpoint is evaluated on; see each reader in ``evaluation/benchmarks/``). Ray: joins ``--ray-address``
-or ``RAY_ADDRESS`` when set, else starts a local instance on 127.0.0.1 (:mod:`pipeline.ray_cluster`). MLflow: the
+(multi-scale), which a segmentation checkpoint is evaluated on; see each reader in ``evaluation/benchmarks/``).
+Ray: joins ``--ray-address`` or ``RAY_ADDRESS`` when set, else starts a local instance on 127.0.0.1
+(:mod:`pipeline.ray_cluster`). MLflow: the
 tracking URI comes from ``MLFLOW_TRACKING_URI``. Exit code 0 when every benchmark was scored, 1 when
 any failed (the others are still logged).
 """

@@ -50,12 +50,15 @@ class Target:
     address: str | None
     origin: str  # where the address came from, as the user would name it: "RAY_ADDRESS", "--ray-address"
 
-    def advice(self) -> str:
-        if self.origin == "--ray-address":
-            return "start it, fix --ray-address, or leave it out (with RAY_ADDRESS unset) to run on a local instance"
+    def advice(self, start: bool = True) -> str:
+        """What the user can do about it, in their words."""
         if self.origin.startswith("RAY_ADDRESS, set by"):
             return "the job's own cluster should answer: see `ray job logs` and the head's logs"
-        return "start it, fix RAY_ADDRESS, or unset it to run on a local instance"
+        if self.origin == "--ray-address":
+            name, drop = "--ray-address", "leave it out (with RAY_ADDRESS unset)"
+        else:
+            name, drop = "RAY_ADDRESS", "unset it"
+        return f"{'start it, ' if start else ''}fix {name}, or {drop} to run on a local instance"
 
 
 def in_job() -> bool:
@@ -179,7 +182,7 @@ def _probe(target: Target) -> str:
         web = reply.startswith((b"HTTP/", b"<"))
         what = "a web server (a Ray dashboard, port 8265?)" if web else "a server that does not speak gRPC"
         raise RayUnreachable(f"{target.address} (from {target.origin}) is {what}, not a Ray cluster's GCS "
-                             f"(port 6379 by default); {target.advice()}")
+                             f"(port 6379 by default); {target.advice(start=False)}")
     return host
 
 
@@ -200,7 +203,7 @@ def _host_port(target: Target) -> tuple[str, int]:
     host, _, port = text.rpartition(":")
     if not host or not port.isdigit():
         raise RayUnreachable(f"{target.origin}: {target.address!r} is not HOST:PORT (a Ray cluster's GCS "
-                             "address, e.g. 10.0.0.5:6379); unset it to run on a local instance")
+                             f"address, e.g. 10.0.0.5:6379); {target.advice(start=False)}")
     return host.strip("[]"), int(port)
 
 
