@@ -231,8 +231,9 @@ def test_stages_run_on_a_loopback_instance_of_their_own_despite_a_stale_record(t
                     MLFLOW_TRACKING_URI=f"sqlite:///{tmp_path / 'mlflow.db'}")
     try:
         # stdout and stderr into one pipe: the console of a redirected run (`dpt ... > log 2>&1`)
-        run = subprocess.run([sys.executable, "-c", LOCAL_RUN, json.dumps(stages)], env=env, stdout=subprocess.PIPE,
-                             stderr=subprocess.STDOUT, text=True, timeout=600)
+        # cwd: MLflow puts a SQLite store's artifacts under ./mlruns
+        run = subprocess.run([sys.executable, "-c", LOCAL_RUN, json.dumps(stages)], env=env, cwd=tmp_path,
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=600)
     finally:
         import shutil
 
