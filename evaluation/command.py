@@ -5,9 +5,10 @@
 
 ``--data-root`` holds one folder per benchmark in its released layout (``diw/``, ``eth3d/``, ``sintel/``,
 ``kitti/``, ``nyu/``, ``tum/``; ``ade20k/`` for the segmentation benchmarks ``ade20k`` and ``ade20k_ms``
-(multi-scale), which a segmentation checkpoint is evaluated on; see each reader in ``evaluation/benchmarks/``). Ray: ``ray.init()``
-connects to ``RAY_ADDRESS`` (or ``--ray-address``) when set, else starts a local instance. MLflow: the
-tracking URI comes from ``MLFLOW_TRACKING_URI``, else ``runs/mlflow.db`` (``pipeline.tracking``). Exit code 0 when every benchmark was scored, 1 when
+(multi-scale), which a segmentation checkpoint is evaluated on; see each reader in ``evaluation/benchmarks/``).
+Ray: joins ``--ray-address`` or ``RAY_ADDRESS`` when set, else starts a local instance on 127.0.0.1
+(:mod:`pipeline.ray_cluster`). MLflow: the tracking URI comes from ``MLFLOW_TRACKING_URI``, else
+``runs/mlflow.db`` (:mod:`pipeline.tracking`). Exit code 0 when every benchmark was scored, 1 when
 any failed (the others are still logged).
 
 Every input is checked before Ray starts or an MLflow run exists (:func:`check_inputs`): a bad one is one
@@ -193,10 +194,10 @@ def run(args: argparse.Namespace) -> int:
     requested = benchmarks = check_inputs(args, loader)  # nothing is started or written before this passes
 
     import mlflow
-    import ray
 
     from evaluation.job import EvalOptions, evaluate
     from evaluation.tracking import log_outcome, start_run
+    from pipeline.ray_cluster import connect
 
     mlflow.set_tracking_uri(tracking_uri()[0])  # the store every stage uses: MLFLOW_TRACKING_URI, else runs/
 
@@ -205,8 +206,8 @@ def run(args: argparse.Namespace) -> int:
     experiment = None if args.run_id else (args.experiment or DEFAULT_EXPERIMENT)
     if args.run_id and not args.force:
         benchmarks = _not_yet_in_run(args.run_id, benchmarks)
-    if benchmarks and not ray.is_initialized():
-        ray.init(address=args.ray_address, log_to_driver=False)
+    if benchmarks:
+        connect(args.ray_address, log_to_driver=False)
     with start_run(args.run_id, experiment, args.run_name) as active:
         # Tags, not params: a resumed run may be evaluated again with other options.
         mlflow.set_tags({"eval.checkpoint": args.checkpoint, "eval.data_root": args.data_root,

@@ -16,11 +16,10 @@ import time
 import traceback
 from collections.abc import Callable, Sequence
 
-from tqdm import tqdm
-
 from evaluation.benchmarks import make_reader
 from evaluation.chunk import ChunkResult, Picture, run_chunk
 from evaluation.protocol import MetricSums, get_protocol
+from pipeline.progress import printing_beside, progress
 
 log = logging.getLogger(__name__)
 ModelLoader = Callable[[], tuple]  # () -> (torch.nn.Module, Preprocessing)
@@ -178,7 +177,7 @@ def evaluate(model_loader: ModelLoader, benchmarks: Sequence[str], data_root: st
     pool = ActorPool(_start_workers(model_loader, options))
     for chunk in chunks:
         pool.submit(lambda w, c: w.run.remote(c.benchmark, data_root, c.ids, c.picture_ids), chunk)
-    with tqdm(total=sum(len(c.ids) for c in chunks), desc="evaluating", unit="img") as bar:
+    with progress(total=sum(len(c.ids) for c in chunks), desc="evaluating", unit="img") as bar:
         while pool.has_next():
             result: ChunkResult = pool.get_next_unordered()
             bar.update(result.attempted)
@@ -190,5 +189,6 @@ def evaluate(model_loader: ModelLoader, benchmarks: Sequence[str], data_root: st
             pending[result.benchmark] -= 1
             if pending[result.benchmark] == 0:
                 bar.set_postfix_str(f"{outcome.name} done")
-                finish(partial.pop(result.benchmark))
+                with printing_beside(bar):  # on_done prints the benchmark's result line
+                    finish(partial.pop(result.benchmark))
     return done

@@ -8,7 +8,7 @@ Steps, in the order they run (nothing is written before step 4):
 3. resume: a planned shard whose completion record has the plan's fingerprint and whose sha256 still
    matches is kept as it is;
 4. write the other shards as Ray tasks, one task per shard, at most ``workers`` at a time, on whatever
-   cluster ``ray.init()`` reaches (a local one, ``RAY_ADDRESS``, or the cluster of ``ray job submit``);
+   cluster :mod:`pipeline.ray_cluster` reaches (``RAY_ADDRESS``, the cluster of ``ray job submit``, or a local one);
 5. per split, write ``rejects.parquet`` and then ``manifest.parquet`` (last: its presence means complete).
 
 >>> summary = run_ingest(adapter, "s3://corpus", IngestSettings(val_fraction=0.05, max_side=640))
@@ -21,11 +21,8 @@ import dataclasses
 import os
 import re
 import statistics
-import sys
 import time
 from collections import defaultdict
-
-from tqdm import tqdm
 
 from ingest.assemble import RejectedSample, assemble_sample
 from ingest.plan import IngestSettings, Plan, ShardPlan, make_plan, screen
@@ -34,6 +31,8 @@ from ingest.shard_task import PROGRESS_DIR, ShardRecord, load_record, record_url
 from ingest.sources.base import SourceAdapter
 from pipeline import storage
 from pipeline.manifest import write_manifest, write_rejects
+from pipeline.progress import progress as progress_bar
+from pipeline.ray_cluster import connect
 from pipeline.shards import MANIFEST_NAME, encode_sample, shard_dir
 
 # Tar overhead per sample: four members, each a 512-byte header plus padding to 512 bytes on average.
@@ -152,8 +151,7 @@ def _shard_task(adapter, shard, out, settings, options, progress) -> ShardRecord
 def _ray_write_all(adapter, pending: list[ShardPlan], out, settings, options, bar) -> list[ShardRecord]:
     import ray
 
-    if not ray.is_initialized():
-        ray.init(log_to_driver=True)
+    connect(log_to_driver=True)
     task = ray.remote(num_cpus=1, max_retries=2)(_shard_task)
     progress = ray.remote(num_cpus=0)(_Progress).remote()
     adapter_ref, base = ray.put(adapter), bar.n
@@ -234,8 +232,8 @@ def run_ingest(adapter: SourceAdapter, out: str, settings: IngestSettings,
         storage.delete(storage.join(shard_dir(out, adapter.name, split), MANIFEST_NAME), options)
 
     done_inputs = sum(r.inputs for r in kept) + sum(len(v) for v in plan.rejects.values())
-    with tqdm(total=plan.inputs, initial=done_inputs, desc=f"ingest {adapter.name}", unit="sample",
-              disable=not progress, file=sys.stderr, smoothing=0.1) as bar:
+    with progress_bar(total=plan.inputs, initial=done_inputs, desc=f"ingest {adapter.name}", unit="sample",
+                      disable=not progress) as bar:
         new = _ray_write_all(adapter, pending, out, settings, options, bar) if pending else []
         bar.update(plan.inputs - bar.n)
     records = kept + new

@@ -83,17 +83,16 @@ def _shards_ls(args: argparse.Namespace) -> int:
 
 
 def _shards_demo(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
     from pipeline.demo import demo_samples
     from pipeline.manifest import write_manifest, write_rejects
+    from pipeline.progress import progress
     from pipeline.shards import ShardWriter, shard_dir, shard_url
 
     directory = shard_dir(args.out, "demo", "train")
     infos = []
     samples = demo_samples(args.samples)
     per_shard = max(1, args.per_shard)
-    with tqdm(total=len(samples), desc="writing demo shards", unit="sample") as bar:
+    with progress(total=len(samples), desc="writing demo shards", unit="sample") as bar:
         for index, start in enumerate(range(0, len(samples), per_shard)):
             with ShardWriter(shard_url(args.out, "demo", "train", index)) as writer:
                 for sample in samples[start:start + per_shard]:

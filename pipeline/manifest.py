@@ -13,9 +13,9 @@ import hashlib
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-from tqdm import tqdm
 
 from pipeline import storage
+from pipeline.progress import progress as progress_bar
 from pipeline.shards import (
     CONTRACT_VERSION,
     MANIFEST_NAME,
@@ -150,7 +150,7 @@ def verify_directory(
     shards = read_manifest(directory, options)
     errors: list[ShardError] = []
     samples = 0
-    for info in tqdm(shards, desc=f"verify {directory}", unit="shard", disable=not progress):
+    for info in progress_bar(shards, desc=f"verify {directory}", unit="shard", disable=not progress):
         try:
             verify_shard(info, options)
             if decode:

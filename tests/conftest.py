@@ -24,6 +24,7 @@ FIXTURES = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures"
 # Ray reads this once, when it is first imported: set before any test imports it, so that every ray.init of
 # this session (a local instance, or a client of the head fixture) keeps 127.0.0.1 as 127.0.0.1 instead of
 # swapping in the machine's routable address (where the head, bound to loopback, does not answer).
+# The product does the same for itself (pipeline.ray_cluster); this is for the tests' own ray.init calls.
 os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
 
 

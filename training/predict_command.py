@@ -200,8 +200,8 @@ def run(args: argparse.Namespace) -> int:
     import dataclasses
 
     import torch
-    from tqdm import tqdm
 
+    from pipeline.progress import progress
     from training.model.inference import predict, prepare
 
     found = check_inputs(args)
@@ -225,7 +225,7 @@ def run(args: argparse.Namespace) -> int:
                 _write(args.out, stem, disparity, args)
                 written += 1
 
-    for url, stem in tqdm(_unique_stems(found), desc="dpt predict", unit="image"):
+    for url, stem in progress(_unique_stems(found), desc="dpt predict", unit="image"):
         try:
             rgb = read_rgb(url)
         except Exception as exc:  # PIL raises many types for broken files; storage its own: report and go on

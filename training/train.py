@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from pipeline import storage
+from pipeline import ray_cluster, storage
 from pipeline.checkpoint_layout import META_FILE, checkpoint_step, latest_checkpoint
 from pipeline.config import ConfigError, from_dict, load_config, to_dict
 from pipeline.job_paths import check_job_path, in_ray_job
@@ -253,8 +253,7 @@ def fit(config: TrainConfig) -> FitResult:
     config = absolute_local_paths(config)
     env = _worker_env(config)
     in_job = in_ray_job()  # `ray job submit` provides the runtime env
-    if not ray.is_initialized():
-        ray.init(runtime_env=None if in_job else {"env_vars": env}, log_to_driver=True)
+    ray_cluster.connect(env_vars=None if in_job else env, log_to_driver=True)
     uri = tracking_uri(config.tracking.uri)[0]
     run_id = tracking.create_run(config, uri)
     storage_path, filesystem = _storage(config)
