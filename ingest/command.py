@@ -1,7 +1,8 @@
 """``dpt ingest SOURCE --root DIR_OR_S3 --out DIR_OR_S3 ...``: the ingest job from the command line.
 
-Runs on whatever Ray cluster ``ray.init()`` reaches, so the same line works on a laptop, with
-``RAY_ADDRESS`` set, or as ``ray job submit -- dpt ingest ...``. S3 credentials come from the standard AWS
+Runs on the Ray cluster :mod:`pipeline.ray_cluster` reaches (a local instance on 127.0.0.1, the cluster in
+``RAY_ADDRESS``, or the job's cluster), so the same line works on a laptop, with ``RAY_ADDRESS`` set, or as
+``ray job submit -- dpt ingest ...``. S3 credentials come from the standard AWS
 chain (environment, profile, instance role) of the driver and of every Ray worker; ``--endpoint-url`` (or
 ``AWS_ENDPOINT_URL``) selects an S3-compatible store and is passed on to the workers.
 """

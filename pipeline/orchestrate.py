@@ -1,8 +1,8 @@
 """``dpt pipeline run``: ingest -> train -> zero-shot evaluation -> comparison, as one restartable job.
 
 The stages are driven through their own command lines (``dpt ingest``, ``dpt train``, ``dpt eval``,
-``dpt compare``), in this process, on the Ray cluster that ``ray.init()`` reaches (a local one, or the
-cluster of ``ray job submit -- dpt pipeline run ...``). What crosses between stages is what a user would
+``dpt compare``), in this process, on one Ray cluster (:mod:`pipeline.ray_cluster`: a local instance on
+127.0.0.1, the cluster in ``RAY_ADDRESS``, or the cluster of ``ray job submit -- dpt pipeline run ...``). What crosses between stages is what a user would
 see: shard manifests, a checkpoint directory, MLflow runs. Nothing of a stage's internals is imported.
 
 Tracking: one MLflow parent run per pipeline, one child run per stage (``mlflow.parentRunId``), with the
@@ -28,6 +28,7 @@ from pipeline import storage
 from pipeline.checkpoint_layout import latest_checkpoint
 from pipeline.config import ConfigError, load_config, to_dict
 from pipeline.job_paths import check_job_path
+from pipeline.ray_console import verbose
 from pipeline.shards import MANIFEST_NAME, REJECTS_NAME
 from pipeline.tracking import experiment_id, local_store_dir, manifest_sha256_tag, manifest_tag, sqlite_uri, tracking_uri
 
@@ -292,7 +293,7 @@ def run(args: argparse.Namespace) -> int:
     from pipeline.cli import main as dpt
 
     config = load_config(PipelineConfig, args.config, args.overrides)
-    print(json.dumps(to_dict(config), indent=1) if os.environ.get("DPT_VERBOSE") else f"pipeline {config.name}")
+    print(json.dumps(to_dict(config), indent=1) if verbose() else f"pipeline {config.name}")
     pipeline = Pipeline(config, dpt)
     pipeline.run()
     if local_store_dir(pipeline.uri) is not None:

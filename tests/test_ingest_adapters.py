@@ -59,10 +59,9 @@ def build_tree(request, source: str, storage_root: str) -> str:
 
 
 def ray_init() -> None:
-    import ray
+    from pipeline.ray_cluster import connect
 
-    if not ray.is_initialized():
-        ray.init(log_to_driver=False)
+    connect(log_to_driver=False)  # never a cluster some earlier `ray start` recorded
 
 
 def expected(adapter, split_of):
