@@ -89,8 +89,13 @@ def basename(url: str) -> str:
 @functools.lru_cache(maxsize=8)
 def _client(endpoint_url: str | None, region: str | None, _environment: tuple):
     # Clients are thread-safe and expensive to build (~50 ms): one per configuration is enough.
+    import logging
+
     import boto3
 
+    # Ray workers log at INFO, where botocore announces where it found credentials and endpoint on every
+    # client: noise in every training run's console. Its warnings and errors still show.
+    logging.getLogger("botocore").setLevel(logging.WARNING)
     session = boto3.session.Session()
     return session.client("s3", endpoint_url=endpoint_url, region_name=region)
 
