@@ -227,16 +227,28 @@ class Pipeline:
             self.client.log_metric(run_id, f"{split}/rejected", float(rejected))
             self.client.log_metric(run_id, f"{split}/shards", float(table.num_rows))
 
+    def _train_overrides(self, run_id: str) -> list[str]:
+        """What the pipeline sets in the training config (corpus, storage, tracking), then the config's own."""
+        return [f"data.shards.prefix={self.shards}", f"storage.path={storage.join(self.config.workdir, 'train')}",
+                f"storage.name={self.config.name}", f"tracking.uri={self.uri}",
+                f"tracking.experiment={self.config.experiment}", f"tracking.run_id={run_id}",
+                *self.config.train.overrides]
+
+    def check_train_config(self) -> None:
+        """The training config with the pipeline's overrides, checked before the first stage runs (a typo in it
+        would otherwise surface only after sample data and ingest)."""
+        argv = ["train", "--config", self.config.train.config, "--check-config", *self._train_overrides("check")]
+        if self.command(argv) != 0:
+            raise ConfigError(f"train.config {self.config.train.config} (with train.overrides) does not check out; "
+                              "see the line above")
+
     def train(self, parent: str) -> tuple[str, str]:
         """Train (or resume); returns (checkpoint directory, model name)."""
         from pipeline.config import ConfigError
 
         run_id = self._run("train", "train", parent)
         storage_path = storage.join(self.config.workdir, "train")
-        overrides = [f"data.shards.prefix={self.shards}", f"storage.path={storage_path}",
-                     f"storage.name={self.config.name}", f"tracking.uri={self.uri}",
-                     f"tracking.experiment={self.config.experiment}", f"tracking.run_id={run_id}",
-                     *self.config.train.overrides]
+        overrides = self._train_overrides(run_id)
         if self._done("train"):
             self.say(f"train: finished in an earlier run of this pipeline ({self.state_url}), skipped")
         else:
@@ -266,6 +278,8 @@ class Pipeline:
     def run(self) -> str:
         """Run every stage that is not finished yet; returns the parent run id."""
         started = time.monotonic()
+        if not self._done("train"):
+            self.check_train_config()
         parent = self._run("pipeline", self.config.name, None)
         self.client.set_tag(parent, "dpt.workdir", self.config.workdir)
         try:

@@ -4,7 +4,9 @@ re-run that repeats nothing, all under one MLflow parent run."""
 
 from __future__ import annotations
 
+import os
 import subprocess
+from pathlib import Path
 
 import pytest
 import yaml
@@ -14,6 +16,8 @@ from pipeline import storage
 from pipeline.checkpoint_layout import latest_checkpoint
 from pipeline.orchestrate import STATE_NAME
 from tests.services import BIN
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def write_config(tmp_path, workdir: str, steps: int) -> str:
@@ -87,3 +91,16 @@ def test_bad_pipeline_config_names_the_key(tmp_path):
     out = subprocess.run([str(BIN / "dpt"), "pipeline", "run", "--config", str(path)], capture_output=True,
                          text=True, timeout=120)
     assert out.returncode == 1 and "unknown key train.overides" in out.stderr
+
+
+def test_a_bad_training_override_fails_before_any_stage(tmp_path):
+    path = tmp_path / "p.yaml"
+    workdir = tmp_path / "w"
+    path.write_text(yaml.safe_dump({
+        "name": "x", "workdir": str(workdir), "sample_data": {"per_source": 2, "per_benchmark": 1},
+        "train": {"config": "configs/quickstart.yaml", "overrides": ["optim.lr_decoder=abc"]}}))
+    out = subprocess.run([str(BIN / "dpt"), "pipeline", "run", "--config", str(path)], capture_output=True,
+                         text=True, timeout=120, cwd=ROOT, env={**os.environ, "MLFLOW_TRACKING_URI": ""})
+    assert out.returncode == 1
+    assert "override optim.lr_decoder=abc: expected a number, got 'abc'" in out.stderr
+    assert not (workdir / "data").exists()  # no stage ran: no sample data was written

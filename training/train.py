@@ -215,20 +215,25 @@ def absolute_local_paths(config: TrainConfig) -> TrainConfig:
         run=dataclasses.replace(config.run, resume_from=absolute(config.run.resume_from)))
 
 
-def check_inputs(config: TrainConfig) -> None:
-    """Everything that would otherwise fail on the workers, checked in one line each before Ray starts: local
-    paths inside a Ray job, the model name and its normalisation, each source's manifest, the tracking store."""
+def check_config(config: TrainConfig) -> None:
+    """What the config alone decides, checked before anything runs: local paths inside a Ray job, the model
+    name with its overrides, and the normalisation the model was built for."""
     from training.model import get_config
 
     for option, path in (("data.shards.prefix", config.data.shards.prefix), ("storage.path", config.storage.path),
                          ("run.resume_from", config.run.resume_from)):
         check_job_path(path, option)
-    # A bad name or override fails here, not on the workers; so does a normalisation the model was not built for.
     preprocess = get_config(config.model.name, **config.model.overrides).preprocess
     norm = config.data.normalize
     if tuple(norm.mean) != tuple(preprocess.mean) or tuple(norm.std) != tuple(preprocess.std):
         raise ConfigError(f"data.normalize (mean {norm.mean}, std {norm.std}) differs from {config.model.name}'s "
                           f"preprocessing (mean {preprocess.mean}, std {preprocess.std})")
+
+
+def check_inputs(config: TrainConfig) -> None:
+    """Everything that would otherwise fail on the workers, checked in one line each before Ray starts: the
+    config (:func:`check_config`), each source's manifest, ``run.resume_from``, the tracking store."""
+    check_config(config)
     shards = config.data.shards
     for source in shards.sources:
         manifest = storage.join(shard_dir(shards.prefix, source, shards.split), MANIFEST_NAME)
@@ -283,6 +288,8 @@ def fit(config: TrainConfig) -> FitResult:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", required=True, help="run config YAML (see configs/)")
+    parser.add_argument("--check-config", action="store_true",
+                        help="only check the config and overrides (keys, types, model, normalisation), then exit")
     parser.add_argument("overrides", nargs="*", metavar="key.sub=value",
                         help="config overrides, values parsed as YAML (e.g. schedule.steps=200)")
 
@@ -297,6 +304,10 @@ def previous_run(config: TrainConfig) -> tuple[str, int] | None:
 
 def run(args: argparse.Namespace) -> int:
     config = load_config(TrainConfig, args.config, args.overrides)
+    if args.check_config:
+        check_config(config)
+        print(f"{args.config}: OK ({config.model.name}, {config.schedule.steps} steps)")
+        return 0
     check_inputs(config)
     previous = previous_run(config)
     if previous and previous[1] >= config.schedule.steps:
