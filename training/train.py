@@ -163,15 +163,12 @@ def train_loop_per_worker(loop_config: dict) -> None:
 
 
 def _filesystem(config: TrainConfig, path: str):
-    """A pyarrow S3 filesystem for S3-compatible endpoints (pyarrow ignores ``AWS_ENDPOINT_URL``), else None."""
-    endpoint = config.storage.endpoint_url or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
-    if not storage.is_s3(path) or not endpoint:
+    """For an s3:// ``path``: a pyarrow S3 filesystem with the project's endpoint, retries and timeouts
+    (``pipeline.storage.arrow_filesystem``; pyarrow reads neither ``AWS_ENDPOINT_URL`` nor ``AWS_MAX_ATTEMPTS``),
+    else None."""
+    if not storage.is_s3(path):
         return None
-    import pyarrow.fs
-
-    region = config.storage.region or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
-    return pyarrow.fs.S3FileSystem(endpoint_override=endpoint, region=region,
-                                   scheme="https" if endpoint.startswith("https") else "http")
+    return storage.arrow_filesystem(path, storage.S3Options(config.storage.endpoint_url, config.storage.region))
 
 
 def _storage(config: TrainConfig) -> tuple[str, object]:
