@@ -11,7 +11,8 @@ backoff). The body failing ``attempts`` times in a row without delivering a byte
 :class:`~pipeline.storage.StorageError` line naming the URL.
 
 Steady state: one Python call per 256 KiB read from the connection (``storage.open_read`` puts a 1 MiB
-``io.BufferedReader`` in front, so a tar reader's 10 KiB reads are served from memory); no per-byte work.
+``io.BufferedReader`` in front, so a tar reader's 10 KiB reads are served from memory), and a whole-object
+read is one read of the body, as without this class; no per-byte work.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import time
 from pipeline.storage import StorageError, describe_error, s3_call, split_s3
 
 BUFFER = 1 << 20  # bytes of the BufferedReader in front: what a small read is served from
-CHUNK = 1 << 18  # bytes asked of the HTTP response per read: a fault loses at most this much progress
+CHUNK = 1 << 18  # bytes asked of the HTTP response per read (a fault may lose this much progress, no more)
 
 
 def _stream_errors() -> tuple[type[BaseException], ...]:
@@ -65,22 +66,18 @@ class ResumableBody(io.RawIOBase):
     def readable(self) -> bool:
         return True
 
-    @property
-    def size(self) -> int:
-        """The object's length in bytes (from the first response)."""
-        return self._size
-
-    def readinto(self, buffer) -> int:
-        view = memoryview(buffer).cast("B")[:CHUNK]
+    def _read(self, size: int | None) -> bytes:
+        """Up to ``size`` bytes (None: all the rest, in one piece unless a fault splits it); b"" at the end."""
         failures = 0
         while True:
             try:
-                count = self._body.readinto(view)
-                if count == 0 and len(view) and self._position < self._size:
+                data = self._body.read(size)
+                if not data and size != 0 and self._position < self._size:
                     raise EOFError(f"the response ended at byte {self._position}")
             except (*self._errors, EOFError) as exc:
                 failures += 1
                 self._resume(exc, failures)
+                size = size or CHUNK  # after a fault, in chunks: each delivered chunk is progress kept
                 continue
             except Exception as exc:  # a checksum mismatch, say: the bytes delivered are wrong; nothing to resume
                 from botocore.exceptions import BotoCoreError
@@ -88,16 +85,22 @@ class ResumableBody(io.RawIOBase):
                 if isinstance(exc, BotoCoreError):
                     raise StorageError(f"cannot read {self.url}: {describe_error(exc)}") from exc
                 raise
-            self._position += count
-            return count
+            self._position += len(data)
+            return data
+
+    def readinto(self, buffer) -> int:
+        view = memoryview(buffer).cast("B")
+        data = self._read(min(len(view), CHUNK))
+        view[:len(data)] = data
+        return len(data)
 
     def readall(self) -> bytes:
-        out = bytearray(max(0, self._size - self._position))
-        view, filled = memoryview(out), 0
-        while filled < len(out):
-            filled += self.readinto(view[filled:])
-        self.readinto(bytearray(1))  # the end of the response: botocore checks its checksum here
-        return bytes(out)
+        # One read of the rest, as a plain body would; the last, empty read is where botocore checks the
+        # object's checksum (when it has one).
+        parts = []
+        while data := self._read(None):
+            parts.append(data)
+        return parts[0] if len(parts) == 1 else b"".join(parts)
 
     def _resume(self, exc: BaseException, failures: int) -> None:
         """Replace the failed body by one that starts at the current position, or raise naming the URL."""
@@ -114,7 +117,7 @@ class ResumableBody(io.RawIOBase):
         try:
             response = self._get(Range=f"bytes={self._position}-", **self._pin)
         except StorageError as error:
-            if "PreconditionFailed" in str(error):
+            if getattr(error.__cause__, "response", {}).get("Error", {}).get("Code") == "PreconditionFailed":
                 raise StorageError(f"cannot read {self.url}: the object changed while it was being read "
                                    f"(at byte {self._position} of {self._size})") from error
             raise

@@ -100,7 +100,8 @@ def test_training_reads_s3_shards_through_faults_without_a_restart(ray_cluster, 
         runs[name] = _train(corpus, str(tmp_path / "ckpt"), name).mlflow_run_id
     assert proxy.fired() == 5  # all of them, in the training and validation loaders
     client = MlflowClient(mlflow_tracking)
-    losses = {name: {m.step: m.value for m in client.get_metric_history(run, "loss/loss")} for name, run in runs.items()}
+    losses = {name: {m.step: m.value for m in client.get_metric_history(run, "loss/loss")}
+              for name, run in runs.items()}
     assert sorted(losses["faulty"]) == [1, 2, 3, 4]
     assert losses["faulty"] == pytest.approx(losses["direct"], rel=1e-6, abs=0)  # the same batches
     assert client.get_run(runs["faulty"]).data.tags["dpt.restarts"] == "0"

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import os
 import pickle
+import types
 
 import numpy as np
 import pytest
 
 from pipeline import storage
+from pipeline.arrow_s3 import RetryingS3FileSystem
 from pipeline.shards import iter_shard_members, shard_dir
 from tests.fault_proxy import Fault, FaultProxy
 from tests.ingest_trees import dpt
@@ -95,11 +97,12 @@ def test_checkpoint_filesystem_keeps_endpoint_attempts_and_timeouts_in_the_worke
     monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")
     monkeypatch.setenv("AWS_MAX_ATTEMPTS", "7")
     monkeypatch.setenv("DPT_S3_CONNECT_TIMEOUT", "4")
-    config = type("Config", (), {"storage": StorageConfig(path="s3://bucket/runs", region="eu-west-1")})()
+    config = types.SimpleNamespace(storage=StorageConfig(path="s3://bucket/runs", region="eu-west-1"))
     filesystem = pickle.loads(pickle.dumps(_filesystem(config, "s3://bucket/runs")))
-    assert filesystem.max_attempts == 7
-    assert (filesystem.region, filesystem.__reduce__()[1][0]["connect_timeout"]) == ("eu-west-1", 4.0)
-    assert filesystem.__reduce__()[1][1] == 7 and filesystem.__reduce__()[1][0]["request_timeout"] == 60.0
+    kwargs, attempts = filesystem.__reduce__()[1]
+    assert isinstance(filesystem, RetryingS3FileSystem) and attempts == filesystem.max_attempts == 7
+    assert (kwargs["endpoint_override"], kwargs["scheme"], kwargs["region"]) == ("http://127.0.0.1:9", "http", "eu-west-1")
+    assert (kwargs["connect_timeout"], kwargs["request_timeout"]) == (4.0, 60.0)
     assert _filesystem(config, "/local/runs") is None
 
 
@@ -151,7 +154,8 @@ def test_a_changed_object_is_an_error_never_a_splice(s3_bucket, proxy, monkeypat
     with storage.open_read(url) as f:
         assert f.read(100_000) == data[:100_000]
         _blob(url, 1_000_000, seed=1)  # another writer replaces the object mid-read
-        with pytest.raises(storage.StorageError, match=f"cannot read {url}: the object changed while it was being read"):
+        changed = f"cannot read {url}: the object changed while it was being read"
+        with pytest.raises(storage.StorageError, match=changed):
             f.read()
     assert proxy.fired() == 1
 
