@@ -128,8 +128,12 @@ def _retries(session) -> S3Retries:
     defaults = S3Retries()
     profile = session.get_scoped_config()
     mode = os.environ.get("AWS_RETRY_MODE") or profile.get("retry_mode") or defaults.mode
-    attempts = session.get_config_variable("max_attempts") or defaults.max_attempts
-    return S3Retries(mode, int(attempts), _seconds("DPT_S3_CONNECT_TIMEOUT", defaults.connect_timeout),
+    try:
+        attempts = session.get_config_variable("max_attempts")
+    except ValueError as exc:  # botocore's int() of the text
+        raise ValueError(f"AWS_MAX_ATTEMPTS (or max_attempts in the AWS config): not a whole number ({exc})") from None
+    return S3Retries(mode, defaults.max_attempts if attempts is None else int(attempts),
+                     _seconds("DPT_S3_CONNECT_TIMEOUT", defaults.connect_timeout),
                      _seconds("DPT_S3_READ_TIMEOUT", defaults.read_timeout))
 
 

@@ -83,6 +83,14 @@ def test_a_bad_timeout_is_one_error_naming_the_variable(aws_config, monkeypatch,
         storage.s3_client()
 
 
+@pytest.mark.parametrize(("value", "message"), [("many", "AWS_MAX_ATTEMPTS .*not a whole number"),
+                                                ("0", "S3 configuration: .*max_attempts.*greater than or equal to 1")])
+def test_bad_attempts_are_one_error_naming_them(aws_config, monkeypatch, value, message):
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", value)
+    with pytest.raises((ValueError, storage.StorageError), match=message):
+        storage.s3_client()
+
+
 def test_a_missing_profile_is_a_storage_error(aws_config, monkeypatch):
     monkeypatch.setenv("AWS_PROFILE", "no-such-profile-dpt")
     with pytest.raises(storage.StorageError, match="no-such-profile-dpt"):
@@ -101,7 +109,7 @@ def test_checkpoint_filesystem_keeps_endpoint_attempts_and_timeouts_in_the_worke
     filesystem = pickle.loads(pickle.dumps(_filesystem(config, "s3://bucket/runs")))
     kwargs, attempts = filesystem.__reduce__()[1]
     assert isinstance(filesystem, RetryingS3FileSystem) and attempts == filesystem.max_attempts == 7
-    assert (kwargs["endpoint_override"], kwargs["scheme"], kwargs["region"]) == ("http://127.0.0.1:9", "http", "eu-west-1")
+    assert (kwargs["endpoint_override"], kwargs["region"]) == ("http://127.0.0.1:9", "eu-west-1")
     assert (kwargs["connect_timeout"], kwargs["request_timeout"]) == (4.0, 60.0)
     assert _filesystem(config, "/local/runs") is None
 

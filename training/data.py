@@ -38,7 +38,8 @@ from training.seg_augment import SegmentationAugmentConfig, augment_segmentation
 
 
 def _gopen_s3(url: str, mode: str = "rb", bufsize: int = 8192, **_):
-    """WebDataset opener for ``s3://``: a streaming boto3 body through pipeline.storage (AWS_* config)."""
+    """WebDataset opener for ``s3://``: pipeline.storage's stream (AWS_* config), which resumes at its byte
+    offset after a connection reset, a read timeout or a 5xx, so a flaky store costs no worker restart."""
     if mode != "rb":
         raise ValueError(f"{url}: s3 shards open read-only, not {mode!r}")
     return storage.open_read(url)
