@@ -183,8 +183,8 @@ def s3_retries(options: S3Options | None = None) -> S3Retries:
 def arrow_filesystem(url: str, options: S3Options | None = None):
     """A ``pyarrow.fs.S3FileSystem`` for ``url``'s bucket with the boto3 client's endpoint, attempts and timeouts.
 
-    For Ray Train's checkpoint storage, which writes through pyarrow: pyarrow reads none of
-    ``AWS_ENDPOINT_URL`` / ``AWS_MAX_ATTEMPTS`` / ``DPT_S3_*``. Credentials follow the AWS chain in pyarrow."""
+    For Ray Train's checkpoint storage, which writes through pyarrow: pyarrow reads neither ``AWS_MAX_ATTEMPTS``
+    nor ``DPT_S3_*`` (nor, in some versions, ``AWS_ENDPOINT_URL``). Credentials follow the AWS chain in pyarrow."""
     import pyarrow.fs
 
     options = options or S3Options()
