@@ -94,7 +94,8 @@ class RunConfig:
     max_failures: int = 2
     resume_from: str | None = None
     forward_env: list[str] = dataclasses.field(default_factory=lambda: [
-        "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_DEFAULT_REGION", "AWS_REGION", "AWS_PROFILE"])
+        "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_DEFAULT_REGION", "AWS_REGION", "AWS_PROFILE",
+        "AWS_RETRY_MODE", "AWS_MAX_ATTEMPTS", "DPT_S3_CONNECT_TIMEOUT", "DPT_S3_READ_TIMEOUT"])
 
 
 @dataclasses.dataclass
