@@ -123,6 +123,33 @@ def _add_shards(sub: argparse._SubParsersAction) -> None:
     demo.set_defaults(func=_shards_demo)
 
 
+def _tracking_replay(args: argparse.Namespace) -> int:
+    from pipeline.tracking_spill import SpillFile, replay
+
+    spill = SpillFile(args.file)
+    if spill.exists() and spill.summary() is None:
+        print(f"nothing to deliver: every record in {args.file} is in MLflow already")
+        return 0
+    done = replay(args.file, args.tracking_uri)
+    refused = f"; MLflow refused {done.rejected} records (the file names them and why)" if done.rejected else ""
+    print(f"delivered {done.metric_values} metric values and {done.others} other records (tags, restart counts, "
+          f"the final status) from {args.file}{refused}")
+    return 1 if done.rejected else 0
+
+
+def _add_tracking(sub: argparse._SubParsersAction) -> None:
+    tracking = sub.add_parser("tracking", help="deliver to MLflow what a training run kept while it did not answer",
+                              description="MLflow records that training could not deliver are kept in a spill "
+                                          "file beside the run's checkpoints (mlflow-spill-<run id>.jsonl).")
+    verbs = tracking.add_subparsers(dest="verb", required=True, metavar="VERB")
+    replay = verbs.add_parser("replay", help="deliver a spill file's pending records, in order (a second replay "
+                                             "delivers nothing: the file records what was delivered)")
+    replay.add_argument("file", help="the spill file, as training named it")
+    replay.add_argument("--tracking-uri", help="MLflow tracking URI (default: the one the file recorded, else "
+                                               "MLFLOW_TRACKING_URI)")
+    replay.set_defaults(func=_tracking_replay)
+
+
 def _version(args: argparse.Namespace) -> int:
     from pipeline.code_version import git_commit, source_sha256
 
@@ -140,6 +167,7 @@ def build_parser() -> argparse.ArgumentParser:
     for name, (_, short) in STAGE_COMMANDS.items():
         sub.add_parser(name, help=short, add_help=False)  # parsed by _run_stage
     _add_shards(sub)
+    _add_tracking(sub)
     version = sub.add_parser("version", help="the code's git commit and source hash (what runs record as "
                                              "dpt.code_version and dpt.code_sha256)")
     version.set_defaults(func=_version)

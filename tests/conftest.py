@@ -17,7 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.services import BIN, Server, free_port, generate_ray_token, http_ok, ray_env, reload_ray_auth_settings
+from tests.services import (BIN, Server, free_port, generate_ray_token, http_ok, ray_env, reload_ray_auth_settings,
+                            start_mlflow_server)
 
 FIXTURES = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures"
 
@@ -112,17 +113,8 @@ def ray_cluster(ray_head, monkeypatch):
 def mlflow_server():
     """URL of a real `mlflow server` (SQLite backend, proxied local artifact store)."""
     tmp = Path(tempfile.mkdtemp(prefix="dptmlflow-"))
-    port = free_port()
-    env = dict(os.environ, MLFLOW_DISABLE_TELEMETRY="true", MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false")
-    env.pop("MLFLOW_TRACKING_URI", None)
-    cmd = [
-        str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-        "--backend-store-uri", f"sqlite:///{tmp / 'mlflow.db'}", "--artifacts-destination", str(tmp / "artifacts"),
-    ]
-    server = Server("mlflow server", cmd, env, tmp / "server.log")
-    url = f"http://127.0.0.1:{port}"
+    server, url = start_mlflow_server(tmp)
     try:
-        server.wait_ready(lambda: http_ok(f"{url}/health"), timeout=120)
         yield url
     finally:
         server.stop()

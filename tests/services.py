@@ -77,6 +77,14 @@ class Server:
         except OSError:
             return ""
 
+    def kill(self) -> None:
+        """SIGKILL our own process group at once (a crash: no shutdown handlers run), and reap it."""
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.proc.wait(timeout=10)
+        self._log_file.close()
+
     def stop(self, grace: float = 20.0) -> None:
         """SIGTERM our pid; after ``grace`` seconds, SIGKILL whatever remains of our own process group."""
         if self.proc.poll() is None:
@@ -90,6 +98,47 @@ class Server:
         with contextlib.suppress(subprocess.TimeoutExpired):
             self.proc.wait(timeout=5)
         self._log_file.close()
+
+
+def start_mlflow_server(directory: Path, port: int | None = None, log_name: str = "server.log") -> tuple[Server, str]:
+    """A real `mlflow server` on 127.0.0.1 with its SQLite store and artifacts in ``directory``, ready; returns
+    (server, URL). Started again with the same ``directory`` and ``port``, it serves the same runs."""
+    port = port or free_port()
+    directory.mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ, MLFLOW_DISABLE_TELEMETRY="true", MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false")
+    env.pop("MLFLOW_TRACKING_URI", None)
+    cmd = [
+        str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+        "--backend-store-uri", f"sqlite:///{directory / 'mlflow.db'}",
+        "--artifacts-destination", str(directory / "artifacts"),
+    ]
+    server = Server("mlflow server", cmd, env, directory / log_name)
+    url = f"http://127.0.0.1:{port}"
+    server.wait_ready(lambda: http_ok(f"{url}/health"), timeout=120)
+    return server, url
+
+
+class RestartableMlflow:
+    """A test's own `mlflow server` (never the session's): killed with SIGKILL and started again on the same
+    port and store, as a crashed tracking server comes back."""
+
+    def __init__(self, directory: Path):
+        self.directory, self.port, self.starts = directory, free_port(), 0
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.server: Server | None = None
+
+    def start(self) -> None:
+        self.starts += 1
+        self.server, _ = start_mlflow_server(self.directory, self.port, log_name=f"server-{self.starts}.log")
+
+    def kill(self) -> None:
+        self.server.kill()
+        self.server = None
+
+    def stop(self) -> None:
+        if self.server is not None:
+            self.server.stop()
+            self.server = None
 
 
 def ray_env(token_path: Path) -> dict[str, str]:

@@ -8,7 +8,7 @@ import pytest
 
 from tests.services import BIN
 
-COMMANDS = ["ingest", "train", "eval", "predict", "export", "compare", "pipeline", "shards"]
+COMMANDS = ["ingest", "train", "eval", "predict", "export", "compare", "pipeline", "shards", "tracking"]
 
 
 def dpt(*args: str, env=None) -> subprocess.CompletedProcess:

@@ -3,11 +3,20 @@
 The driver creates the run once and logs the resolved config as params (MLflow params cannot change, so a
 resumed attempt never logs them again); rank 0 of the Ray workers logs metrics into that run by id and
 tags each restart. Lineage tags: each source's manifest sha256 and the code version.
+
+Tracking never blocks or fails training. Creating the run is the one synchronous call (a run cannot start
+without its MLflow run) and fails fast, in one line naming the URI. Everything after it, metrics, restart
+tags and the final status, goes through an outbox (pipeline.tracking_outbox): a queue put on the training
+side, a background thread that delivers in order and keeps what MLflow did not take in the run's spill file
+(``<storage.path>/<storage.name>/mlflow-spill-<run id>.jsonl``). If MLflow still does not answer when training
+ends, one line says how much is not delivered, where it is, and the ``dpt tracking replay`` command.
 """
 
 from __future__ import annotations
 
 import hashlib
+import socket
+import sys
 import time
 from typing import Any
 
@@ -16,8 +25,14 @@ from pipeline.code_version import code_version, source_sha256
 from pipeline.config import to_dict
 from pipeline.shards import MANIFEST_NAME, shard_dir
 from pipeline.tracking import CODE_SHA256_TAG, CODE_VERSION_TAG, experiment_id, manifest_sha256_tag
+from pipeline.tracking_ops import FEW_ATTEMPTS, http_attempts, permanent, reason
+from pipeline.tracking_outbox import Outbox
+from pipeline.tracking_spill import Pending, spill_path, without_credentials
 
 MAX_PARAM_LENGTH = 6000  # MLflow's limit on a param value
+# How long the end of training waits for an MLflow that does not answer: the driver waits (it can deliver what
+# rank 0 left in a spill file it can read); rank 0 waits only when the driver cannot read its file (another host).
+END_WAIT_S = 30.0
 
 
 def flatten(data: Any, prefix: str = "") -> dict[str, str]:
@@ -39,12 +54,29 @@ def lineage_tags(prefix: str, sources: list[str], split: str) -> dict[str, str]:
     return tags
 
 
-def create_run(config, uri: str) -> str:
+def create_run(config, uri: str, origin: str = "") -> str:
     """Create the MLflow run of a training job with params and lineage tags; returns its id.
 
     With ``tracking.run_id`` the job logs into that existing run instead (``dpt pipeline`` makes it a child
-    of the pipeline's run); params are logged only once, since MLflow params cannot change.
+    of the pipeline's run); params are logged only once, since MLflow params cannot change. A few short
+    attempts; when MLflow does not answer or refuses, RuntimeError in one line naming the URI (and ``origin``,
+    where the URI came from).
     """
+    from mlflow.exceptions import MlflowException
+
+    try:
+        with http_attempts(FEW_ATTEMPTS):
+            return _create_run(config, uri)
+    except MlflowException as exc:
+        origin = {"config": "tracking.uri"}.get(origin, origin)
+        where = without_credentials(uri) + (f" (from {origin})" if origin else "")
+        if permanent(exc):
+            raise RuntimeError(f"MLflow at {where} refused the training run: {reason(exc)}") from None
+        raise RuntimeError(f"MLflow at {where} did not answer ({reason(exc)}): a training run cannot be created "
+                           f"without it; start the server, or set tracking.uri / MLFLOW_TRACKING_URI") from None
+
+
+def _create_run(config, uri: str) -> str:
     from mlflow import MlflowClient
     from mlflow.entities import Param, RunTag
 
@@ -53,7 +85,7 @@ def create_run(config, uri: str) -> str:
     tags = lineage_tags(shards.prefix, shards.sources, shards.split)
     if config.tracking.run_id:
         run = client.get_run(config.tracking.run_id)
-        client.log_batch(run.info.run_id, tags=[RunTag(k, v) for k, v in tags.items()])
+        client.log_batch(run.info.run_id, tags=[RunTag(k, v) for k, v in tags.items()], synchronous=True)
         if run.data.params:
             return run.info.run_id
     else:
@@ -61,45 +93,83 @@ def create_run(config, uri: str) -> str:
         run = client.create_run(experiment, run_name=config.tracking.run_name or config.storage.name, tags=tags)
     params = [Param(k, v) for k, v in sorted(flatten(to_dict(config)).items())]
     for start in range(0, len(params), 100):  # MLflow accepts at most 100 params per batch
-        client.log_batch(run.info.run_id, params=params[start:start + 100])
-    client.log_batch(run.info.run_id, tags=[RunTag("dpt.restarts", "0")])
+        client.log_batch(run.info.run_id, params=params[start:start + 100], synchronous=True)
+    client.log_batch(run.info.run_id, tags=[RunTag("dpt.restarts", "0")], synchronous=True)
     return run.info.run_id
 
 
+def spill_file(config, run_id: str) -> str:
+    """Where this run keeps what MLflow did not take (pipeline.tracking_spill.spill_path)."""
+    return spill_path(config.storage.path, config.storage.name, run_id)
+
+
+def undelivered_line(uri: str, run_id: str, pending: Pending, lost: int = 0) -> str:
+    """The one line that says what MLflow did not get, where it is, and how to deliver it."""
+    others = (f" and {pending.others} other record{'s' * (pending.others != 1)} (tags, restart counts, the final "
+              f"status)" if pending.others else "")
+    gone = f"; {lost} more metric values could not be kept (the spill file was not writable)" if lost else ""
+    return (f"tracking: MLflow at {without_credentials(uri)} did not answer by the end of training: "
+            f"{pending.metric_values} metric values{others} of run {run_id} are not in MLflow; they are in "
+            f"{pending.path} on {socket.gethostname()}: deliver them with "
+            f"`dpt tracking replay {pending.path}` once it is up{gone}")
+
+
+def finish_run(config, uri: str, run_id: str, status: str, wait_s: float = END_WAIT_S) -> str | None:
+    """Set the run's final status (``FINISHED``, ``FAILED``) through an outbox, after what rank 0 left in the
+    spill file, within ``wait_s`` of MLflow not answering. Prints and returns the one-line report when MLflow
+    did not get everything; never raises for MLflow."""
+    outbox = Outbox(uri, run_id, spill_file(config, run_id), announce=False)  # its one line is below
+    outbox.put("terminated", status=status, end_time=int(time.time() * 1000))
+    pending = outbox.close(wait_s)
+    if pending is None and not outbox.lost:
+        return None
+    line = undelivered_line(uri, run_id, pending or Pending(outbox.spill.path, 0, 0), outbox.lost)
+    print(line, file=sys.stderr, flush=True)
+    return line
+
+
 class RankZeroLogger:
-    """Metrics into an existing run from rank 0; on other ranks every call does nothing."""
+    """Metrics and tags into an existing run from rank 0, through an outbox: a call is a queue put, never a wait
+    for MLflow. On other ranks every call does nothing. A context manager: leaving it delivers what is left
+    (at once after an exception), and rank 0 on another host than the driver prints the one-line report for
+    its own spill file, which the driver cannot read."""
 
-    def __init__(self, uri: str | None, run_id: str | None, active: bool):
+    def __init__(self, uri: str | None, run_id: str | None, active: bool, spill: str | None = None,
+                 driver_host: str | None = None):
         self.run_id = run_id
-        self.client = None
-        if active and uri and run_id:
-            from mlflow import MlflowClient
-
-            self.client = MlflowClient(uri)
+        self.uri = uri
+        self.outbox = Outbox(uri, run_id, spill) if active and uri and run_id and spill else None
+        self.remote = driver_host is not None and driver_host != socket.gethostname()
 
     def log(self, metrics: dict[str, float], step: int) -> None:
-        if self.client is None:
+        if self.outbox is None or not metrics:
             return
-        from mlflow.entities import Metric
-
         now = int(time.time() * 1000)
-        items = [Metric(k.replace("@", "_"), float(v), now, step) for k, v in sorted(metrics.items())]
-        for start in range(0, len(items), 1000):
-            self.client.log_batch(self.run_id, metrics=items[start:start + 1000])
+        self.outbox.put("metrics", metrics=[[k.replace("@", "_"), float(v), now, step]
+                                            for k, v in sorted(metrics.items())])
 
     def mark_restart(self, step: int, data: str | None = None) -> None:
         """Tag a resumed attempt: how many restarts so far, the step it resumed from, and how its data
         stream continued (``exact``, or why it was reseeded)."""
-        if self.client is None:
-            return
-        run = self.client.get_run(self.run_id)
-        restarts = int(run.data.tags.get("dpt.restarts", "0")) + 1
-        self.client.set_tag(self.run_id, "dpt.restarts", str(restarts))
-        self.client.set_tag(self.run_id, f"dpt.restart_{restarts}_from_step", str(step))
-        if data is not None:
-            self.client.set_tag(self.run_id, f"dpt.restart_{restarts}_data", data)
+        if self.outbox is not None:
+            self.outbox.put("restart", step=step, data=data)
 
     def set_tags(self, tags: dict[str, str]) -> None:
-        if self.client is not None:
-            for key, value in tags.items():
-                self.client.set_tag(self.run_id, key, value)
+        if self.outbox is not None and tags:
+            self.outbox.put("tags", tags={k: str(v) for k, v in tags.items()})
+
+    def close(self, wait_s: float = 0.0) -> Pending | None:
+        """Deliver what is left (see Outbox.close); on another host than the driver, print what is not."""
+        if self.outbox is None:
+            return None
+        pending = self.outbox.close(END_WAIT_S if self.remote else wait_s)
+        if self.remote and (pending or self.outbox.lost):
+            print(undelivered_line(self.uri, self.run_id, pending or Pending(self.outbox.spill.path, 0, 0),
+                                   self.outbox.lost), file=sys.stderr, flush=True)
+        return pending
+
+    def __enter__(self) -> RankZeroLogger:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

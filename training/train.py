@@ -7,7 +7,7 @@ Ray Train V2 semantics (Ray 2.60): a failed worker group restarts from the last 
 (``FailureConfig``), which the train function reads with ``ray.train.get_checkpoint()``; rebuilding the
 trainer with the same ``storage.path``/``storage.name`` resumes a stopped run the same way. Every rank
 calls ``ray.train.report`` at the same steps (it is a barrier). MLflow: the driver creates the run and
-logs the config once; rank 0 logs metrics into it by id.
+logs the config once; rank 0 logs metrics into it by id, through an outbox that never makes a step wait.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
+import socket
 import sys
 import tempfile
 from collections import Counter
@@ -130,36 +131,38 @@ def train_loop_per_worker(loop_config: dict) -> None:
     scheduler = build_scheduler(optimizer, config.optim, config.schedule.steps)
     step, saved_position = _restore(config, model, optimizer, scheduler)
     position, how = start_position(config, world, step, saved_position)
-    logger = tracking.RankZeroLogger(loop_config["mlflow"]["uri"], loop_config["mlflow"]["run_id"], rank == 0)
-    if step:
-        logger.mark_restart(step, data=how)
-        if rank == 0 and how != "exact":
-            print(f"training data: {how}", file=sys.stderr)
-    logger.log(_cluster_shape(context.get_node_rank(), world), step)
-    task = make_task(config.task, config.data.shards.sources)
-    schedule, bf16 = config.schedule, config.schedule.bf16
-    for phase in data_phases(config, rank, world, step, position):
-        end, sources = phase.end, phase.sources
-        timer, seen = StepTimer(), Counter()
-        while step < end:
-            batch = to_device(phase.next_batch(), device)
-            timer.data_ready()
-            logs = train_step(model, task, optimizer, scheduler, batch, config.optim, bf16)
-            step += 1
-            timer.step_done(len(batch["key"]))
-            seen.update(batch["source"])
-            if step % schedule.log_every == 0 or step == end:
-                perf = timer.summary()
-                perf["perf/images_per_s"] *= world  # every rank runs the same step
-                shares = {f"data/share/{s}": seen[s] / max(1, sum(seen.values())) for s in sources}
-                logger.log({**logs, **perf, **shares}, step)
-            if (schedule.validate_every and step % schedule.validate_every == 0) or step == schedule.steps:
-                logger.log(_validate(model, config, rank, world, device), step)
-            if step % schedule.checkpoint_every == 0 or step == schedule.steps:
-                _report(step, {"loss": logs["loss/loss"]}, model, optimizer, scheduler,
-                        {"model": config.model.name, "phase_sources": sources, "mlflow_run_id": logger.run_id,
-                         "data_position": phase.position.to_dict()}, rank)
-                timer.data_ready()  # checkpoint time is neither data wait nor step
+    mlflow = loop_config["mlflow"]
+    spill = tracking.spill_file(config, mlflow["run_id"]) if mlflow["run_id"] else None
+    with tracking.RankZeroLogger(mlflow["uri"], mlflow["run_id"], rank == 0, spill, mlflow.get("host")) as logger:
+        if step:
+            logger.mark_restart(step, data=how)
+            if rank == 0 and how != "exact":
+                print(f"training data: {how}", file=sys.stderr)
+        logger.log(_cluster_shape(context.get_node_rank(), world), step)
+        task = make_task(config.task, config.data.shards.sources)
+        schedule, bf16 = config.schedule, config.schedule.bf16
+        for phase in data_phases(config, rank, world, step, position):
+            end, sources = phase.end, phase.sources
+            timer, seen = StepTimer(), Counter()
+            while step < end:
+                batch = to_device(phase.next_batch(), device)
+                timer.data_ready()
+                logs = train_step(model, task, optimizer, scheduler, batch, config.optim, bf16)
+                step += 1
+                timer.step_done(len(batch["key"]))
+                seen.update(batch["source"])
+                if step % schedule.log_every == 0 or step == end:
+                    perf = timer.summary()
+                    perf["perf/images_per_s"] *= world  # every rank runs the same step
+                    shares = {f"data/share/{s}": seen[s] / max(1, sum(seen.values())) for s in sources}
+                    logger.log({**logs, **perf, **shares}, step)
+                if (schedule.validate_every and step % schedule.validate_every == 0) or step == schedule.steps:
+                    logger.log(_validate(model, config, rank, world, device), step)
+                if step % schedule.checkpoint_every == 0 or step == schedule.steps:
+                    _report(step, {"loss": logs["loss/loss"]}, model, optimizer, scheduler,
+                            {"model": config.model.name, "phase_sources": sources, "mlflow_run_id": logger.run_id,
+                             "data_position": phase.position.to_dict()}, rank)
+                    timer.data_ready()  # checkpoint time is neither data wait nor step
 
 
 def _filesystem(config: TrainConfig, path: str):
@@ -253,15 +256,16 @@ def fit(config: TrainConfig) -> FitResult:
 
     check_inputs(config)
     config = absolute_local_paths(config)
+    uri, origin = tracking_uri(config.tracking.uri)
+    run_id = tracking.create_run(config, uri, origin)  # before Ray starts: a run cannot begin without it
     env = _worker_env(config)
     in_job = in_ray_job()  # `ray job submit` provides the runtime env
     ray_cluster.connect(env_vars=None if in_job else env, log_to_driver=True)
-    uri = tracking_uri(config.tracking.uri)[0]
-    run_id = tracking.create_run(config, uri)
     storage_path, filesystem = _storage(config)
     trainer = TorchTrainer(
         train_loop_per_worker,
-        train_loop_config={"config": to_dict(config), "mlflow": {"uri": uri, "run_id": run_id}},
+        train_loop_config={"config": to_dict(config),
+                           "mlflow": {"uri": uri, "run_id": run_id, "host": socket.gethostname()}},
         scaling_config=ray.train.ScalingConfig(
             num_workers=config.scaling.workers, use_gpu=config.scaling.gpu,
             resources_per_worker={"GPU": 1} if config.scaling.gpu else {"CPU": config.scaling.cpus_per_worker},
@@ -272,14 +276,14 @@ def fit(config: TrainConfig) -> FitResult:
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=config.schedule.keep_checkpoints),
             worker_runtime_env=None if in_job else {"env_vars": env}),
     )
-    from mlflow import MlflowClient
-
     try:
         result = trainer.fit()
-    except BaseException:
-        MlflowClient(uri).set_terminated(run_id, "FAILED")
+    except BaseException as exc:
+        # Ctrl-C: one attempt, no waiting for an MLflow that does not answer.
+        tracking.finish_run(config, uri, run_id, "FAILED", wait_s=0 if isinstance(exc, KeyboardInterrupt) else
+                            tracking.END_WAIT_S)
         raise
-    MlflowClient(uri).set_terminated(run_id, "FINISHED")
+    tracking.finish_run(config, uri, run_id, "FINISHED")  # what MLflow did not get is reported, training stands
     return FitResult(result.checkpoint, dict(result.metrics or {}), run_id, result.path)
 
 
