@@ -121,8 +121,12 @@ def to_csv(rows: Sequence[Row], baseline: Row) -> bytes:
     return buf.getvalue().encode()
 
 
-def chart_png(rows: Sequence[Row], baseline: Row) -> bytes:
-    """Six panels (one per benchmark), a bar per row, the baseline's value as a dashed line."""
+NOT_AVAILABLE = "n/a"  # in the chart, where a row has no value for a benchmark
+
+
+def chart_figure(rows: Sequence[Row], baseline: Row):
+    """A matplotlib Figure: six panels (one per benchmark), a bar per row with its value at the end ("n/a"
+    where the row has none), the baseline's value as a dashed line."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -132,7 +136,11 @@ def chart_png(rows: Sequence[Row], baseline: Row) -> bytes:
     colors = ["0.65" if row.kind == "paper" else f"C{i % 10}" for i, row in enumerate(rows)]
     for ax, benchmark, title in zip(axes.ravel(), BENCHMARKS, _headers()):
         values = [row.values[benchmark] for row in rows]
-        ax.barh(range(len(rows)), [0 if math.isnan(v) else v for v in values], color=colors)
+        bars = ax.barh(range(len(rows)), [0 if math.isnan(v) else v for v in values], color=colors)
+        ax.bar_label(bars, [NOT_AVAILABLE if math.isnan(v) else _format(v, benchmark) for v in values],
+                     padding=3, fontsize=7, color="0.25")
+        finite = [v for v in (*values, baseline.values[benchmark]) if not math.isnan(v)]
+        ax.set_xlim(0, 1.2 * max(finite) if finite and max(finite) > 0 else 1)  # room for the labels
         ax.set_yticks(range(len(rows)), [row.name for row in rows], fontsize=8)
         ax.invert_yaxis()
         base = baseline.values[benchmark]
@@ -141,6 +149,14 @@ def chart_png(rows: Sequence[Row], baseline: Row) -> bytes:
         ax.set_title(title + " (lower is better)", fontsize=9)
     fig.suptitle(f"Zero-shot transfer (DPT Table 1); dashed: {baseline.name}", fontsize=11)
     fig.tight_layout()
+    return fig
+
+
+def chart_png(rows: Sequence[Row], baseline: Row) -> bytes:
+    """:func:`chart_figure` as PNG bytes."""
+    import matplotlib.pyplot as plt
+
+    fig = chart_figure(rows, baseline)
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110)
     plt.close(fig)

@@ -6,7 +6,8 @@ Reads runs with ``mlflow.search_runs`` (tracking URI from ``MLFLOW_TRACKING_URI`
 the six zero-shot metrics with the paper's rows (MiDaS on MIX 5, DPT-Hybrid, DPT-Large) and each row's
 relative change against ``--baseline`` (a paper row, a run name or a run id), and writes the same as
 ``compare.csv`` and ``compare.png`` under ``--out`` (local folder or s3://). Above it, segmentation runs
-(``segmentation/ade20k*`` metrics) are listed next to the paper's ADE20K rows of Table 4.
+(``segmentation/ade20k*`` metrics) are listed next to the paper's ADE20K rows of Table 4. Each table is
+printed only when at least one run has its metrics.
 """
 
 from __future__ import annotations
@@ -45,25 +46,35 @@ def search(args: argparse.Namespace):
     return mlflow.search_runs(experiment_names=names, max_results=args.max_runs, order_by=["attributes.start_time DESC"])
 
 
+def _source(args: argparse.Namespace) -> str:
+    return f"run(s) {args.runs}" if args.runs else f"experiment(s) {', '.join(args.experiment or [DEFAULT_EXPERIMENT])}"
+
+
 def run(args: argparse.Namespace) -> int:
+    return report(search(args), args)
+
+
+def report(runs, args: argparse.Namespace) -> int:
+    """For ``runs`` (the DataFrame of ``mlflow.search_runs``): print the ADE20K table when a segmentation run is
+    there, the Table 1 comparison (and write its CSV and chart) when a zero-shot run is there; with neither,
+    one line saying so (exit status 1)."""
     from evaluation import compare, compare_segmentation
     from pipeline import storage
 
-    runs = search(args)
     run_rows = compare.run_rows(runs)
     seg_lines = compare_segmentation.segmentation_lines(runs)
     seg_runs = len(seg_lines) > len(compare_segmentation.PAPER_ROWS)
-    if seg_runs or not args.no_paper:
-        print(compare_segmentation.format_segmentation_table(seg_lines), end="\n\n")
-    if not run_rows:
-        print("no run with zero-shot metrics found (run `dpt eval` first)")
-    rows = compare.rows_with_paper(run_rows, paper=not args.no_paper)
-    if not rows:
-        return 0 if seg_runs else 1
-    baseline = compare.find_baseline(rows, args.baseline)
-    print(compare.format_table(rows, baseline))
-    csv_url, png_url = storage.join(args.out, "compare.csv"), storage.join(args.out, "compare.png")
-    storage.write_bytes(csv_url, compare.to_csv(rows, baseline))
-    storage.write_bytes(png_url, compare.chart_png(rows, baseline))
-    print(f"wrote {csv_url} and {png_url}")
-    return 0 if run_rows or seg_runs else 1
+    if not run_rows and not seg_runs:
+        print(f"no run with zero-shot or segmentation metrics in {_source(args)} (run `dpt eval` first)")
+        return 1
+    if seg_runs:
+        print(compare_segmentation.format_segmentation_table(seg_lines), end="\n\n" if run_rows else "\n")
+    if run_rows:
+        rows = compare.rows_with_paper(run_rows, paper=not args.no_paper)
+        baseline = compare.find_baseline(rows, args.baseline)
+        print(compare.format_table(rows, baseline))
+        csv_url, png_url = storage.join(args.out, "compare.csv"), storage.join(args.out, "compare.png")
+        storage.write_bytes(csv_url, compare.to_csv(rows, baseline))
+        storage.write_bytes(png_url, compare.chart_png(rows, baseline))
+        print(f"wrote {csv_url} and {png_url}")
+    return 0

@@ -1,8 +1,10 @@
 """Picture grids for MLflow: per image, the input, the ground truth and the prediction side by side.
 
 Dense depth benchmarks show ground-truth disparity and the aligned predicted disparity in one colour map with
-one shared range per row (so that colours compare), invalid ground truth in grey. DIW shows the annotated
-pair on the input (green = the point annotated closer, red = farther) and the predicted disparity.
+one shared range per row (so that colours compare; the row's colour bar gives it), invalid ground truth in grey.
+Under each input: the image's whole id and its own metric; under the grid, a legend for what is not a
+measurement (grey, DIW's points). DIW shows the annotated pair on the input (green = the point annotated
+closer, red = farther) and the predicted disparity.
 Segmentation shows ground-truth and predicted classes in one fixed palette (unlabelled pixels grey), and a
 third panel with the prediction's errors: wrong pixels in the predicted class's colour, right ones dimmed.
 """
@@ -10,6 +12,7 @@ third panel with the prediction's errors: wrong pixels in the predicted class's 
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Sequence
 
 import numpy as np
@@ -76,8 +79,70 @@ def _errors(picture: Picture) -> np.ndarray:
     return out
 
 
+def wrap_id(sample_id: str, width: int = 36) -> str:
+    """The whole ``sample_id`` on lines of at most ``width`` characters, broken after a '/' where possible
+    (a benchmark's ids are paths: ``rgbd_dataset_freiburg3_walking_xyz/1341846313.500000``)."""
+    parts = [p for p in re.split(r"(?<=/)", sample_id) if p]
+    pieces = [p[i:i + width] for p in parts for i in range(0, len(p), width)]
+    lines = [""]
+    for piece in pieces:
+        if lines[-1] and len(lines[-1]) + len(piece) > width:
+            lines.append("")
+        lines[-1] += piece
+    return "\n".join(lines)
+
+
+def _show_depth(fig, row, picture: Picture, cmap) -> None:
+    """Ground truth (or DIW's pair on the input) and prediction in one colour range, with its colour bar."""
+    if picture.gt is None:  # DIW: the pair on the image
+        row[1].imshow(picture.rgb)
+        for y1, x1, y2, x2, rel in picture.pairs:
+            near, far = ((y1, x1), (y2, x2)) if rel > 0 else ((y2, x2), (y1, x1))
+            row[1].plot([near[1], far[1]], [near[0], far[0]], color="yellow", linewidth=1)
+            row[1].scatter([near[1]], [near[0]], color="lime", s=18)
+            row[1].scatter([far[1]], [far[0]], color="red", s=18)
+        lo, hi = np.nanpercentile(picture.pred, [2, 98])
+        label = "disparity (relative)\nbright = near"
+    else:
+        valid = picture.gt[np.isfinite(picture.gt)]
+        lo, hi = (np.percentile(valid, [2, 98]) if valid.size else np.nanpercentile(picture.pred, [2, 98]))
+        row[1].imshow(np.ma.masked_invalid(picture.gt), cmap=cmap, vmin=lo, vmax=hi)
+        label = "disparity = 1 / depth\n(1/m), bright = near"
+    image = row[2].imshow(picture.pred, cmap=cmap, vmin=lo, vmax=hi)
+    bar = fig.colorbar(image, ax=list(row[1:3]), fraction=0.04, pad=0.02, aspect=15)
+    bar.set_label(label, fontsize=7)
+    bar.ax.tick_params(labelsize=6)
+
+
+def _legend(fig, columns: int, diw: bool) -> None:
+    """What the colours that are no measurement mean, under the grid."""
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
+
+    if columns == 4:
+        handles = [Patch(color=UNLABELLED, label="grey: unlabelled pixel (not scored)"),
+                   Patch(facecolor="none", edgecolor="none",
+                         label="errors: wrong pixels in the predicted class's colour, right ones dimmed")]
+    elif diw:
+        handles = [Line2D([], [], color="lime", marker="o", linestyle="", label="point annotated closer"),
+                   Line2D([], [], color="red", marker="o", linestyle="", label="point annotated farther")]
+    else:
+        handles = [Patch(color=UNLABELLED, label="grey: no ground truth, or outside the benchmark's depth range "
+                                                 "or crop (not scored)")]
+    fig.legend(handles=handles, loc="outside lower center", ncols=len(handles), fontsize=8, frameon=False)
+
+
+_HEADINGS = {
+    "dense": ("input", "ground truth (disparity)", "prediction (aligned disparity)"),
+    "pairs": ("input", "annotated pair (ordinal)", "prediction (disparity)"),
+    "segmentation": ("input", "ground truth (classes)", "prediction (classes)", "errors (in the predicted class)"),
+}
+
+
 def picture_grid(pictures: Sequence[Picture], title: str, metric: str):
-    """A matplotlib Figure with one row per picture and columns input / ground truth / prediction."""
+    """A matplotlib Figure with one row per picture and columns input / ground truth / prediction (depth: with
+    a colour bar per row; segmentation: and the errors), the image's id and own metric under its input, and a
+    legend under the grid. Constrained layout keeps every label inside the figure."""
     import matplotlib
 
     matplotlib.use("Agg")  # no display on cluster nodes
@@ -85,37 +150,25 @@ def picture_grid(pictures: Sequence[Picture], title: str, metric: str):
 
     rows = max(1, len(pictures))
     columns = 4 if pictures and pictures[0].classes else 3
-    fig, axes = plt.subplots(rows, columns, figsize=(3 * columns, 2.6 * rows), squeeze=False)
-    headings = (("input", "ground truth (classes)", "prediction (classes)", "errors (in the predicted class)")
-                if columns == 4 else ("input", "ground truth (disparity)", "prediction (aligned disparity)"))
-    for ax, heading in zip(axes[0], headings):
+    fig, axes = plt.subplots(rows, columns, figsize=(3 * columns + (0 if columns == 4 else 0.8), 2.9 * rows + 0.6),
+                             squeeze=False, layout="constrained")
+    diw = bool(pictures) and pictures[0].gt is None and not pictures[0].classes
+    for ax, heading in zip(axes[0], _HEADINGS["segmentation" if columns == 4 else "pairs" if diw else "dense"]):
         ax.set_title(heading, fontsize=9)
     cmap = plt.get_cmap(COLOR_MAP).with_extremes(bad=UNLABELLED)
     for row, picture in zip(axes, pictures):
         row[0].imshow(picture.rgb)
         label = "pixel accuracy" if picture.classes else metric  # the image's own metric, not the benchmark's
-        row[0].set_ylabel(f"{picture.id[-24:]}\n{label} {picture.value:.3g}", fontsize=7)
+        row[0].set_xlabel(f"{wrap_id(picture.id)}\n{label} {picture.value:.3g}", fontsize=7)
         if picture.classes:
             row[1].imshow(colour_labels(picture.gt, picture.classes))
             row[2].imshow(colour_labels(picture.pred, picture.classes))
             row[3].imshow(_errors(picture))
         else:
-            if picture.gt is None:  # DIW: the pair on the image
-                row[1].imshow(picture.rgb)
-                for y1, x1, y2, x2, rel in picture.pairs:
-                    near, far = ((y1, x1), (y2, x2)) if rel > 0 else ((y2, x2), (y1, x1))
-                    row[1].plot([near[1], far[1]], [near[0], far[0]], color="yellow", linewidth=1)
-                    row[1].scatter([near[1]], [near[0]], color="lime", s=18)
-                    row[1].scatter([far[1]], [far[0]], color="red", s=18)
-                lo, hi = np.nanpercentile(picture.pred, [2, 98])
-            else:
-                valid = picture.gt[np.isfinite(picture.gt)]
-                lo, hi = (np.percentile(valid, [2, 98]) if valid.size else np.nanpercentile(picture.pred, [2, 98]))
-                row[1].imshow(np.ma.masked_invalid(picture.gt), cmap=cmap, vmin=lo, vmax=hi)
-            row[2].imshow(picture.pred, cmap=cmap, vmin=lo, vmax=hi)
+            _show_depth(fig, row, picture, cmap)
         for ax in row:
             ax.set_xticks([])
             ax.set_yticks([])
+    _legend(fig, columns, diw)
     fig.suptitle(title, fontsize=11)
-    fig.tight_layout()
     return fig

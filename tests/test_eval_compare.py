@@ -116,3 +116,57 @@ def test_runs_with_the_same_name_keep_their_own_numbers():
     changes = compare.relative_change(runs, baseline)
     assert [round(c["kitti"]) for c in changes] == [-50, 100]
     assert "4.23 (-50.0%)" in compare.format_table(runs, baseline)
+
+
+def test_chart_writes_each_value_and_n_a_where_a_run_has_none():
+    import matplotlib.pyplot as plt
+
+    runs = compare.run_rows(_runs_frame([{"run_id": "e" * 32, "tags.mlflow.runName": "mine",
+                                          f"metrics.{PROTOCOLS['kitti'].metric_key}": 22.1}]))
+    rows = compare.rows_with_paper(runs)
+    fig = compare.chart_figure(rows, compare.find_baseline(rows, "DPT-Large"))
+    panels = dict(zip(compare.BENCHMARKS, fig.axes))
+    texts = {name: [t.get_text() for t in ax.texts] for name, ax in panels.items()}
+    assert texts["kitti"] == ["23.90", "11.56", "8.46", "22.10"]  # paper rows, then the run
+    assert texts["nyu"] == ["9.55", "8.69", "8.32", compare.NOT_AVAILABLE]  # the run has no NYU value
+    assert texts["eth3d"][-1] == compare.NOT_AVAILABLE and texts["eth3d"][0] == "0.129"
+    # Every label lies inside its panel (the x range leaves room right of the longest bar).
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    for ax in fig.axes:
+        box = ax.get_window_extent(renderer)
+        assert all(t.get_window_extent(renderer).x1 <= box.x1 for t in ax.texts)
+    plt.close(fig)
+
+
+def _report(frame: pd.DataFrame, tmp_path, capsys) -> tuple[int, str]:
+    import argparse
+
+    from evaluation import compare_command
+
+    args = argparse.Namespace(experiment=["x"], runs=None, baseline="DPT-Large", out=str(tmp_path / "out"),
+                              no_paper=False, max_runs=10)
+    code = compare_command.report(frame, args)
+    return code, capsys.readouterr().out
+
+
+def test_compare_prints_only_the_tables_that_have_runs(tmp_path, capsys):
+    depth = {"run_id": "f" * 32, "tags.mlflow.runName": "depth run", f"metrics.{PROTOCOLS['tum'].metric_key}": 12.5}
+    seg = {"run_id": "9" * 32, "tags.mlflow.runName": "seg run", "metrics.segmentation/ade20k_miou": 40.0,
+           "metrics.segmentation/ade20k_pixel_accuracy": 80.0}
+
+    code, out = _report(_runs_frame([depth]), tmp_path, capsys)
+    assert code == 0 and "ADE20K" not in out and "mIoU" not in out  # no segmentation run: no ADE20K table
+    assert "depth run" in out and "DPT-Large *" in out and (tmp_path / "out" / "compare.png").exists()
+
+    code, out = _report(_runs_frame([seg]), tmp_path / "seg", capsys)
+    assert code == 0 and "ADE20K" in out and "seg run" in out
+    assert "TUM" not in out and "MiDaS" not in out and not (tmp_path / "seg").exists()  # no zero-shot run
+
+    code, out = _report(_runs_frame([depth, seg]), tmp_path, capsys)
+    assert code == 0 and "seg run" in out and "depth run" in out
+
+    code, out = _report(_runs_frame([{"run_id": "8" * 32, "tags.mlflow.runName": "train only"}]), tmp_path, capsys)
+    assert code == 1
+    assert out.splitlines() == ["no run with zero-shot or segmentation metrics in experiment(s) x "
+                                "(run `dpt eval` first)"]

@@ -1,0 +1,46 @@
+"""The quickstart's two configs agree with each other (fast; the README's test runs the quickstart itself):
+the training config works alone on the demo corpus and inside the pipeline, and the benchmarks reach the
+network at the scale the training images did (a model trained on small images is not judged on big ones)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from evaluation.predict import network_size
+from pipeline.config import load_config
+from pipeline.orchestrate import PipelineConfig
+from training.config import TrainConfig
+from training.model import get_config
+
+ROOT = Path(__file__).resolve().parents[1]
+TRAIN = ROOT / "configs" / "quickstart.yaml"
+PIPELINE = ROOT / "configs" / "pipeline_quickstart.yaml"
+
+
+@pytest.fixture
+def pipeline_and_train(monkeypatch):
+    monkeypatch.chdir(ROOT)  # the pipeline config names the training config relative to the repository
+    pipeline = load_config(PipelineConfig, PIPELINE)
+    return pipeline, load_config(TrainConfig, pipeline.train.config, pipeline.train.overrides)
+
+
+def test_the_training_config_works_alone_and_in_the_pipeline(pipeline_and_train):
+    alone = load_config(TrainConfig, TRAIN)
+    assert alone.data.shards.sources == ["demo"]  # `dpt shards demo` then `dpt train --config configs/quickstart.yaml`
+    pipeline, train = pipeline_and_train
+    assert sorted(train.data.shards.sources) == sorted(step.source for step in pipeline.ingest)
+    assert train.model.name == alone.model.name and not train.model.overrides  # eval rebuilds it by name
+
+
+def test_benchmarks_reach_the_network_at_the_training_scale(pipeline_and_train):
+    pipeline, train = pipeline_and_train
+    height, width = pipeline.sample_data.height, pipeline.sample_data.width  # training and benchmark images alike
+    geometric = train.data.geometric
+    side = max(height, width) if geometric.resize_side == "longer" else min(height, width)
+    trained = (round(height * geometric.size / side), round(width * geometric.size / side))
+    args = pipeline.eval.args  # `dpt eval --input-size N`, else the variant's own size
+    size = (int(args[args.index("--input-size") + 1]) if "--input-size" in args
+            else get_config(train.model.name).preprocess.size)
+    assert network_size(height, width, size) == trained, "pipeline_quickstart.yaml: eval.args --input-size"
