@@ -31,6 +31,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def search(args: argparse.Namespace):
     import mlflow
 
+    from pipeline.tracking import tracking_uri
+
+    mlflow.set_tracking_uri(tracking_uri()[0])  # the store every stage uses: MLFLOW_TRACKING_URI, else runs/
+
     if args.runs:
         ids = [r.strip() for r in args.runs.split(",") if r.strip()]
         quoted = ", ".join(f"'{r}'" for r in ids)

@@ -1,5 +1,5 @@
 """The quickstart's two configs agree with each other (fast; the README's test runs the quickstart itself):
-the training config works alone on the demo corpus and inside the pipeline, and the benchmarks reach the
+the training config works alone on the README's corpus and inside the pipeline, and the benchmarks reach the
 network at the scale the training images did (a model trained on small images is not judged on big ones)."""
 
 from __future__ import annotations
@@ -28,7 +28,8 @@ def pipeline_and_train(monkeypatch):
 
 def test_the_training_config_works_alone_and_in_the_pipeline(pipeline_and_train):
     alone = load_config(TrainConfig, TRAIN)
-    assert alone.data.shards.sources == ["demo"]  # `dpt shards demo` then `dpt train --config configs/quickstart.yaml`
+    assert alone.data.shards.sources == ["hrwsi", "tartanair"]  # what the README's `dpt ingest` steps write
+    assert alone.storage.path != "runs/quickstart/train"  # never continues the pipeline's own training run
     pipeline, train = pipeline_and_train
     assert sorted(train.data.shards.sources) == sorted(step.source for step in pipeline.ingest)
     assert train.model.name == alone.model.name and not train.model.overrides  # eval rebuilds it by name
