@@ -11,8 +11,8 @@ and the machine has no network, so MLflow's telemetry is off.
 
 from __future__ import annotations
 
-import json
 import os
+import shlex
 import shutil
 import signal
 import socket
@@ -66,11 +66,11 @@ def _copy_checkout(dest: Path) -> None:
 def _script(blocks: list[Block], home: Path) -> str:
     lines = ["set -euo pipefail", f"cd {home}"]
     for i, block in enumerate(blocks):
-        lines.append(f"echo {json.dumps('### ' + block.title)}")
+        lines.append(f"echo {shlex.quote('### ' + block.title)}; SECONDS=0")
         if block.serves:
             # A foreground server: in the background in its own process group, until its URL answers.
             lines += [
-                f"setsid bash -c {json.dumps(block.body)} > runs/readme-serve-{i}.log 2>&1 &",
+                f"setsid bash -c {shlex.quote(block.body)} > runs/readme-serve-{i}.log 2>&1 &",
                 "serve_pid=$!",
                 f"for _ in $(seq 120); do curl -sf -o runs/readme-serve-{i}.html {block.serves} && break; sleep 1; done",
                 f"test -s runs/readme-serve-{i}.html || {{ cat runs/readme-serve-{i}.log; exit 1; }}",
@@ -78,6 +78,7 @@ def _script(blocks: list[Block], home: Path) -> str:
             ]
         else:
             lines.append(block.body)
+        lines.append(f"echo \"(block took $SECONDS s)\"")
     lines.append("echo '### README: every block ran'")
     return "\n".join(lines) + "\n"
 
