@@ -16,13 +16,13 @@ from training.model import get_config
 
 ROOT = Path(__file__).resolve().parents[1]
 TRAIN = ROOT / "configs" / "quickstart.yaml"
-PIPELINE = ROOT / "configs" / "pipeline_quickstart.yaml"
+PIPELINES = ["pipeline_quickstart.yaml", "pipeline_smoke.yaml"]
 
 
-@pytest.fixture
-def pipeline_and_train(monkeypatch):
+@pytest.fixture(params=PIPELINES)
+def pipeline_and_train(monkeypatch, request):
     monkeypatch.chdir(ROOT)  # the pipeline config names the training config relative to the repository
-    pipeline = load_config(PipelineConfig, PIPELINE)
+    pipeline = load_config(PipelineConfig, ROOT / "configs" / request.param)
     return pipeline, load_config(TrainConfig, pipeline.train.config, pipeline.train.overrides)
 
 
@@ -44,4 +44,4 @@ def test_benchmarks_reach_the_network_at_the_training_scale(pipeline_and_train):
     args = pipeline.eval.args  # `dpt eval --input-size N`, else the variant's own size
     size = (int(args[args.index("--input-size") + 1]) if "--input-size" in args
             else get_config(train.model.name).preprocess.size)
-    assert network_size(height, width, size) == trained, "pipeline_quickstart.yaml: eval.args --input-size"
+    assert network_size(height, width, size) == trained, "eval.args --input-size"

@@ -151,6 +151,7 @@ def test_readme_commands_run_as_written(fresh_checkout):
         failed = [ln for ln in text.splitlines() if ln.startswith("### ")][-1:]
         pytest.fail(f"README command failed (exit {code}) in {failed}; output tail:\n" + "\n".join(text.splitlines()[-150:]))
     assert "### README: every block ran" in text
+    print("\n".join(ln for ln in text.splitlines() if ln.startswith(("### ", "(block took"))))
     check_what_the_user_sees(home, text, before)
 
 
@@ -216,4 +217,4 @@ def check_what_the_user_sees(home: Path, output: str, before: set[Path]) -> None
     assert trained and all(r.data.tags["dpt.code_sha256"] == source_sha256(home) for r in trained)
     assert {r.data.tags["dpt.code_version"] for r in trained} == {f"sources-sha256:{source_sha256(home)[:16]}"}
     [pipeline] = [r for r in runs if r.data.tags.get("dpt.stage") == "pipeline"]
-    assert pipeline.info.status == "FINISHED" and pipeline.data.tags["dpt.workdir"] == "s3://dpt/quickstart"
+    assert pipeline.info.status == "FINISHED" and pipeline.data.tags["dpt.workdir"] == "s3://dpt/smoke"

@@ -54,7 +54,7 @@ def test_two_ddp_workers_train_log_and_checkpoint(ray_cluster, mlflow_tracking, 
     from mlflow import MlflowClient
 
     config = _config(corpus, str(tmp_path / "ckpt"), "ddp", "schedule.steps=4", "schedule.checkpoint_every=2",
-                     "schedule.keep_checkpoints=1", "task.mixing=pareto",
+                     "schedule.keep_checkpoints=1", "task.mixing=pareto", "optim.lr_backbone=0.0001",
                      "curriculum=[{steps: 2, sources: [beta]}]")
     result = fit(config)
     assert result.metrics["step"] == 4
