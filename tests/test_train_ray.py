@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -134,7 +132,7 @@ def _run_id(uri: str) -> str:
 def test_sigkill_of_a_worker_resumes_from_the_last_checkpoint(ray_cluster, mlflow_tracking, corpus, tmp_path):
     import ray
 
-    steps = 80  # long enough that the run is still going when the first checkpoint appears
+    steps = 40  # long enough that the run is still going after the kill at step 10 (~0.3 s a step)
     config = _config(corpus, str(tmp_path / "ckpt"), "fault", f"schedule.steps={steps}",
                      "schedule.checkpoint_every=4", "run.max_failures=2")
     ray.init()
@@ -167,17 +165,3 @@ def test_sigkill_of_a_worker_resumes_from_the_last_checkpoint(ray_cluster, mlflo
     assert int(run.data.tags["dpt.restarts"]) >= 1
     assert run.data.tags["dpt.restart_1_data"] == "exact"  # the data stream continued where the checkpoint was
     assert _history(mlflow_tracking, result.mlflow_run_id, "loss/loss") == list(range(1, steps + 1))
-
-
-@pytest.mark.slow
-def test_ray_job_submit_short_run(ray_head, mlflow_server, corpus, tmp_path):
-    entrypoint = [
-        sys.executable, "-m", "training.train", "--config", "configs/quickstart.yaml",
-        f"data.shards.prefix={corpus}", "data.shards.sources=[alpha]", "data.loader.workers=0",
-        "data.geometric.size=32", "model.overrides={timm_kwargs: {depth: 4, img_size: 32}}",
-        "schedule.steps=2", "schedule.checkpoint_every=2", f"storage.path={tmp_path / 'ckpt'}",
-        f"tracking.uri={mlflow_server}",
-    ]
-    done = ray_head.submit_job(entrypoint, "--working-dir", str(ROOT))
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3500:]
-    assert "trained dpt_tiny for 2 steps" in done.stdout

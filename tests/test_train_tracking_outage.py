@@ -38,7 +38,7 @@ def server(tmp_path):
     server.stop()
 
 
-def _train(ray_head, corpus: str, storage: Path, uri: str, steps: int) -> subprocess.Popen:
+def _train(ray_head, corpus: str, storage: Path, uri: str, steps: int, end_wait_s: float = 30) -> subprocess.Popen:
     """`dpt train` of a tiny DPT on one worker, a checkpoint every 5 steps, every step logged."""
     overrides = [
         f"data.shards.prefix={corpus}", "data.shards.sources=[alpha]", "data.loader.workers=0",
@@ -46,7 +46,8 @@ def _train(ray_head, corpus: str, storage: Path, uri: str, steps: int) -> subpro
         "model.overrides={timm_kwargs: {depth: 4, img_size: 32}}", "scaling.workers=1",
         f"storage.path={storage}", "storage.name=outage", f"schedule.steps={steps}", "schedule.log_every=1",
         "schedule.checkpoint_every=5", "schedule.keep_checkpoints=2", "schedule.validate_every=0",
-        f"tracking.uri={uri}", "tracking.experiment=dpt-outage", "run.max_failures=0",
+        f"tracking.uri={uri}", "tracking.experiment=dpt-outage", f"tracking.end_wait_s={end_wait_s}",
+        "run.max_failures=0",
     ]
     env = {**ray_head.env, "RAY_ADDRESS": ray_head.address, "PYTHONPATH": str(ROOT),
            "MLFLOW_DISABLE_TELEMETRY": "true"}
@@ -90,9 +91,9 @@ def _loss_steps(uri: str, run_id: str) -> list[int]:
 def test_training_steps_through_an_outage_and_mlflow_gets_every_step(ray_head, corpus, server, tmp_path):
     from mlflow import MlflowClient
 
-    # About 0.4 s a step on 2 CPU cores: training goes on after the outage and the restart (had it ended before
-    # the server was back, the driver's wait at the end, 30 s, would still deliver everything).
-    steps = 150
+    # About 0.4 s a step on 2 CPU cores: training goes on after the outage (20 s or more) and the restart (had it
+    # ended before the server was back, the driver's wait at the end, 30 s, would still deliver everything).
+    steps = 100
     run_dir = tmp_path / "ckpt" / "outage"
     proc = _train(ray_head, corpus, tmp_path / "ckpt", server.url, steps)
     try:
@@ -127,7 +128,8 @@ def test_an_mlflow_that_never_returns_leaves_a_spill_file_that_replay_delivers_o
 
     steps = 12
     run_dir = tmp_path / "ckpt" / "outage"
-    proc = _train(ray_head, corpus, tmp_path / "ckpt", server.url, steps)
+    # A short wait at the end for the server that is gone (30 s by default): what it does not get stays spilled.
+    proc = _train(ray_head, corpus, tmp_path / "ckpt", server.url, steps, end_wait_s=3)
     client = MlflowClient(server.url)
 
     def run_created() -> bool:  # dpt.restarts is what creating the run logs last

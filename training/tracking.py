@@ -30,9 +30,6 @@ from pipeline.tracking_outbox import Outbox
 from pipeline.tracking_spill import Pending, spill_path, without_credentials
 
 MAX_PARAM_LENGTH = 6000  # MLflow's limit on a param value
-# How long the end of training waits for an MLflow that does not answer: the driver waits (it can deliver what
-# rank 0 left in a spill file it can read); rank 0 waits only when the driver cannot read its file (another host).
-END_WAIT_S = 30.0
 
 
 def flatten(data: Any, prefix: str = "") -> dict[str, str]:
@@ -114,13 +111,14 @@ def undelivered_line(uri: str, run_id: str, pending: Pending, lost: int = 0) -> 
             f"`dpt tracking replay {pending.path}` once it is up{gone}")
 
 
-def finish_run(config, uri: str, run_id: str, status: str, wait_s: float = END_WAIT_S) -> str | None:
+def finish_run(config, uri: str, run_id: str, status: str, wait_s: float | None = None) -> str | None:
     """Set the run's final status (``FINISHED``, ``FAILED``) through an outbox, after what rank 0 left in the
-    spill file, within ``wait_s`` of MLflow not answering. Prints and returns the one-line report when MLflow
+    spill file, within ``wait_s`` (default ``tracking.end_wait_s``) of MLflow not answering: the driver waits,
+    as it can deliver what rank 0 left in a spill file it can read. Prints and returns the one-line report when MLflow
     did not get everything; never raises for MLflow."""
     outbox = Outbox(uri, run_id, spill_file(config, run_id), announce=False)  # its one line is below
     outbox.put("terminated", status=status, end_time=int(time.time() * 1000))
-    pending = outbox.close(wait_s)
+    pending = outbox.close(config.tracking.end_wait_s if wait_s is None else wait_s)
     if pending is None and not outbox.lost:
         return None
     line = undelivered_line(uri, run_id, pending or Pending(outbox.spill.path, 0, 0), outbox.lost)
@@ -135,9 +133,12 @@ class RankZeroLogger:
     its own spill file, which the driver cannot read."""
 
     def __init__(self, uri: str | None, run_id: str | None, active: bool, spill: str | None = None,
-                 driver_host: str | None = None):
+                 driver_host: str | None = None, end_wait_s: float = 30.0):
+        """``end_wait_s``: how long closing waits for an MLflow that does not answer, on another host than the
+        driver only (there the driver cannot read this rank's spill file; on the driver's host it waits)."""
         self.run_id = run_id
         self.uri = uri
+        self.end_wait_s = end_wait_s
         self.outbox = Outbox(uri, run_id, spill) if active and uri and run_id and spill else None
         self.remote = driver_host is not None and driver_host != socket.gethostname()
 
@@ -162,7 +163,7 @@ class RankZeroLogger:
         """Deliver what is left (see Outbox.close); on another host than the driver, print what is not."""
         if self.outbox is None:
             return None
-        pending = self.outbox.close(END_WAIT_S if self.remote else wait_s)
+        pending = self.outbox.close(self.end_wait_s if self.remote else wait_s)
         if self.remote and (pending or self.outbox.lost):
             print(undelivered_line(self.uri, self.run_id, pending or Pending(self.outbox.spill.path, 0, 0),
                                    self.outbox.lost), file=sys.stderr, flush=True)

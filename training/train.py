@@ -133,7 +133,8 @@ def train_loop_per_worker(loop_config: dict) -> None:
     position, how = start_position(config, world, step, saved_position)
     mlflow = loop_config["mlflow"]
     spill = tracking.spill_file(config, mlflow["run_id"]) if mlflow["run_id"] else None
-    with tracking.RankZeroLogger(mlflow["uri"], mlflow["run_id"], rank == 0, spill, mlflow.get("host")) as logger:
+    with tracking.RankZeroLogger(mlflow["uri"], mlflow["run_id"], rank == 0, spill, mlflow.get("host"),
+                                 config.tracking.end_wait_s) as logger:
         if step:
             logger.mark_restart(step, data=how)
             if rank == 0 and how != "exact":
@@ -280,8 +281,7 @@ def fit(config: TrainConfig) -> FitResult:
         result = trainer.fit()
     except BaseException as exc:
         # Ctrl-C: one attempt, no waiting for an MLflow that does not answer.
-        tracking.finish_run(config, uri, run_id, "FAILED", wait_s=0 if isinstance(exc, KeyboardInterrupt) else
-                            tracking.END_WAIT_S)
+        tracking.finish_run(config, uri, run_id, "FAILED", wait_s=0 if isinstance(exc, KeyboardInterrupt) else None)
         raise
     tracking.finish_run(config, uri, run_id, "FINISHED")  # what MLflow did not get is reported, training stands
     return FitResult(result.checkpoint, dict(result.metrics or {}), run_id, result.path)

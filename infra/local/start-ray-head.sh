@@ -24,6 +24,9 @@ export RAY_AUTH_MODE=token RAY_AUTH_TOKEN_PATH="$TOKEN"
 export PATH="$VENV_BIN:$PATH"
 # Without this Ray replaces 127.0.0.1 with the machine's routable address and binds every interface.
 export RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0
+# On SIGTERM (stop.sh) a head drains for up to this long before it stops (Ray's default: 30 s); a machine's own
+# head has no other nodes to hand work to.
+export RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S="${RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S:-5}"
 args=(start --head --block --node-ip-address=127.0.0.1 --port="$RAY_PORT"
       --dashboard-host=127.0.0.1 --dashboard-port="$RAY_DASHBOARD_PORT" --disable-usage-stats)
 [[ -n "${RAY_NUM_CPUS:-}" ]] && args+=(--num-cpus="$RAY_NUM_CPUS")
