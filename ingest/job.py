@@ -11,6 +11,9 @@ Steps, in the order they run (nothing is written before step 4):
    cluster :mod:`pipeline.ray_cluster` reaches (``RAY_ADDRESS``, the cluster of ``ray job submit``, or a local one);
 5. per split, write ``rejects.parquet`` and then ``manifest.parquet`` (last: its presence means complete).
 
+A full disk in step 4 or 5 fails the job with :class:`NoSpaceLeft` (one line: the file being written, the
+shards that are complete); nothing partial is left, and a re-run keeps those shards and writes the rest.
+
 >>> summary = run_ingest(adapter, "s3://corpus", IngestSettings(val_fraction=0.05, max_side=640))
 >>> print(summary.line())
 """
@@ -18,6 +21,7 @@ Steps, in the order they run (nothing is written before step 4):
 from __future__ import annotations
 
 import dataclasses
+import errno
 import os
 import re
 import statistics
@@ -33,7 +37,7 @@ from pipeline import storage
 from pipeline.manifest import write_manifest, write_rejects
 from pipeline.progress import progress as progress_bar
 from pipeline.ray_cluster import connect
-from pipeline.shards import MANIFEST_NAME, encode_sample, shard_dir
+from pipeline.shards import MANIFEST_NAME, encode_sample, shard_dir, shard_url
 
 # Tar overhead per sample: four members, each a 512-byte header plus padding to 512 bytes on average.
 TAR_BYTES_PER_SAMPLE = 4 * (512 + 256)
@@ -62,6 +66,31 @@ class IngestSummary:
         return (f"ingested {self.source}: {self.inputs} inputs = {self.written} written + {self.rejected} rejected"
                 f" ({splits}); {self.shards} shards ({self.reused} kept from an earlier run),"
                 f" {self.bytes / 1e6:.1f} MB in {self.seconds:.1f} s -> {storage.join(self.out, self.source)}")
+
+
+class NoSpaceLeft(RuntimeError):
+    """The output's disk filled up while ``path`` was being written; ``complete`` shards (completion records)
+    are on disk whole and a re-run keeps them."""
+
+    def __init__(self, path: str, complete: int):
+        super().__init__(f"no space left on device writing {path}; {complete} shards complete;"
+                         " re-run the same command to resume")
+        self.path, self.complete = path, complete
+
+
+def _no_space(exc: BaseException) -> OSError | None:
+    """The ENOSPC ``OSError`` behind ``exc``: itself, the exception a Ray task raised (``RayTaskError.cause``),
+    or one it was raised from; ``None`` when the disk was not full."""
+    seen, todo = set(), [exc]
+    while todo:
+        error = todo.pop(0)
+        if not isinstance(error, BaseException) or id(error) in seen:
+            continue
+        seen.add(id(error))
+        if isinstance(error, OSError) and error.errno == errno.ENOSPC:
+            return error
+        todo += [getattr(error, "cause", None), error.__cause__, error.__context__]
+    return None
 
 
 # --------------------------------------------------------------------------- 1. checks
@@ -148,7 +177,26 @@ def _shard_task(adapter, shard, out, settings, options, progress) -> ShardRecord
     return record
 
 
-def _ray_write_all(adapter, pending: list[ShardPlan], out, settings, options, bar) -> list[ShardRecord]:
+def _cancel(running: dict) -> list[ShardRecord]:
+    """Cancel the running tasks and wait (briefly) for them to end; the records of those that finished anyway."""
+    import ray
+
+    for ref in running:
+        ray.cancel(ref)
+    ended, _ = ray.wait(list(running), num_returns=len(running), timeout=30) if running else ([], [])
+    records = []
+    for ref in ended:
+        try:
+            records.append(ray.get(ref))
+        except ray.exceptions.RayError:
+            pass  # cancelled, or failed as well: a re-run writes that shard
+    running.clear()
+    return records
+
+
+def _ray_write_all(adapter, pending: list[ShardPlan], out, settings, options, bar, kept: int) -> list[ShardRecord]:
+    """Write the ``pending`` shards as Ray tasks; their records. A full disk raises :class:`NoSpaceLeft`
+    counting the ``kept`` shards of an earlier run and those this run completed."""
     import ray
 
     connect(log_to_driver=True)
@@ -167,7 +215,12 @@ def _ray_write_all(adapter, pending: list[ShardPlan], out, settings, options, ba
                 try:
                     done.append(ray.get(ref))
                 except ray.exceptions.RayError as exc:
-                    raise RuntimeError(f"writing {shard.split} shard {shard.index} failed: {exc}") from exc
+                    full = _no_space(exc)
+                    if full is None:
+                        raise RuntimeError(f"writing {shard.split} shard {shard.index} failed: {exc}") from exc
+                    done += _cancel(running)  # a shard finished meanwhile is complete too
+                    path = full.filename or shard_url(out, adapter.name, shard.split, shard.index)
+                    raise NoSpaceLeft(path, kept + len(done)) from None
             # A retried task counts its samples twice: never let the bar pass what is certainly done.
             seen = min(ray.get(progress.total.remote()), bar.total - base)
             bar.update(max(0, base + max(seen, sum(r.inputs for r in done)) - bar.n))
@@ -234,10 +287,16 @@ def run_ingest(adapter: SourceAdapter, out: str, settings: IngestSettings,
     done_inputs = sum(r.inputs for r in kept) + sum(len(v) for v in plan.rejects.values())
     with progress_bar(total=plan.inputs, initial=done_inputs, desc=f"ingest {adapter.name}", unit="sample",
                       disable=not progress) as bar:
-        new = _ray_write_all(adapter, pending, out, settings, options, bar) if pending else []
+        new = _ray_write_all(adapter, pending, out, settings, options, bar, len(kept)) if pending else []
         bar.update(plan.inputs - bar.n)
     records = kept + new
-    written = _finish(adapter, plan, records, out, options)
+    try:
+        written = _finish(adapter, plan, records, out, options)
+    except OSError as exc:  # rejects.parquet or manifest.parquet: every shard is complete
+        full = _no_space(exc)
+        if full is None:
+            raise
+        raise NoSpaceLeft(full.filename or storage.join(out, adapter.name), len(records)) from None
     rejected = sum(len(v) for v in plan.rejects.values()) + sum(len(r.rejects) for r in records)
     timings = {k: sum(r.timings.get(k, 0.0) for r in new) for k in ("read", "resize", "write")}
     summary = IngestSummary(adapter.name, out, plan.inputs, sum(written.values()), rejected,

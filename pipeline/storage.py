@@ -21,13 +21,15 @@ it is written, so that the last fsync waits only for the tail: :mod:`pipeline.sy
 object is spooled locally and uploaded only when the writer closes without an exception (each request
 of the upload, a part of a multipart one included, is retried by botocore; an upload that still fails is
 aborted by boto3's transfer manager and raises), so a crash or a fault at any point leaves either the
-complete old object, the complete new one, or nothing under the final name.
+complete old object, the complete new one, or nothing under the final name. A full disk raises
+``OSError`` ENOSPC naming the file being written (the operating system names none).
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
 import functools
 import os
 import shutil
@@ -320,8 +322,36 @@ def makedirs(url: str) -> None:
 
 
 @contextlib.contextmanager
+def _naming_the_file(name: str) -> Iterator[None]:
+    """Re-raise a full disk (ENOSPC, for which the OS names no file) as an ``OSError`` naming ``name``,
+    the file being written, so that the one-line error says where the space ran out."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno != errno.ENOSPC or exc.filename == name:
+            raise
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), name) from exc
+
+
+@contextlib.contextmanager
+def _closed(f: IO[bytes]) -> Iterator[IO[bytes]]:
+    """Close ``f`` at the end; after an error, ignore what closing raises: the file is thrown away, and
+    flushing its buffered tail onto a full disk would only fail again, hiding the first error."""
+    try:
+        yield f
+    except BaseException:
+        with contextlib.suppress(OSError):
+            f.close()
+        raise
+    f.close()
+
+
+@contextlib.contextmanager
 def write_atomic(url: str, options: S3Options | None = None) -> Iterator[IO[bytes]]:
     """Yield a binary file; its content appears under ``url`` only if the block exits without error.
+
+    On any error (a full disk included: it raises ``OSError`` ENOSPC naming ``url``) the temporary file
+    is removed, so nothing partial is left behind.
 
     >>> with write_atomic("out/manifest.parquet") as f:
     ...     f.write(data)
@@ -329,20 +359,22 @@ def write_atomic(url: str, options: S3Options | None = None) -> Iterator[IO[byte
     if is_s3(url):
         bucket, key = split_s3(url)
         # Spool to local disk: the object is created by one upload call at the end, never piecemeal.
-        with tempfile.TemporaryFile(prefix="dpt-upload-") as spool:
-            yield spool
-            spool.flush()
-            spool.seek(0)
-            s3_call(url, "write", s3_client(options).upload_fileobj, spool, bucket, key)
+        with _naming_the_file(f"{url} (spooled in {tempfile.gettempdir()})"):
+            with _closed(tempfile.TemporaryFile(prefix="dpt-upload-")) as spool:
+                yield spool
+                spool.flush()
+                spool.seek(0)
+                s3_call(url, "write", s3_client(options).upload_fileobj, spool, bucket, key)
         return
     directory = os.path.dirname(os.path.abspath(url))
-    os.makedirs(directory, exist_ok=True)
     tmp = os.path.join(directory, f".{os.path.basename(url)}{TEMP_MARKER}{uuid.uuid4().hex[:12]}")
     try:
-        with open(tmp, "wb") as f, SyncBehindFile(f) as synced:
-            yield synced
-            synced.sync()
-        os.replace(tmp, url)
+        with _naming_the_file(url):
+            os.makedirs(directory, exist_ok=True)
+            with _closed(open(tmp, "wb")) as f, SyncBehindFile(f) as synced:
+                yield synced
+                synced.sync()
+            os.replace(tmp, url)
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
