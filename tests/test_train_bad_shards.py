@@ -6,19 +6,26 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import re
 import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
+from pipeline.config import load_config
 from pipeline.manifest import read_manifest
 from pipeline.shards import ShardError, ShardIntegrityError, iter_shard_members, shard_dir, shard_url
 from tests.test_train_resume import STEPS, _config, _run
 from tests.training_corpus import flip_member_bytes, flip_padding_byte, truncate_shard, write_source
 from training import augment
-from training.bad_shards import ShardReader, skipped_shard_tag
+from training.bad_shards import ShardReader, Skip, skipped_shard_tag, warning_line
+from training.config import TrainConfig
 from training.data import (DataConfig, DataPosition, LoaderConfig, ShardsConfig, StreamConfig, make_loader,
                            validation_batches)
 from training.resume import PhaseData
+from training.train import fit
 
 
 def _rows(prefix: str, source: str, split: str = "train") -> dict:
@@ -94,6 +101,10 @@ def test_skip_keeps_every_batch_full_and_names_each_bad_shard(corpus):
     assert any("alpha-scene00007: cannot decode rgb.png" in m for m in messages)
     assert any("sha256" in m for m in messages)
     assert skipped_shard_tag(truncated) == "dpt.skipped_shard.alpha/train/shard-000001.tar"
+    assert warning_line(skips[truncated]) == (f"training data: skipping 2 samples of a bad shard: shard {truncated}, "
+                                              f"key alpha-scene00004: corrupt or truncated tar: unexpected end of "
+                                              f"data (data.on_bad_shard: skip)")
+    assert "nothing of it left to skip" in warning_line(Skip(flipped, "holds more samples", 0))
 
 
 def test_validation_skips_or_names_a_sample_that_does_not_decode(corpus):
@@ -135,3 +146,79 @@ def test_skip_resumes_at_the_exact_data_position(resume_corpus, tmp_path):
     tail, how = _run(config, str(resumed), resume=True)
     assert how == "exact" and tail == {s: straight[s] for s in range(8, STEPS + 1)}
     assert head == {s: straight[s] for s in range(1, 8)}
+
+
+# --------------------------------------------------------------------------- on the real Ray head, with MLflow
+
+QUICKSTART = Path(__file__).resolve().parents[1] / "configs" / "quickstart.yaml"
+
+
+def _overrides(prefix: str, storage_path: str, experiment: str, policy: str) -> list[str]:
+    """A tiny DDP run (2 ranks, 32 px, depth-4 dpt_tiny) on alpha alone: 4 shards, 2 per rank."""
+    return [f"data.shards.prefix={prefix}", "data.shards.sources=[alpha]", "data.loader.workers=0",
+            "data.loader.batch_size=2", "data.geometric.size=32", "data.stream.shuffle=0", "model.name=dpt_tiny",
+            "model.overrides={timm_kwargs: {depth: 4, img_size: 32}}", "scaling.workers=2", "schedule.steps=6",
+            "schedule.checkpoint_every=2", "schedule.log_every=1", f"storage.path={storage_path}",
+            f"tracking.experiment={experiment}", "run.max_failures=2", f"data.on_bad_shard={policy}"]
+
+
+def _only_run(uri: str, experiment: str):
+    from mlflow import MlflowClient
+
+    client = MlflowClient(uri)
+    runs = client.search_runs([client.get_experiment_by_name(experiment).experiment_id])
+    assert len(runs) == 1
+    return runs[0]
+
+
+@pytest.mark.services
+@pytest.mark.slow
+def test_fail_stops_dpt_train_at_once_in_one_line_naming_the_shard(ray_cluster, mlflow_tracking, tmp_path):
+    prefix = str(tmp_path / "corpus")
+    write_source(prefix, "alpha", 12, per_shard=3)
+    bad = shard_url(prefix, "alpha", "train", 1)
+    flip_member_bytes(bad, "alpha-scene00004.rgb.png")
+    args = _overrides(prefix, str(tmp_path / "ckpt"), "bad-shard-fail", "fail")
+    out = subprocess.run([sys.executable, "-m", "pipeline.cli", "train", "--config", str(QUICKSTART), *args],
+                         env=dict(os.environ, PYTHONPATH=str(QUICKSTART.parents[1])), capture_output=True,
+                         text=True, timeout=400)
+    console = out.stdout + out.stderr
+    assert out.returncode == 1, console
+    errors = [line for line in out.stderr.splitlines() if line.startswith("dpt train: error: ")]
+    assert len(errors) == 1 and "Traceback" not in console, console
+    # The flipped bytes leave a PNG that Pillow still decodes (to wrong pixels): the shard's sha256 tells.
+    assert re.search(rf"training data at step \d on rank \d: shard {re.escape(bad)}: sha256 [0-9a-f]{{16}}\.\.\., "
+                     rf"manifest says [0-9a-f]{{16}}\.\.\. \(data\.on_bad_shard: fail; `dpt shards verify --decode "
+                     rf"{re.escape(os.path.dirname(bad))}` checks every shard of it; data\.on_bad_shard=skip trains "
+                     rf"past bad shards\)$", errors[0]), errors[0]
+    assert console.count("Started training worker group") == 1  # no restart spent on a deterministic error
+    run = _only_run(mlflow_tracking, "bad-shard-fail")
+    assert run.info.status == "FAILED" and run.data.tags["dpt.restarts"] == "0"
+    assert run.data.tags["dpt.data_error"] == errors[0].removeprefix("dpt train: error: ")
+
+
+@pytest.mark.services
+@pytest.mark.slow
+def test_skip_runs_every_step_on_both_ranks_and_logs_the_shard(ray_cluster, mlflow_tracking, tmp_path):
+    from mlflow import MlflowClient
+
+    prefix = str(tmp_path / "corpus")
+    write_source(prefix, "alpha", 12, per_shard=3)
+    bad = shard_url(prefix, "alpha", "train", 1)
+    truncate_shard(bad)  # scene 3 reads; 4 and 5 are skipped
+    config = load_config(TrainConfig, QUICKSTART, _overrides(prefix, str(tmp_path / "ckpt"), "bad-shard-skip", "skip"))
+    result = fit(config)
+    assert result.metrics["step"] == 6  # the last report is a barrier: both ranks ran all six steps
+    run = _only_run(mlflow_tracking, "bad-shard-skip")
+    assert run.info.status == "FINISHED" and run.data.tags["dpt.restarts"] == "0"
+    losses = MlflowClient(mlflow_tracking).get_metric_history(run.info.run_id, "loss/loss")
+    assert sorted(m.step for m in losses) == [1, 2, 3, 4, 5, 6]
+    tag = run.data.tags["dpt.skipped_shard.alpha/train/shard-000001.tar"]
+    assert tag.startswith(f"shard {bad}, key alpha-scene00004: corrupt or truncated tar")
+    # Whichever rank an epoch deals the shard to, rank 0 logs the total over both ranks, which the last
+    # checkpoint keeps for a restart; rank 0's own skipped draws are in its data position.
+    skipped = MlflowClient(mlflow_tracking).get_metric_history(run.info.run_id, "data/skipped_samples")
+    with result.checkpoint.as_directory() as directory:
+        meta = json.loads(Path(directory, "meta.json").read_text())
+    assert skipped and max(m.value for m in skipped) == meta["skipped_samples"] >= 2
+    assert sum(meta["data_position"]["skipped"]) <= meta["skipped_samples"]

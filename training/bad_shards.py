@@ -139,10 +139,11 @@ def skipped_shard_tag(url: str) -> str:
 
 
 def warning_line(skip: Skip) -> str:
+    """The one line rank 0 prints for a bad shard under ``skip``."""
     if skip.samples:
         gave = f"skipping {skip.samples} sample{'s' * (skip.samples != 1)} of a bad shard"
     else:
-        gave = "a bad shard whose samples were already used (its sha256 is known at its end)"
+        gave = "a bad shard, nothing of it left to skip"
     return f"training data: {gave}: {skip.message} (data.on_bad_shard: skip)"
 
 
@@ -172,8 +173,9 @@ class SkipAccount:
         grew = sum(news.skipped for news in everyone)
         self.total += grew
         if rank == 0:
-            for skip in new.values():
-                print(warning_line(skip), file=sys.stderr, flush=True)
+            for skip in new.values():  # not print(): Ray Train's patched print would show the line twice
+                sys.stderr.write(warning_line(skip) + "\n")
+                sys.stderr.flush()
             logger.set_tags({skipped_shard_tag(url): skip.message[:5000] for url, skip in new.items()})
             if grew:
                 logger.log({SKIPPED_SAMPLES_METRIC: self.total}, step)

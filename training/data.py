@@ -4,12 +4,13 @@ Shards (WebDataset tars) are streamed by ``pipeline.shards.iter_shard_members`` 
 manifests name (``<prefix>/<source>/<split>/``, local or ``s3://``; s3 through boto3 via ``pipeline.storage``).
 Each manifest is read once when the loader is built; each shard's size and sha256 are checked against its row
 as it streams by, and every sample is decoded and checked against the shard contract by
-``pipeline.shards.decode_sample``. A bad shard is handled by ``data.on_bad_shard`` (``training.bad_shards``). Streams are endless: each source restarts with a new shard order when
-it runs out, so a run is a number of *steps*, every rank runs exactly the same number of them, and uneven
-shard counts cannot hang DDP. Within one pass over a source no two slots (rank x loader worker) read the
-same sample (see ``training.mixing``). A rank's stream is a deterministic function of the seeds, the
-curriculum phase, the rank and the loader worker, and continues exactly after a given number of consumed
-batches (``DataPosition``, saved in checkpoints; ``training.resume``).
+``pipeline.shards.decode_sample``; a bad shard is handled by ``data.on_bad_shard`` (``training.bad_shards``).
+Streams are endless: each source restarts with a new shard order when it runs out, so a run is a number of
+*steps*, every rank runs exactly the same number of them, and uneven shard counts cannot hang DDP. Within one
+pass over a source no two slots (rank x loader worker) read the same sample (see ``training.mixing``). A rank's
+stream is a deterministic function of the seeds, the curriculum phase, the rank and the loader worker, and
+continues exactly after a given number of consumed batches (``DataPosition``, saved in checkpoints;
+``training.resume``).
 
 A batch is a dict: ``image`` float ``[B, 3, S, S]`` normalised, ``disparity`` float ``[B, 1, S, S]``
 (inverse depth up to scale and shift), ``mask`` bool ``[B, 1, S, S]``, ``source`` and ``key``: lists of str.
@@ -271,9 +272,10 @@ class MixedShardStream(IterableDataset):
     ``position.batches`` (the batches already consumed) makes each worker fast-forward past what it delivered:
     it replays its source draws without data (``mixing.skip_draws``), each source stream skips the samples
     it gave (``source_stream(start=...)``), and augmentation draws come from a generator per sample index, so
-    none has to be replayed. Exact continuation this way needs no data-loader state in the checkpoint (one
-    integer per rank) and no extra dependency (torchdata's StatefulDataLoader would still need this
-    dataset-level fast-forward for an iterable dataset).
+    none has to be replayed; draws that a bad shard left empty (``data.on_bad_shard: skip``) are counted per
+    worker in ``position.skipped`` and replayed the same way. Exact continuation this way needs no data-loader
+    state in the checkpoint (one integer per rank, and those counts) and no extra dependency (torchdata's
+    StatefulDataLoader would still need this dataset-level fast-forward for an iterable dataset).
     """
 
     def __init__(self, config: DataConfig, shards: dict[str, dict[str, ShardInfo]], rank: int = 0, world: int = 1,
@@ -357,10 +359,12 @@ def make_loader(config: DataConfig, rank: int = 0, world: int = 1, sources: Sequ
 def _validation_samples(rows: Mapping[str, ShardInfo], reader: ShardReader) -> Iterator[dict]:
     """Raw samples of the shards in order; a bad shard goes to ``reader.bad`` (``skip``: the rest of it is left)."""
     for url, row in rows.items():
+        read = 0
         try:
-            yield from reader.members(url, row.samples)
+            for read, sample in enumerate(reader.members(url, row.samples), start=1):
+                yield sample
         except ShardError as error:
-            reader.bad(error, 0)
+            reader.bad(error, max(0, row.samples - read))
 
 
 def validation_batches(config: DataConfig, source: str, split: str, rank: int, world: int,

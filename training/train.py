@@ -136,7 +136,8 @@ def _prepare(config: TrainConfig) -> tuple:
     torch.manual_seed(config.schedule.seed)
     model = ray.train.torch.prepare_model(build(config))
     optimizer = build_optimizer(model, config.optim)
-    return model, ray.train.torch.get_device(), optimizer, build_scheduler(optimizer, config.optim, config.schedule.steps)
+    scheduler = build_scheduler(optimizer, config.optim, config.schedule.steps)
+    return model, ray.train.torch.get_device(), optimizer, scheduler
 
 
 def _next_batch(phase, rank: int, world: int, device, step: int, account: SkipAccount, logger) -> dict | str:
