@@ -7,7 +7,8 @@ decode against the shard contract, a shard that the manifest lists but storage d
 retries it and Ray Train restarts the workers (``run.max_failures``).
 
 The manifest holds one sha256 per shard, so the checksum is known when a shard has been read to its end:
-its bytes are hashed as they stream by (no second read), once per loader process and shard.
+its bytes are hashed as they stream by (no second read), by each loader worker the first time it reads the
+shard in a phase (about 1 ms of CPU per MB, a few % of decoding and augmenting the same samples).
 
 - ``fail``: the loader stream ends with the error instead of a batch; at the next step every rank learns of
   it (:func:`share`), all return from the train function together (no rank left in a collective, no worker
