@@ -24,6 +24,7 @@ from pipeline.shards import (
     ShardError,
     ShardInfo,
     ShardIntegrityError,
+    check_integrity,
 )
 
 MANIFEST_SCHEMA = pa.schema(
@@ -131,10 +132,7 @@ def verify_shard(info: ShardInfo, options: storage.S3Options | None = None) -> N
         total, digest = checksum(info.url, options)
     except FileNotFoundError as exc:
         raise ShardIntegrityError(info.url, None, "listed in the manifest but missing") from exc
-    if total != info.bytes:
-        raise ShardIntegrityError(info.url, None, f"size {total} bytes, manifest says {info.bytes}")
-    if digest != info.sha256:
-        raise ShardIntegrityError(info.url, None, f"sha256 {digest[:16]}..., manifest says {info.sha256[:16]}...")
+    check_integrity(info, total, digest)
 
 
 def verify_directory(

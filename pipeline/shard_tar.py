@@ -1,4 +1,4 @@
-"""The tar stream of one shard: WebDataset's member layout, hashed while it is written.
+"""The tar stream of one shard: WebDataset's member layout, hashed while it is written (and while it is read).
 
 The bytes are exactly those of ``webdataset.TarWriter(f, user="dpt", group="dpt", mtime=0, encoder=False)``
 (``tests/test_shards.py`` writes the same samples both ways and compares): per sample, one member per suffix
@@ -95,3 +95,23 @@ class HashingTarWriter:
     @property
     def bytes(self) -> int:
         return self._out.bytes
+
+
+class HashingReader:
+    """Forwards reads of ``f``, counting and hashing the bytes that pass: a shard checked as it is read, with
+    no second read (``pipeline.shards.iter_shard_members``)."""
+
+    def __init__(self, f: IO[bytes]):
+        self.f, self.sha256, self.bytes = f, hashlib.sha256(), 0
+
+    def read(self, size: int = -1) -> bytes:
+        data = self.f.read(size)
+        self.sha256.update(data)
+        self.bytes += len(data)
+        return data
+
+    def finish(self) -> tuple[int, str]:
+        """Read what the tar reader left (its end-of-archive padding); (bytes, sha256 hex) of the whole object."""
+        while self.read(1 << 20):
+            pass
+        return self.bytes, self.sha256.hexdigest()

@@ -38,7 +38,7 @@ from PIL import Image
 from pipeline import storage
 from pipeline.disparity_npy import DISPARITY_DTYPES, encode_disparity
 from pipeline.png_gray import encode_gray8
-from pipeline.shard_tar import HashingTarWriter
+from pipeline.shard_tar import HashingReader, HashingTarWriter
 
 CONTRACT_VERSION = "1"
 # Bumped whenever the same sample starts encoding to other bytes (2: filter-free mask PNG, float16 samples
@@ -65,6 +65,10 @@ class ShardError(ValueError):
         self.shard, self.key, self.problem = shard, key, problem
         where = f"shard {shard}" + (f", key {key}" if key else "")
         super().__init__(f"{where}: {problem}")
+
+    def __reduce__(self):
+        # Rebuilt from its three fields, not from the one message: it crosses processes (DataLoader, Ray).
+        return type(self), (self.shard, self.key, self.problem)
 
 
 class ShardIntegrityError(ShardError):
@@ -100,6 +104,15 @@ class ShardInfo:
     samples: int
     bytes: int
     sha256: str
+
+
+def check_integrity(info: ShardInfo, size: int, sha256: str) -> None:
+    """Raise :class:`ShardIntegrityError` naming the shard unless ``size`` (bytes) and ``sha256`` (hex) of its
+    bytes are those of its manifest row ``info``."""
+    if size != info.bytes:
+        raise ShardIntegrityError(info.url, None, f"size {size} bytes, manifest says {info.bytes}")
+    if sha256 != info.sha256:
+        raise ShardIntegrityError(info.url, None, f"sha256 {sha256[:16]}..., manifest says {info.sha256[:16]}...")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -352,15 +365,20 @@ def _member_key(shard: str, name: str) -> tuple[str, str]:
     return key, suffix
 
 
-def iter_shard_members(url: str, options: storage.S3Options | None = None) -> Iterator[dict[str, Any]]:
+def iter_shard_members(url: str, options: storage.S3Options | None = None,
+                       expect: ShardInfo | None = None) -> Iterator[dict[str, Any]]:
     """Yield each sample of a shard as ``{"__key__", "__url__", suffix: bytes, ...}`` without decoding.
 
     Members of one sample must be consecutive (the WebDataset convention); a key seen twice, a member
     that is not a regular file, an unsafe name or a truncated tar raises :class:`ShardError`.
+    With ``expect`` (the shard's manifest row) the bytes are hashed as they stream by, which costs no extra
+    read, and checked when the tar ends, before its last sample is given: :class:`ShardIntegrityError` when
+    they differ from the row. A shard is only checked when it is read to its end.
     """
     seen: set[str] = set()
     current: dict[str, Any] | None = None
-    with storage.open_read(url, options) as f:
+    with storage.open_read(url, options) as raw:
+        f = HashingReader(raw) if expect is not None else raw
         try:
             with tarfile.open(fileobj=f, mode="r|") as tar:
                 for info in tar:
@@ -381,6 +399,8 @@ def iter_shard_members(url: str, options: storage.S3Options | None = None) -> It
         except tarfile.TarError as exc:
             last = current["__key__"] if current else None
             raise ShardError(url, last, f"corrupt or truncated tar: {exc}") from exc
+        if expect is not None:
+            check_integrity(expect, *f.finish())
     if current is not None:
         yield current
 

@@ -12,7 +12,7 @@ import torch
 from tests.training_corpus import write_source
 from training import augment
 from training.data import (DataConfig, LoaderConfig, ShardsConfig, StreamConfig, make_loader, source_counts,
-                           source_shards, source_stream, validation_batches)
+                           source_manifests, source_stream, validation_batches)
 
 
 @pytest.fixture(scope="module")
@@ -100,7 +100,7 @@ def test_validation_batches_split_ranks_without_overlap(corpus):
 def test_missing_source_and_unknown_weight_are_named(corpus):
     prefix, _ = corpus
     with pytest.raises(FileNotFoundError, match="source 'delta'"):
-        source_shards(ShardsConfig(prefix, ["delta"]))
+        source_manifests(ShardsConfig(prefix, ["delta"]))
     with pytest.raises(ValueError, match=r"\['delta'\]"):
         make_loader(_config(prefix, weights={"delta": 1.0}))
 

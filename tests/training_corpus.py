@@ -40,3 +40,34 @@ class TinyDepthNet:
                 return nn.functional.softplus(self.head(self.backbone(x)))
 
         return _Net()
+
+
+def flip_member_bytes(shard: str, member: str, count: int = 16) -> None:
+    """Invert ``count`` bytes in the middle of one tar member of ``shard`` (a member that no longer decodes,
+    and a shard whose sha256 no longer matches its manifest row)."""
+    import tarfile
+
+    with tarfile.open(shard) as tar:
+        info = tar.getmember(member)
+    offset = info.offset_data + (info.size - count) // 2
+    with open(shard, "r+b") as f:
+        f.seek(offset)
+        data = f.read(count)
+        f.seek(offset)
+        f.write(bytes(b ^ 0xFF for b in data))
+
+
+def truncate_shard(shard: str, keep: float = 0.5) -> None:
+    """Cut ``shard`` to the first ``keep`` of its bytes (a tar that cannot be read to its end)."""
+    import os
+
+    with open(shard, "r+b") as f:
+        f.truncate(int(os.path.getsize(shard) * keep))
+
+
+def flip_padding_byte(shard: str) -> None:
+    """Set the shard's last byte (end-of-archive padding, which a tar reader never looks at): every sample
+    still reads and decodes; only the sha256 differs from the manifest row."""
+    with open(shard, "r+b") as f:
+        f.seek(-1, 2)
+        f.write(b"\x01")

@@ -1,14 +1,16 @@
 """The training data path: shards -> split by node/worker -> shuffle -> decode -> augment -> mix -> batch.
 
-Shards are read with WebDataset from the directories that the manifests name (``<prefix>/<source>/<split>/``,
-local or ``s3://``; s3 streams through boto3 via ``pipeline.storage``). Each manifest is read once when the
-loader is built; every sample is decoded and checked against the shard contract by
-``pipeline.shards.decode_sample``. Streams are endless: each source restarts with a new shard order when
-it runs out, so a run is a number of *steps*, every rank runs exactly the same number of them, and uneven
-shard counts cannot hang DDP. Within one pass over a source no two slots (rank x loader worker) read the
-same sample (see ``training.mixing``). A rank's stream is a deterministic function of the seeds, the
-curriculum phase, the rank and the loader worker, and continues exactly after a given number of consumed
-batches (``DataPosition``, saved in checkpoints; ``training.resume``).
+Shards (WebDataset tars) are streamed by ``pipeline.shards.iter_shard_members`` from the directories that the
+manifests name (``<prefix>/<source>/<split>/``, local or ``s3://``; s3 through boto3 via ``pipeline.storage``).
+Each manifest is read once when the loader is built; each shard's size and sha256 are checked against its row
+as it streams by, and every sample is decoded and checked against the shard contract by
+``pipeline.shards.decode_sample``; a bad shard is handled by ``data.on_bad_shard`` (``training.bad_shards``).
+Streams are endless: each source restarts with a new shard order when it runs out, so a run is a number of
+*steps*, every rank runs exactly the same number of them, and uneven shard counts cannot hang DDP. Within one
+pass over a source no two slots (rank x loader worker) read the same sample (see ``training.mixing``). A rank's
+stream is a deterministic function of the seeds, the curriculum phase, the rank and the loader worker, and
+continues exactly after a given number of consumed batches (``DataPosition``, saved in checkpoints;
+``training.resume``).
 
 A batch is a dict: ``image`` float ``[B, 3, S, S]`` normalised, ``disparity`` float ``[B, 1, S, S]``
 (inverse depth up to scale and shift), ``mask`` bool ``[B, 1, S, S]``, ``source`` and ``key``: lists of str.
@@ -27,26 +29,13 @@ from typing import Literal
 
 import numpy as np
 import torch
-import webdataset as wds
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from pipeline import storage
 from pipeline.manifest import read_manifest
-from pipeline.shards import decode_sample, shard_dir
+from pipeline.shards import ShardError, ShardInfo, decode_sample, shard_dir
 from training import augment, mixing
+from training.bad_shards import SKIPPED, OnBadShard, ShardReader
 from training.seg_augment import SegmentationAugmentConfig, augment_segmentation
-
-
-def _gopen_s3(url: str, mode: str = "rb", bufsize: int = 8192, **_):
-    """WebDataset opener for ``s3://``: pipeline.storage's stream (AWS_* config), which resumes at its byte
-    offset after a connection reset, a read timeout or a 5xx, so a flaky store costs no worker restart."""
-    if mode != "rb":
-        raise ValueError(f"{url}: s3 shards open read-only, not {mode!r}")
-    return storage.open_read(url)
-
-
-# WebDataset has no s3:// opener of its own (only `pipe:aws s3 cp`, a subprocess per shard).
-wds.gopen_schemes["s3"] = _gopen_s3
 
 
 @dataclasses.dataclass
@@ -79,8 +68,9 @@ class LoaderConfig:
     prefetch: int = 2
 
 
-def source_counts(config: ShardsConfig) -> dict[str, dict[str, int]]:
-    """``{source: {shard url: samples}}`` from each source's manifest; a missing or empty one is an error."""
+def source_manifests(config: ShardsConfig) -> dict[str, dict[str, ShardInfo]]:
+    """``{source: {shard url: manifest row}}`` of the shards holding samples; a missing or empty manifest is an
+    error naming the source."""
     out = {}
     for source in config.sources:
         directory = shard_dir(config.prefix, source, config.split)
@@ -88,45 +78,49 @@ def source_counts(config: ShardsConfig) -> dict[str, dict[str, int]]:
             shards = read_manifest(directory)
         except FileNotFoundError as exc:
             raise FileNotFoundError(f"source {source!r}: no manifest.parquet in {directory} (not ingested?)") from exc
-        counts = {s.url: s.samples for s in shards if s.samples > 0}
-        if not counts:
+        rows = {s.url: s for s in shards if s.samples > 0}
+        if not rows:
             raise ValueError(f"source {source!r}: the manifest in {directory} lists no samples")
-        out[source] = counts
+        out[source] = rows
     return out
 
 
-def source_shards(config: ShardsConfig) -> dict[str, list[str]]:
-    """``{source: [shard url, ...]}`` from each source's manifest (see :func:`source_counts`)."""
-    return {source: list(counts) for source, counts in source_counts(config).items()}
+def source_counts(config: ShardsConfig) -> dict[str, dict[str, int]]:
+    """``{source: {shard url: samples}}`` from each source's manifest (see :func:`source_manifests`)."""
+    return {source: {url: row.samples for url, row in rows.items()}
+            for source, rows in source_manifests(config).items()}
 
 
-def read_samples(urls: Sequence[str]) -> Iterator[dict]:
-    """Raw WebDataset samples (``__key__``, ``__url__``, suffix -> bytes) of shards, in order."""
-    return wds.tarfile_samples([{"url": url} for url in urls])
-
-
-def _slot_samples(shards: Sequence[tuple[str, int]], slot: int, slots: int, wanted) -> Iterator[tuple[int, dict]]:
+def _slot_samples(shards: Sequence[tuple[str, int]], slot: int, slots: int, wanted,
+                  reader: ShardReader) -> Iterator[tuple[int, dict | str]]:
     """``(epoch index, raw sample)`` of the samples a slot keeps from ``shards`` (``(url, manifest count)`` in
     epoch order; every ``slots``-th raw sample from ``slot``) whose epoch index ``wanted`` accepts.
 
     A shard holding no wanted sample is not opened; unwanted samples of an opened shard are dropped as bytes,
-    before any decode. A shard whose sample count differs from its manifest row is an error naming it."""
+    before any decode. A bad shard goes to ``reader.bad`` (``fail``: it raises); under ``skip`` each wanted
+    sample the shard did not give is :data:`SKIPPED` in its place, so every later index stays where it was."""
     offset = 0
     for url, count in shards:
         first, last = mixing.kept_before(offset, slot, slots), mixing.kept_before(offset + count, slot, slots)
         if any(wanted(i) for i in range(first, last)):
             read = 0
-            for read, sample in enumerate(read_samples([url]), start=1):
-                raw = offset + read - 1
-                if raw % slots == slot and wanted(raw // slots):
-                    yield raw // slots, sample
-            if read != count:
-                raise ValueError(f"{url}: holds {read} samples but its manifest row says {count}")
+            try:
+                for read, sample in enumerate(reader.members(url, count), start=1):
+                    raw = offset + read - 1
+                    if raw % slots == slot and wanted(raw // slots):
+                        yield raw // slots, sample
+            except ShardError as error:
+                lost = [raw // slots for raw in range(offset + read, offset + count)
+                        if raw % slots == slot and wanted(raw // slots)]
+                reader.bad(error, len(lost))
+                for index in lost:
+                    yield index, SKIPPED
         offset += count
 
 
 def source_stream(shards: Mapping[str, int], slot: tuple[int, int, int, int], stream: StreamConfig, seed: int,
-                  epochs: int | None = None, start: int = 0, order_seed: int | None = None) -> Iterator[dict]:
+                  epochs: int | None = None, start: int = 0, order_seed: int | None = None,
+                  reader: ShardReader | None = None) -> Iterator[dict | str]:
     """Raw samples of one source for one slot ``(rank, world, worker, workers)``; endless unless ``epochs``.
 
     ``shards``: ``{url: samples}`` (the manifest). Epoch ``e`` deals the shards in ``epoch_order(order_seed, e)``
@@ -135,7 +129,10 @@ def source_stream(shards: Mapping[str, int], slot: tuple[int, int, int, int], st
     before reading, so the epoch's output order is a permutation of its input indices computed up front, and
     ``start`` (samples this stream already delivered) is skipped at the cheapest level: whole epochs by
     arithmetic, shards holding none of the remaining samples unopened, the rest dropped before decode.
+    ``reader`` reads the shards and applies ``data.on_bad_shard`` (default: no checksums, a bad shard raises);
+    under ``skip`` a sample a bad shard did not give is :data:`SKIPPED`, which counts as delivered.
     """
+    reader = reader or ShardReader()
     rank, world, worker, workers = slot
     order_seed = stream.seed if order_seed is None else order_seed
     epoch = 0
@@ -155,7 +152,7 @@ def source_stream(shards: Mapping[str, int], slot: tuple[int, int, int, int], st
         for index, item in enumerate(order):
             position[item] = index
         skip = start
-        indexed = _slot_samples([(url, shards[url]) for url in mine], *keep, lambda i: position[i] >= skip)
+        indexed = _slot_samples([(url, shards[url]) for url in mine], *keep, lambda i: position[i] >= skip, reader)
         yield from mixing.reorder(indexed, order, start)
         start = 0
         epoch += 1
@@ -211,6 +208,9 @@ class DataConfig:
     # What the shards hold for the task: disparity (depth) or seg.png label maps (segmentation, own augmentation).
     target: Literal["disparity", "segmentation"] = "disparity"
     segmentation: SegmentationAugmentConfig = dataclasses.field(default_factory=SegmentationAugmentConfig)
+    # A shard that fails its checksum or decoding mid-run: stop the run naming it, or skip it and log it
+    # (training.bad_shards).
+    on_bad_shard: OnBadShard = "fail"
 
     def segmentation_config(self) -> SegmentationAugmentConfig | None:
         return self.segmentation if self.target == "segmentation" else None
@@ -229,23 +229,40 @@ class DataPosition:
     ``training.resume``); batches: how many batches the training step has taken from this stream, which is
     all a rank's position is: with a DataLoader's round-robin over its workers it says how many batches each
     worker delivered (prefetched ones never count); layout: what else the stream is a function of (world size,
-    loader workers, batch size, seed, sources, weights), so that a resume can tell whether it may continue.
+    loader workers, batch size, seed, sources, weights), so that a resume can tell whether it may continue;
+    skipped: per stream worker (batch i comes from worker i % workers), the draws of the consumed batches that
+    delivered no sample (a bad shard under ``data.on_bad_shard: skip``), empty when there were none.
     """
 
     phase: int = 0
     salt: int = 0
     batches: int = 0
     layout: dict = dataclasses.field(default_factory=dict)
+    skipped: list[int] = dataclasses.field(default_factory=list)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
+    def draws(self, worker: int, workers: int, batch_size: int) -> int:
+        """How many source draws stream worker ``worker`` of ``workers`` made for the consumed batches."""
+        skipped = self.skipped[worker] if worker < len(self.skipped) else 0
+        return len(range(worker, self.batches, workers)) * batch_size + skipped
+
+    def consumed(self, batch: dict, workers: int) -> DataPosition:
+        """The position after the training step took ``batch`` (its ``skipped`` draws counted for its worker)."""
+        skipped = list(self.skipped)
+        if batch.get("skipped"):
+            skipped += [0] * (workers - len(skipped))
+            skipped[self.batches % workers] += int(batch["skipped"])
+        return dataclasses.replace(self, batches=self.batches + 1, skipped=skipped)
+
     @classmethod
     def from_dict(cls, data: dict) -> DataPosition:
-        missing = [f.name for f in dataclasses.fields(cls) if f.name not in data]
+        missing = [f.name for f in dataclasses.fields(cls) if f.name not in data and f.name != "skipped"]
         if missing:
             raise ValueError(f"checkpoint meta.json: data_position lacks {missing} (has {sorted(data)})")
-        return cls(int(data["phase"]), int(data["salt"]), int(data["batches"]), dict(data["layout"]))
+        return cls(int(data["phase"]), int(data["salt"]), int(data["batches"]), dict(data["layout"]),
+                   [int(n) for n in data.get("skipped", [])])  # none before data.on_bad_shard existed
 
 
 class MixedShardStream(IterableDataset):
@@ -255,13 +272,15 @@ class MixedShardStream(IterableDataset):
     ``position.batches`` (the batches already consumed) makes each worker fast-forward past what it delivered:
     it replays its source draws without data (``mixing.skip_draws``), each source stream skips the samples
     it gave (``source_stream(start=...)``), and augmentation draws come from a generator per sample index, so
-    none has to be replayed. Exact continuation this way needs no data-loader state in the checkpoint (one
-    integer per rank) and no extra dependency (torchdata's StatefulDataLoader would still need this
-    dataset-level fast-forward for an iterable dataset).
+    none has to be replayed; draws that a bad shard left empty (``data.on_bad_shard: skip``) are counted per
+    worker in ``position.skipped`` and replayed the same way. Exact continuation this way needs no data-loader
+    state in the checkpoint (one integer per rank, and those counts) and no extra dependency (torchdata's
+    StatefulDataLoader would still need this dataset-level fast-forward for an iterable dataset).
     """
 
-    def __init__(self, config: DataConfig, shards: dict[str, dict[str, int]], rank: int = 0, world: int = 1,
+    def __init__(self, config: DataConfig, shards: dict[str, dict[str, ShardInfo]], rank: int = 0, world: int = 1,
                  position: DataPosition | None = None):
+        """``shards``: ``{source: {url: manifest row}}`` (:func:`source_manifests`)."""
         self.config, self.shards, self.rank, self.world = config, shards, rank, world
         self.position = position or DataPosition()
         self.probabilities = mixing.source_weights(list(shards), config.weights)
@@ -273,22 +292,49 @@ class MixedShardStream(IterableDataset):
         # A DataLoader takes batch i from its worker i % workers and always starts at worker 0; after
         # `consumed` batches the next one is due from stream worker consumed % workers, so roles rotate.
         worker = (loader_worker + consumed) % workers
-        skip = len(range(worker, consumed, workers)) * cfg.loader.batch_size  # samples this worker delivered
+        skip = self.position.draws(worker, workers, cfg.loader.batch_size)  # draws this worker made
         phase = (cfg.stream.seed, self.position.phase, self.position.salt)
         base = (*phase, self.rank, worker)
         mix_rng = random.Random(_seed(*base, "mix"))
         taken = mixing.skip_draws(list(self.shards), self.probabilities, mix_rng, skip)
         slot = (self.rank, self.world, worker, workers)
-        streams = {name: source_stream(counts, slot, cfg.stream, _seed(*base, name), start=taken[name],
-                                       order_seed=_seed(*phase, "order"))
-                   for name, counts in self.shards.items()}
-        augment_seed = _seed(*base, "augment")
-        samples = (
-            train_transform(members, cfg.geometric, cfg.photometric, cfg.normalize,
-                            np.random.default_rng((augment_seed, index)), cfg.segmentation_config())
-            for index, (_, members) in enumerate(mixing.mix(streams, self.probabilities, mix_rng), start=skip)
-        )
-        return mixing.batched(samples, cfg.loader.batch_size, collate)
+        reader = ShardReader(cfg.on_bad_shard, {url: row for rows in self.shards.values() for url, row in rows.items()})
+        streams = {name: source_stream({url: row.samples for url, row in rows.items()}, slot, cfg.stream,
+                                       _seed(*base, name), start=taken[name], order_seed=_seed(*phase, "order"),
+                                       reader=reader)
+                   for name, rows in self.shards.items()}
+        draws = enumerate(mixing.mix(streams, self.probabilities, mix_rng), start=skip)
+        return _batches(draws, cfg, _seed(*base, "augment"), reader)
+
+
+def _batches(draws: Iterator[tuple[int, tuple[str, dict | str]]], config: DataConfig, augment_seed: int,
+             reader: ShardReader) -> Iterator[dict]:
+    """Collated batches of decoded, augmented samples from ``(draw index, (source, raw sample))``.
+
+    Draw ``i`` augments with generator ``(augment_seed, i)``. A draw that delivers no sample (:data:`SKIPPED`,
+    or a sample that does not decode, under ``skip``) is counted in the batch's ``skipped`` and the batch takes
+    the next draw; ``bad_shards`` lists the skips noted meanwhile. Under ``fail`` a bad shard ends the stream
+    with ``{"bad_shard": ShardError}`` in place of a batch (an exception would cross the DataLoader as text)."""
+    batch, skipped = [], 0
+    while True:
+        try:
+            index, (_, members) = next(draws)
+            if members is SKIPPED:
+                skipped += 1
+                continue
+            try:
+                batch.append(train_transform(members, config.geometric, config.photometric, config.normalize,
+                                             np.random.default_rng((augment_seed, index)),
+                                             config.segmentation_config()))
+            except ShardError as error:
+                reader.bad(error, 1)  # fail: raises
+                skipped += 1
+        except ShardError as error:
+            yield {"bad_shard": error}
+            return
+        if len(batch) == config.loader.batch_size:
+            yield {**collate(batch), "skipped": skipped, "bad_shards": reader.take()}
+            batch, skipped = [], 0
 
 
 def make_loader(config: DataConfig, rank: int = 0, world: int = 1, sources: Sequence[str] | None = None,
@@ -296,7 +342,7 @@ def make_loader(config: DataConfig, rank: int = 0, world: int = 1, sources: Sequ
     """An endless iterator of batches for one rank; ``sources`` restricts to a subset (curriculum);
     ``position``: continue a stream after the batches it says were consumed (default: a fresh phase 0)."""
     mixing.source_weights(config.shards.sources, config.weights)  # names a typo before anything streams
-    shards = source_counts(config.shards)
+    shards = source_manifests(config.shards)
     if sources is not None:
         missing = sorted(set(sources) - set(shards))
         if missing:
@@ -310,19 +356,38 @@ def make_loader(config: DataConfig, rank: int = 0, world: int = 1, sources: Sequ
     return iter(loader)
 
 
+def _validation_samples(rows: Mapping[str, ShardInfo], reader: ShardReader) -> Iterator[dict]:
+    """Raw samples of the shards in order; a bad shard goes to ``reader.bad`` (``skip``: the rest of it is left)."""
+    for url, row in rows.items():
+        read = 0
+        try:
+            for read, sample in enumerate(reader.members(url, row.samples), start=1):
+                yield sample
+        except ShardError as error:
+            reader.bad(error, max(0, row.samples - read))
+
+
 def validation_batches(config: DataConfig, source: str, split: str, rank: int, world: int,
-                       max_samples: int | None = None) -> Iterator[dict]:
+                       max_samples: int | None = None, reader: ShardReader | None = None) -> Iterator[dict]:
     """Deterministic batches of one source's ``split`` for one rank (centred crop, no flip, no jitter).
 
     Ranks take every ``world``-th sample of the first ``max_samples``, so together they see each once.
+    ``reader`` (default: one for ``config.on_bad_shard``) checks the shards against their manifest rows and
+    applies the policy; skipped validation samples are left out (every rank reads the same shards, so the
+    ranks' shares stay disjoint).
     """
-    shards = source_shards(dataclasses.replace(config.shards, sources=[source], split=split))[source]
-    samples = itertools.islice(read_samples(shards), max_samples)
-    mine = mixing.split_samples(samples, rank, world)
-    tensors = (train_transform(m, config.geometric, config.photometric, config.normalize, None,
-                               config.segmentation_config()) for m in mine)
+    rows = source_manifests(dataclasses.replace(config.shards, sources=[source], split=split))[source]
+    reader = reader or ShardReader(config.on_bad_shard)
+    reader.rows.update(rows)
+    mine = mixing.split_samples(itertools.islice(_validation_samples(rows, reader), max_samples), rank, world)
     batch: list[dict] = []
-    for sample in tensors:
+    for members in mine:
+        try:
+            sample = train_transform(members, config.geometric, config.photometric, config.normalize, None,
+                                     config.segmentation_config())
+        except ShardError as error:
+            reader.bad(error, 1)
+            continue
         batch.append(sample)
         if len(batch) == config.loader.batch_size:
             yield collate(batch)

@@ -19,7 +19,7 @@ continue at an exact sample position (see ``training.data.source_stream``).
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -131,13 +131,3 @@ def skip_draws(names: Sequence[str], probabilities: Sequence[float], rng: random
     for _ in range(count):
         taken[draw_source(names, probabilities, rng)] += 1
     return taken
-
-
-def batched(samples: Iterable[T], size: int, collate: Callable[[list[T]], Any]) -> Iterator[Any]:
-    """Full batches of ``size`` samples, collated (a trailing partial batch is dropped)."""
-    batch: list[T] = []
-    for sample in samples:
-        batch.append(sample)
-        if len(batch) == size:
-            yield collate(batch)
-            batch = []

@@ -69,17 +69,22 @@ def start_position(config: TrainConfig, world: int, step: int, saved: dict | Non
 
 @dataclasses.dataclass
 class PhaseData:
-    """One phase's batches for one rank, steps ``[.., end)`` on ``sources``; ``position`` counts what was taken."""
+    """One phase's batches for one rank, steps ``[.., end)`` on ``sources``; ``position`` counts what was taken
+    (``workers``: the loader's, whose round-robin the position's skipped draws follow)."""
 
     end: int
     sources: list[str]
     position: DataPosition
     loader: Iterator[dict]
+    workers: int = 1
 
     def next_batch(self) -> dict:
-        """The next batch for a training step (taking it is consuming it: the position advances)."""
+        """The next batch for a training step (taking it is consuming it: the position advances). A bad shard
+        under ``data.on_bad_shard: fail`` raises its ShardError here, in the training process."""
         batch = next(self.loader)
-        self.position = dataclasses.replace(self.position, batches=self.position.batches + 1)
+        if "bad_shard" in batch:
+            raise batch["bad_shard"]
+        self.position = self.position.consumed(batch, self.workers)
         return batch
 
 
@@ -92,5 +97,5 @@ def data_phases(config: TrainConfig, rank: int, world: int, step: int, first: Da
         position = first if index == first.phase else DataPosition(
             index, layout=stream_layout(config.data, world, sources))
         loader = make_loader(config.data, rank, world, sources=sources, position=position)
-        yield PhaseData(end, sources, position, loader)
+        yield PhaseData(end, sources, position, loader, max(1, config.data.loader.workers))
         step = end

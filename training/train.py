@@ -8,6 +8,9 @@ Ray Train V2 semantics (Ray 2.60): a failed worker group restarts from the last 
 trainer with the same ``storage.path``/``storage.name`` resumes a stopped run the same way. Every rank
 calls ``ray.train.report`` at the same steps (it is a barrier). MLflow: the driver creates the run and
 logs the config once; rank 0 logs metrics into it by id, through an outbox that never makes a step wait.
+A bad shard (``data.on_bad_shard``, ``training.bad_shards``) is shared among the ranks before each step;
+under ``fail`` they all return its line, which ``fit`` raises as one line: a deterministic error spends
+no restart.
 """
 
 from __future__ import annotations
@@ -28,9 +31,10 @@ from pipeline import ray_cluster, storage
 from pipeline.checkpoint_layout import META_FILE, checkpoint_step, latest_checkpoint
 from pipeline.config import ConfigError, from_dict, load_config, to_dict
 from pipeline.job_paths import check_job_path, in_ray_job
-from pipeline.shards import MANIFEST_NAME, shard_dir
+from pipeline.shards import MANIFEST_NAME, ShardError, shard_dir
 from pipeline.tracking import local_store_dir, tracking_uri
 from training import tracking
+from training.bad_shards import BadShard, DataNews, ShardReader, SkipAccount, fatal_line, share
 from training.config import TrainConfig
 from training.data import validation_batches
 from training.loop import (StepTimer, build_optimizer, build_scheduler, load_state, save_state, to_device,
@@ -47,21 +51,29 @@ def build(config: TrainConfig) -> torch.nn.Module:
     return build_model(config.model.name, pretrained=config.model.pretrained, **config.model.overrides)
 
 
-def _validate(model, config: TrainConfig, rank: int, world: int, device) -> dict[str, float]:
-    """SSI losses (segmentation: cross-entropy and pixel accuracy, %) on each source's validation split, summed
-    over ranks (sums and counts, never means)."""
-    out = {}
+def _validate(model, config: TrainConfig, rank: int, world: int, device, step: int, account: SkipAccount,
+              logger) -> str | None:
+    """Log the SSI losses (segmentation: cross-entropy and pixel accuracy, %) on each source's validation split,
+    summed over ranks (sums and counts, never means). Bad validation shards are shared among the ranks like
+    the training data's; returns the line that stops the run (``data.on_bad_shard: fail``), if any."""
+    out, news = {}, DataNews()
     for source in config.data.shards.sources:
         directory = shard_dir(config.data.shards.prefix, source, config.schedule.val_split)
         if not storage.exists(storage.join(directory, MANIFEST_NAME)):
             continue
+        reader = ShardReader(config.data.on_bad_shard)
         batches = validation_batches(config.data, source, config.schedule.val_split, rank, world,
-                                     config.schedule.val_max_samples)
+                                     config.schedule.val_max_samples, reader)
         segmentation = config.task.kind == "segmentation"
-        if segmentation:
-            sums = segmentation_validation_sums(model, batches, device, config.task.ignore_index)
-        else:
-            sums = validation_sums(model, batches, device)
+        try:
+            if segmentation:
+                sums = segmentation_validation_sums(model, batches, device, config.task.ignore_index)
+            else:
+                sums = validation_sums(model, batches, device)
+        except ShardError as error:  # fail: the other ranks still reduce this source's sums with this one
+            sums = torch.zeros(3, dtype=torch.float64)
+            news.fatal = news.fatal or fatal_line(error, f"in validation at step {step} on rank {rank}")
+        news.skips += reader.take()
         if world > 1:
             sums = sums.to(device)
             dist.all_reduce(sums)
@@ -70,7 +82,8 @@ def _validate(model, config: TrainConfig, rank: int, world: int, device) -> dict
             names = ("cross_entropy", "pixel_accuracy") if segmentation else ("ssitrim", "ssimse")
             out[f"val/{source}/{names[0]}"] = float(sums[0] / sums[2])
             out[f"val/{source}/{names[1]}"] = float(sums[1] / sums[2]) * (100.0 if segmentation else 1.0)
-    return out
+    logger.log(out, step)
+    return account.settle(share(news, world, device), step, logger, rank)
 
 
 def _cluster_shape(node_rank: int, world: int) -> dict[str, int]:
@@ -99,38 +112,59 @@ def _report(step: int, metrics: dict, model, optimizer, scheduler, meta: dict, r
         ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(directory))
 
 
-def _restore(config: TrainConfig, model, optimizer, scheduler) -> tuple[int, dict | None]:
+def _restore(config: TrainConfig, model, optimizer, scheduler) -> tuple[int, dict]:
     """Resume from Ray's latest checkpoint of this run, else ``run.resume_from``; returns (start step, the
-    checkpoint's data position or None)."""
+    checkpoint's meta.json, empty without one)."""
     import ray.train
 
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is None and config.run.resume_from:
         checkpoint = ray.train.Checkpoint(config.run.resume_from, filesystem=_filesystem(config, config.run.resume_from))
     if checkpoint is None:
-        return 0, None
+        return 0, {}
     with checkpoint.as_directory() as directory:
         meta = load_state(directory, model, optimizer, scheduler)
     if "step" not in meta:
         raise ValueError(f"checkpoint {checkpoint.path}: meta.json has no 'step' (keys: {sorted(meta)})")
-    return int(meta["step"]), meta.get("data_position")
+    return int(meta["step"]), meta
 
 
-def train_loop_per_worker(loop_config: dict) -> None:
-    """What each Ray Train worker runs. ``loop_config``: ``{"config": plain config, "mlflow": {uri, run_id}}``."""
-    import ray.train
+def _prepare(config: TrainConfig) -> tuple:
+    """(DDP model, device, optimizer, scheduler) of this worker, before any checkpoint is restored."""
     import ray.train.torch
+
+    torch.manual_seed(config.schedule.seed)
+    model = ray.train.torch.prepare_model(build(config))
+    optimizer = build_optimizer(model, config.optim)
+    scheduler = build_scheduler(optimizer, config.optim, config.schedule.steps)
+    return model, ray.train.torch.get_device(), optimizer, scheduler
+
+
+def _next_batch(phase, rank: int, world: int, device, step: int, account: SkipAccount, logger) -> dict | str:
+    """The batch of step ``step + 1``, after every rank has shared what its data met (a collective); the line
+    that stops the run instead, on every rank, when some rank met a bad shard under ``fail``."""
+    batch, news = None, DataNews()
+    try:
+        batch = phase.next_batch()
+        news = DataNews(skips=batch.pop("bad_shards", []), skipped=batch.pop("skipped", 0))
+    except ShardError as error:
+        news = DataNews(fatal=fatal_line(error, f"at step {step + 1} on rank {rank}"))
+    fatal = account.settle(share(news, world, device), step + 1, logger, rank)
+    return fatal if fatal is not None else to_device(batch, device)
+
+
+def train_loop_per_worker(loop_config: dict) -> dict | None:
+    """What each Ray Train worker runs. ``loop_config``: ``{"config": plain config, "mlflow": {uri, run_id}}``.
+    Returns ``{"data_error": line}`` on every rank when the run stops on a bad shard (``data.on_bad_shard: fail``)."""
+    import ray.train
 
     config = from_dict(TrainConfig, loop_config["config"])
     context = ray.train.get_context()
     rank, world = context.get_world_rank(), context.get_world_size()
-    torch.manual_seed(config.schedule.seed)
-    model = ray.train.torch.prepare_model(build(config))
-    device = ray.train.torch.get_device()
-    optimizer = build_optimizer(model, config.optim)
-    scheduler = build_scheduler(optimizer, config.optim, config.schedule.steps)
-    step, saved_position = _restore(config, model, optimizer, scheduler)
-    position, how = start_position(config, world, step, saved_position)
+    model, device, optimizer, scheduler = _prepare(config)
+    step, meta = _restore(config, model, optimizer, scheduler)
+    position, how = start_position(config, world, step, meta.get("data_position"))
+    account = SkipAccount(int(meta.get("skipped_samples", 0)))
     mlflow = loop_config["mlflow"]
     spill = tracking.spill_file(config, mlflow["run_id"]) if mlflow["run_id"] else None
     with tracking.RankZeroLogger(mlflow["uri"], mlflow["run_id"], rank == 0, spill, mlflow.get("host"),
@@ -146,7 +180,9 @@ def train_loop_per_worker(loop_config: dict) -> None:
             end, sources = phase.end, phase.sources
             timer, seen = StepTimer(), Counter()
             while step < end:
-                batch = to_device(phase.next_batch(), device)
+                batch = _next_batch(phase, rank, world, device, step, account, logger)
+                if isinstance(batch, str):
+                    return {"data_error": batch}
                 timer.data_ready()
                 logs = train_step(model, task, optimizer, scheduler, batch, config.optim, bf16)
                 step += 1
@@ -158,11 +194,13 @@ def train_loop_per_worker(loop_config: dict) -> None:
                     shares = {f"data/share/{s}": seen[s] / max(1, sum(seen.values())) for s in sources}
                     logger.log({**logs, **perf, **shares}, step)
                 if (schedule.validate_every and step % schedule.validate_every == 0) or step == schedule.steps:
-                    logger.log(_validate(model, config, rank, world, device), step)
+                    fatal = _validate(model, config, rank, world, device, step, account, logger)
+                    if fatal is not None:
+                        return {"data_error": fatal}
                 if step % schedule.checkpoint_every == 0 or step == schedule.steps:
                     _report(step, {"loss": logs["loss/loss"]}, model, optimizer, scheduler,
                             {"model": config.model.name, "phase_sources": sources, "mlflow_run_id": logger.run_id,
-                             "data_position": phase.position.to_dict()}, rank)
+                             "data_position": phase.position.to_dict(), "skipped_samples": account.total}, rank)
                     timer.data_ready()  # checkpoint time is neither data wait nor step
 
 
@@ -283,6 +321,10 @@ def fit(config: TrainConfig) -> FitResult:
         # Ctrl-C: one attempt, no waiting for an MLflow that does not answer.
         tracking.finish_run(config, uri, run_id, "FAILED", wait_s=0 if isinstance(exc, KeyboardInterrupt) else None)
         raise
+    stopped = result.return_value.get("data_error") if isinstance(result.return_value, dict) else None
+    if stopped:  # every rank returned it: no worker failed, so Ray Train restarted nothing
+        tracking.finish_run(config, uri, run_id, "FAILED")
+        raise BadShard(stopped)
     tracking.finish_run(config, uri, run_id, "FINISHED")  # what MLflow did not get is reported, training stands
     return FitResult(result.checkpoint, dict(result.metrics or {}), run_id, result.path)
 
