@@ -6,7 +6,8 @@
 Ray Train V2 semantics (Ray 2.60): a failed worker group restarts from the last reported checkpoint
 (``FailureConfig``), which the train function reads with ``ray.train.get_checkpoint()``; rebuilding the
 trainer with the same ``storage.path``/``storage.name`` resumes a stopped run the same way. Every rank
-calls ``ray.train.report`` at the same steps (it is a barrier). MLflow: the driver creates the run and
+calls ``ray.train.report`` at the same steps (it is a barrier). A SIGTERM, to a worker or to this driver,
+leaves a checkpoint at the current step first (training.preemption). MLflow: the driver creates the run and
 logs the config once; rank 0 logs metrics into it by id, through an outbox that never makes a step wait.
 """
 
@@ -18,6 +19,7 @@ import os
 import socket
 import sys
 import tempfile
+import threading
 from collections import Counter
 from pathlib import Path
 
@@ -99,27 +101,31 @@ def _report(step: int, metrics: dict, model, optimizer, scheduler, meta: dict, r
         ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(directory))
 
 
-def _restore(config: TrainConfig, model, optimizer, scheduler) -> tuple[int, dict | None]:
+def _restore(config: TrainConfig, model, optimizer, scheduler) -> tuple[int, dict | None, str | None]:
     """Resume from Ray's latest checkpoint of this run, else ``run.resume_from``; returns (start step, the
-    checkpoint's data position or None)."""
+    checkpoint's data position or None, what wrote it: ``periodic`` or a stop reason, None without one)."""
     import ray.train
 
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is None and config.run.resume_from:
         checkpoint = ray.train.Checkpoint(config.run.resume_from, filesystem=_filesystem(config, config.run.resume_from))
     if checkpoint is None:
-        return 0, None
+        return 0, None, None
     with checkpoint.as_directory() as directory:
         meta = load_state(directory, model, optimizer, scheduler)
     if "step" not in meta:
         raise ValueError(f"checkpoint {checkpoint.path}: meta.json has no 'step' (keys: {sorted(meta)})")
-    return int(meta["step"]), meta.get("data_position")
+    return int(meta["step"]), meta.get("data_position"), meta.get("stopped_by") or "periodic"
 
 
 def train_loop_per_worker(loop_config: dict) -> None:
-    """What each Ray Train worker runs. ``loop_config``: ``{"config": plain config, "mlflow": {uri, run_id}}``."""
+    """What each Ray Train worker runs. ``loop_config``: ``{"config": plain config, "mlflow": {uri, run_id},
+    "stop": the driver's StopBoard}``. Stopped by a SIGTERM, it raises after the checkpoint (Ray Train
+    restarts from it); stopped by the driver, it returns after it (training.preemption)."""
     import ray.train
     import ray.train.torch
+
+    from training import preemption
 
     config = from_dict(TrainConfig, loop_config["config"])
     context = ray.train.get_context()
@@ -129,41 +135,67 @@ def train_loop_per_worker(loop_config: dict) -> None:
     device = ray.train.torch.get_device()
     optimizer = build_optimizer(model, config.optim)
     scheduler = build_scheduler(optimizer, config.optim, config.schedule.steps)
-    step, saved_position = _restore(config, model, optimizer, scheduler)
+    step, saved_position, written_by = _restore(config, model, optimizer, scheduler)
     position, how = start_position(config, world, step, saved_position)
     mlflow = loop_config["mlflow"]
     spill = tracking.spill_file(config, mlflow["run_id"]) if mlflow["run_id"] else None
-    with tracking.RankZeroLogger(mlflow["uri"], mlflow["run_id"], rank == 0, spill, mlflow.get("host"),
-                                 config.tracking.end_wait_s) as logger:
-        if step:
-            logger.mark_restart(step, data=how)
-            if rank == 0 and how != "exact":
-                print(f"training data: {how}", file=sys.stderr)
-        logger.log(_cluster_shape(context.get_node_rank(), world), step)
-        task = make_task(config.task, config.data.shards.sources)
-        schedule, bf16 = config.schedule, config.schedule.bf16
-        for phase in data_phases(config, rank, world, step, position):
-            end, sources = phase.end, phase.sources
-            timer, seen = StepTimer(), Counter()
-            while step < end:
-                batch = to_device(phase.next_batch(), device)
-                timer.data_ready()
-                logs = train_step(model, task, optimizer, scheduler, batch, config.optim, bf16)
-                step += 1
-                timer.step_done(len(batch["key"]))
-                seen.update(batch["source"])
-                if step % schedule.log_every == 0 or step == end:
-                    perf = timer.summary()
-                    perf["perf/images_per_s"] *= world  # every rank runs the same step
-                    shares = {f"data/share/{s}": seen[s] / max(1, sum(seen.values())) for s in sources}
-                    logger.log({**logs, **perf, **shares}, step)
-                if (schedule.validate_every and step % schedule.validate_every == 0) or step == schedule.steps:
-                    logger.log(_validate(model, config, rank, world, device), step)
-                if step % schedule.checkpoint_every == 0 or step == schedule.steps:
-                    _report(step, {"loss": logs["loss/loss"]}, model, optimizer, scheduler,
-                            {"model": config.model.name, "phase_sources": sources, "mlflow_run_id": logger.run_id,
-                             "data_position": phase.position.to_dict()}, rank)
-                    timer.data_ready()  # checkpoint time is neither data wait nor step
+    done = threading.Event()
+    if rank == 0 and loop_config.get("stop") is not None:
+        preemption.watch_board(loop_config["stop"], done)
+    try:
+        with tracking.RankZeroLogger(mlflow["uri"], mlflow["run_id"], rank == 0, spill, mlflow.get("host"),
+                                     config.tracking.end_wait_s) as logger:
+            if step:
+                logger.mark_restart(step, data=how, reason=written_by)
+                if rank == 0 and how != "exact":
+                    print(f"training data: {how}", file=sys.stderr)
+            logger.log(_cluster_shape(context.get_node_rank(), world), step)
+            step, stopped = _train(config, model, optimizer, scheduler, step, position, logger, (rank, world), device)
+    finally:
+        done.set()
+    if stopped == "sigterm":  # fail this attempt, on purpose: Ray Train restarts the workers from the checkpoint
+        raise preemption.Preempted(f"SIGTERM: stopped at step {step} with a checkpoint there")
+
+
+def _train(config: TrainConfig, model, optimizer, scheduler, step: int, position, logger, placement: tuple[int, int],
+           device) -> tuple[int, str | None]:
+    """The steps from ``step`` (its data stream at ``position``) to ``schedule.steps``, or to the step boundary
+    where the ranks agree to stop (training.preemption); returns (the last step, the stop reason or None)."""
+    from training import preemption
+
+    (rank, world), schedule, bf16 = placement, config.schedule, config.schedule.bf16
+    task = make_task(config.task, config.data.shards.sources)
+    for phase in data_phases(config, rank, world, step, position):
+        end, sources = phase.end, phase.sources
+        timer, seen = StepTimer(), Counter()
+        while step < end:
+            batch = to_device(phase.next_batch(), device)
+            timer.data_ready()
+            logs = train_step(model, task, optimizer, scheduler, batch, config.optim, bf16)
+            step += 1
+            timer.step_done(len(batch["key"]))
+            seen.update(batch["source"])
+            if step % schedule.log_every == 0 or step == end:
+                perf = timer.summary()
+                perf["perf/images_per_s"] *= world  # every rank runs the same step
+                shares = {f"data/share/{s}": seen[s] / max(1, sum(seen.values())) for s in sources}
+                logger.log({**logs, **perf, **shares}, step)
+            if (schedule.validate_every and step % schedule.validate_every == 0) or step == schedule.steps:
+                logger.log(_validate(model, config, rank, world, device), step)
+            stop = preemption.agreed_stop(world, device) if step < schedule.steps else None
+            if stop or step % schedule.checkpoint_every == 0 or step == schedule.steps:
+                meta = {"model": config.model.name, "phase_sources": sources, "mlflow_run_id": logger.run_id,
+                        "data_position": phase.position.to_dict(), **({"stopped_by": stop} if stop else {})}
+                _report(step, {"loss": logs["loss/loss"]}, model, optimizer, scheduler, meta, rank)
+                timer.data_ready()  # checkpoint time is neither data wait nor step
+            if stop:
+                line = preemption.stopped_line(stop, step, checkpoint_url(config, preemption.wait_committed()))
+                if rank == 0:
+                    print(line, file=sys.stderr, flush=True)
+                    if stop == "stopped":  # the driver is going: its grace period may end before it marks the run
+                        logger.end("KILLED", {"dpt.stopped": line})
+                return step, stop
+    return step, None
 
 
 def _filesystem(config: TrainConfig, path: str):
@@ -196,12 +228,14 @@ def _worker_env(config: TrainConfig) -> dict[str, str]:
 
 @dataclasses.dataclass
 class FitResult:
-    """checkpoint: the last checkpoint (``ray.train.Checkpoint``); metrics: the last reported; the MLflow run."""
+    """checkpoint: the last checkpoint (``ray.train.Checkpoint``); metrics: the last reported; the MLflow run;
+    stopped: when a SIGTERM ended the run before ``schedule.steps``, the line that says so."""
 
     checkpoint: object
     metrics: dict
     mlflow_run_id: str
     path: str
+    stopped: str | None = None
 
 
 def absolute_local_paths(config: TrainConfig) -> TrainConfig:
@@ -250,10 +284,13 @@ def check_inputs(config: TrainConfig) -> None:
 
 
 def fit(config: TrainConfig) -> FitResult:
-    """Run (or resume) training on the Ray cluster this process connects to."""
+    """Run (or resume) training on the Ray cluster this process connects to. A SIGTERM to this process ends
+    the run with a checkpoint at the current step (training.preemption): MLflow status KILLED."""
     import ray
     import ray.train
     from ray.train.torch import TorchTrainer
+
+    from training import preemption
 
     check_inputs(config)
     config = absolute_local_paths(config)
@@ -263,9 +300,10 @@ def fit(config: TrainConfig) -> FitResult:
     in_job = in_ray_job()  # `ray job submit` provides the runtime env
     ray_cluster.connect(env_vars=None if in_job else env, log_to_driver=True)
     storage_path, filesystem = _storage(config)
+    stop = preemption.DriverStop()
     trainer = TorchTrainer(
         train_loop_per_worker,
-        train_loop_config={"config": to_dict(config),
+        train_loop_config={"config": to_dict(config), "stop": stop.board,
                            "mlflow": {"uri": uri, "run_id": run_id, "host": socket.gethostname()}},
         scaling_config=ray.train.ScalingConfig(
             num_workers=config.scaling.workers, use_gpu=config.scaling.gpu,
@@ -275,16 +313,31 @@ def fit(config: TrainConfig) -> FitResult:
             name=config.storage.name, storage_path=storage_path, storage_filesystem=filesystem,
             failure_config=ray.train.FailureConfig(max_failures=config.run.max_failures),
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=config.schedule.keep_checkpoints),
-            worker_runtime_env=None if in_job else {"env_vars": env}),
+            worker_runtime_env=None if in_job else {"env_vars": env}, callbacks=[preemption.WorkerSigterm()]),
     )
     try:
-        result = trainer.fit()
+        with stop.on_sigterm():
+            result = trainer.fit()
     except BaseException as exc:
         # Ctrl-C: one attempt, no waiting for an MLflow that does not answer.
         tracking.finish_run(config, uri, run_id, "FAILED", wait_s=0 if isinstance(exc, KeyboardInterrupt) else None)
         raise
+    metrics = dict(result.metrics or {})
+    if stop.asked.is_set() and metrics.get("step", config.schedule.steps) < config.schedule.steps:
+        line = preemption.stopped_line("stopped", metrics["step"], checkpoint_url(config, result.checkpoint))
+        # No waiting for an MLflow that does not answer: the stop's grace period is short (the spill file keeps it).
+        tracking.finish_run(config, uri, run_id, "KILLED", wait_s=0, tags={"dpt.stopped": line})
+        return FitResult(result.checkpoint, metrics, run_id, result.path, stopped=line)
     tracking.finish_run(config, uri, run_id, "FINISHED")  # what MLflow did not get is reported, training stands
-    return FitResult(result.checkpoint, dict(result.metrics or {}), run_id, result.path)
+    return FitResult(result.checkpoint, metrics, run_id, result.path)
+
+
+def checkpoint_url(config: TrainConfig, checkpoint) -> str | None:
+    """A ``ray.train.Checkpoint``'s directory as the user names it (``s3://...`` on S3)."""
+    path = checkpoint.path if checkpoint else None
+    if path and storage.is_s3(config.storage.path) and not storage.is_s3(path):
+        path = "s3://" + path.lstrip("/")  # Ray names it within its S3 filesystem: bucket/key
+    return path
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -320,11 +373,13 @@ def run(args: argparse.Namespace) -> int:
         print(f"continuing the run in {storage.join(config.storage.path, config.storage.name)} from step "
               f"{previous[1]} (checkpoint {previous[0]})", flush=True)
     result = fit(config)
-    checkpoint = result.checkpoint.path if result.checkpoint else None
-    if checkpoint and storage.is_s3(config.storage.path) and not storage.is_s3(checkpoint):
-        checkpoint = "s3://" + checkpoint.lstrip("/")  # Ray names it within its S3 filesystem: bucket/key
-    print(f"trained {config.model.name} for {config.schedule.steps} steps; last checkpoint: {checkpoint}; "
-          f"MLflow run {result.mlflow_run_id}")
+    if result.stopped:
+        from training.preemption import EXIT_CODE
+
+        print(f"{result.stopped}; MLflow run {result.mlflow_run_id} (KILLED)", flush=True)
+        return EXIT_CODE
+    print(f"trained {config.model.name} for {config.schedule.steps} steps; last checkpoint: "
+          f"{checkpoint_url(config, result.checkpoint)}; MLflow run {result.mlflow_run_id}")
     return 0
 
 
