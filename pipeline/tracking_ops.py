@@ -4,7 +4,7 @@ A record is a JSON-ready dict, what the spill file stores one per line (:mod:`pi
 
     {"id": "3f9c21ab:17", "run_id": R, "kind": "metrics", "metrics": [[key, value, timestamp_ms, step], ...]}
     {"id": ..., "run_id": R, "kind": "tags", "tags": {"name": "value"}}
-    {"id": ..., "run_id": R, "kind": "restart", "step": 120, "data": "exact"}
+    {"id": ..., "run_id": R, "kind": "restart", "step": 120, "data": "exact", "reason": "sigterm"}
     {"id": ..., "run_id": R, "kind": "terminated", "status": "FINISHED", "end_time": ms}
 
 A record carries the time it was made (each metric's timestamp, the end time), so delivering it late, or
@@ -104,7 +104,8 @@ def deliver(client, group: list[dict]) -> None:
 
 
 def _restart(client, record: dict) -> None:
-    """Count a resumed attempt: ``dpt.restarts``, the step it resumed from, and how its data stream continued."""
+    """Count a resumed attempt: ``dpt.restarts``, the step it resumed from, how its data stream continued, and
+    which checkpoint it resumed from (``reason``: ``periodic``, or why training stopped there: ``sigterm``...)."""
     from mlflow.entities import RunTag
 
     run = client.get_run(record["run_id"])
@@ -112,6 +113,8 @@ def _restart(client, record: dict) -> None:
     tags = {"dpt.restarts": str(restarts), f"dpt.restart_{restarts}_from_step": str(record["step"])}
     if record.get("data") is not None:
         tags[f"dpt.restart_{restarts}_data"] = str(record["data"])
+    if record.get("reason") is not None:
+        tags[f"dpt.restart_{restarts}_reason"] = str(record["reason"])
     client.log_batch(record["run_id"], tags=[RunTag(k, v) for k, v in tags.items()], synchronous=True)
 
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
+import subprocess
 import threading
 import time
 from pathlib import Path
@@ -12,6 +14,7 @@ import pytest
 
 from pipeline import storage
 from pipeline.config import load_config
+from tests.services import BIN
 from tests.training_corpus import write_source
 from training.config import TrainConfig
 from training.model import load_model
@@ -31,15 +34,18 @@ def corpus(tmp_path_factory) -> str:
     return prefix
 
 
-def _config(corpus: str, storage_path: str, name: str, *extra: str) -> TrainConfig:
-    overrides = [
+def _overrides(corpus: str, storage_path: str, name: str, *extra: str) -> list[str]:
+    return [
         f"data.shards.prefix={corpus}", "data.shards.sources=[alpha, beta]", "data.loader.workers=0",
         "data.loader.batch_size=2", "data.geometric.size=32", "model.name=dpt_tiny",
         "model.overrides={timm_kwargs: {depth: 4, img_size: 32}}", "scaling.workers=2",
         f"storage.path={storage_path}", f"storage.name={name}", "schedule.log_every=1",
         "schedule.val_max_samples=4", *extra,
     ]
-    return load_config(TrainConfig, QUICKSTART, overrides)
+
+
+def _config(corpus: str, storage_path: str, name: str, *extra: str) -> TrainConfig:
+    return load_config(TrainConfig, QUICKSTART, _overrides(corpus, storage_path, name, *extra))
 
 
 def _history(uri: str, run_id: str, key: str) -> list[int]:
@@ -118,42 +124,47 @@ def _train_worker_pids() -> list[int]:
     return [a.pid for a in actors]
 
 
-def _run_id(uri: str) -> str:
-    """The newest run of the quickstart config's experiment (the one the fault test just started)."""
+def _run_id(uri: str, experiment: str = "dpt-quickstart") -> str:
+    """The newest run of the experiment (the quickstart config's: the one the fault test just started)."""
     from mlflow import MlflowClient
 
     client = MlflowClient(uri)
-    experiment = client.get_experiment_by_name("dpt-quickstart")
+    experiment = client.get_experiment_by_name(experiment)
     runs = client.search_runs([experiment.experiment_id], order_by=["attributes.start_time DESC"], max_results=1)
     return runs[0].info.run_id
 
 
-@pytest.mark.slow
-def test_sigkill_of_a_worker_resumes_from_the_last_checkpoint(ray_cluster, mlflow_tracking, corpus, tmp_path):
+def _train_in_background(config: TrainConfig, uri: str, after_step: int) -> tuple[threading.Thread, dict, list[int]]:
+    """Start ``fit(config)`` in a thread; once MLflow has the loss of ``after_step``, return (the thread, its
+    outcome: ``{"result": FitResult}`` when done, the pids of the run's two training workers)."""
     import ray
 
-    steps = 40  # long enough that the run is still going after the kill at step 10 (~0.3 s a step)
-    config = _config(corpus, str(tmp_path / "ckpt"), "fault", f"schedule.steps={steps}",
-                     "schedule.checkpoint_every=4", "run.max_failures=2")
     ray.init()
     outcome: dict = {}
     thread = threading.Thread(target=lambda: outcome.update(result=fit(config)), daemon=True)
     thread.start()
     deadline = time.monotonic() + 240
-    pids: list[int] = []
-    while len(pids) != 2:  # this run's two training workers (earlier runs' workers have exited)
+    while len(_train_worker_pids()) != 2:  # this run's two training workers (earlier runs' workers have exited)
         assert time.monotonic() < deadline and thread.is_alive(), "training workers did not start"
         time.sleep(1)
-        pids = _train_worker_pids()
-    # Ray registers a reported checkpoint asynchronously: returning from the report of step 4 does not
-    # mean the controller has it. Killing after step 9 leaves it time to register at least one of the
-    # checkpoints of steps 4 and 8, and still lands the kill between two checkpoints.
-    while max(_history(mlflow_tracking, _run_id(mlflow_tracking), "loss/loss") or [0]) < 10:
-        assert time.monotonic() < deadline and thread.is_alive(), "no checkpoint before the deadline"
+    while max(_history(uri, _run_id(uri), "loss/loss") or [0]) < after_step:
+        assert time.monotonic() < deadline and thread.is_alive(), f"no step {after_step} before the deadline"
         time.sleep(0.2)
     # Read the workers again now: the list taken at start-up can still hold an earlier run's exiting workers.
     pids = _train_worker_pids()
     assert len(pids) == 2, pids
+    return thread, outcome, pids
+
+
+@pytest.mark.slow
+def test_sigkill_of_a_worker_resumes_from_the_last_checkpoint(ray_cluster, mlflow_tracking, corpus, tmp_path):
+    steps = 40  # long enough that the run is still going after the kill at step 10 (~0.3 s a step)
+    config = _config(corpus, str(tmp_path / "ckpt"), "fault", f"schedule.steps={steps}",
+                     "schedule.checkpoint_every=4", "run.max_failures=2")
+    # Ray registers a reported checkpoint asynchronously: returning from the report of step 4 does not
+    # mean the controller has it. Killing after step 9 leaves it time to register at least one of the
+    # checkpoints of steps 4 and 8, and still lands the kill between two checkpoints.
+    thread, outcome, pids = _train_in_background(config, mlflow_tracking, after_step=10)
     os.kill(pids[1], signal.SIGKILL)  # a training worker process that this test's run started
     thread.join(timeout=400)
     assert not thread.is_alive() and "result" in outcome
@@ -164,4 +175,92 @@ def test_sigkill_of_a_worker_resumes_from_the_last_checkpoint(ray_cluster, mlflo
     run = MlflowClient(mlflow_tracking).get_run(result.mlflow_run_id)
     assert int(run.data.tags["dpt.restarts"]) >= 1
     assert run.data.tags["dpt.restart_1_data"] == "exact"  # the data stream continued where the checkpoint was
+    assert run.data.tags["dpt.restart_1_reason"] == "periodic"
     assert _history(mlflow_tracking, result.mlflow_run_id, "loss/loss") == list(range(1, steps + 1))
+
+
+@pytest.mark.slow
+def test_sigterm_of_a_worker_checkpoints_the_current_step_and_resumes_there(ray_cluster, mlflow_tracking, corpus,
+                                                                          tmp_path):
+    from mlflow import MlflowClient
+
+    steps = 24  # the stop lands a few steps after step 3; ~0.3 s a step leaves it well before the end
+    common = (f"schedule.steps={steps}", "schedule.checkpoint_every=1000")  # no periodic checkpoint to fall back on
+    config = _config(corpus, str(tmp_path / "ckpt"), "sigterm", *common, "run.max_failures=1")
+    thread, outcome, pids = _train_in_background(config, mlflow_tracking, after_step=3)
+    os.kill(pids[1], signal.SIGTERM)  # what a spot reclaim or a Kubernetes drain sends a worker first
+    thread.join(timeout=400)
+    assert not thread.is_alive() and "result" in outcome
+    result = outcome["result"]
+    assert result.metrics["step"] == steps and result.stopped is None  # a worker's SIGTERM does not end the run
+    run = MlflowClient(mlflow_tracking).get_run(result.mlflow_run_id)
+    assert run.info.status == "FINISHED"
+    # The stop step: the ranks finish the step in progress when the signal arrives, agree at the step
+    # boundary, and checkpoint there; the signal came after step 3 was logged, so that step or a later one.
+    stopped_at = int(run.data.tags["dpt.restart_1_from_step"])
+    assert 3 <= stopped_at < steps
+    assert run.data.tags["dpt.restarts"] == "1" and run.data.tags["dpt.restart_1_reason"] == "sigterm"
+    assert run.data.tags["dpt.restart_1_data"] == "exact"
+    assert _history(mlflow_tracking, result.mlflow_run_id, "loss/loss") == list(range(1, steps + 1))
+    # After the resume, the losses of an uninterrupted run: the same batches and weights from the stop step on.
+    straight = fit(_config(corpus, str(tmp_path / "ckpt"), "sigterm-straight", *common))
+    resumed, reference = (_losses(mlflow_tracking, r.mlflow_run_id) for r in (result, straight))
+    after = range(stopped_at + 1, steps + 1)
+    assert [resumed[s] for s in after] == pytest.approx([reference[s] for s in after], rel=1e-5, abs=0)
+
+
+@pytest.mark.slow
+def test_ray_job_stop_ends_the_run_with_a_checkpoint_at_the_current_step(ray_cluster, mlflow_tracking, corpus,
+                                                                        tmp_path):
+    from mlflow import MlflowClient
+
+    from training.train import previous_run
+
+    experiment, job = "dpt-job-stop", f"dpt-stop-{os.getpid()}-{time.monotonic_ns()}"
+    overrides = _overrides(corpus, str(tmp_path / "ckpt"), "stopped", "schedule.steps=500",
+                           "schedule.checkpoint_every=1000", f"tracking.experiment={experiment}")
+    # `ray job stop` sends the entrypoint SIGTERM and, RAY_JOB_STOP_WAIT_TIME_S later (3 s by default), SIGKILL:
+    # a job that checkpoints at the stop sets it to the time a checkpoint takes (here: a busy 2-core machine).
+    env = {"env_vars": {"MLFLOW_TRACKING_URI": mlflow_tracking, "RAY_JOB_STOP_WAIT_TIME_S": "120"}}
+    submitted = ray_cluster.submit_job([str(BIN / "dpt"), "train", "--config", str(QUICKSTART), *overrides],
+                                       "--no-wait", "--submission-id", job, "--runtime-env-json", json.dumps(env))
+    assert submitted.returncode == 0, submitted.stderr[-3000:]
+    deadline = time.monotonic() + 240
+    while _job_step(mlflow_tracking, experiment) < 2:
+        assert time.monotonic() < deadline, "no step 2 logged before the deadline:\n" + _job_logs(ray_cluster, job)
+        time.sleep(0.5)
+    stop = subprocess.run([str(BIN / "ray"), "job", "stop", "--address", ray_cluster.dashboard_url, job],
+                          env=ray_cluster.env, capture_output=True, text=True, timeout=300)
+    assert stop.returncode == 0, stop.stdout[-2000:] + stop.stderr[-2000:]
+    run = MlflowClient(mlflow_tracking).get_run(_job_run(mlflow_tracking, experiment))
+    assert run.info.status == "KILLED"
+    logged = _history(mlflow_tracking, run.info.run_id, "loss/loss")
+    stopped_at = max(logged)
+    assert logged == list(range(1, stopped_at + 1)) and 2 <= stopped_at < 500
+    line = f"stopped by SIGTERM (to the driver) at step {stopped_at}, checkpoint "
+    assert run.data.tags["dpt.stopped"].startswith(line)  # rank 0 marks the run, and the driver again
+    assert f"MLflow run {run.info.run_id} (KILLED)" in _job_logs(ray_cluster, job)  # the driver's last line
+    # What the same command continues from: the stop step's checkpoint (there is no periodic one).
+    checkpoint, step = previous_run(load_config(TrainConfig, QUICKSTART, overrides))
+    assert step == stopped_at
+    assert json.loads(Path(checkpoint, "meta.json").read_text())["stopped_by"] == "stopped"
+    # (That a run continues exactly from a stop checkpoint is the worker SIGTERM test's; from the run's latest
+    # checkpoint when the same command runs again, the S3 test's.)
+
+
+def _job_run(uri: str, experiment: str) -> str | None:
+    from mlflow import MlflowClient
+
+    return _run_id(uri, experiment) if MlflowClient(uri).get_experiment_by_name(experiment) else None
+
+
+def _job_step(uri: str, experiment: str) -> int:
+    """The last step the newest run of ``experiment`` logged (0: none yet)."""
+    run_id = _job_run(uri, experiment)
+    return max(_history(uri, run_id, "loss/loss") or [0]) if run_id else 0
+
+
+def _job_logs(head, job: str) -> str:
+    logs = subprocess.run([str(BIN / "ray"), "job", "logs", "--address", head.dashboard_url, job], env=head.env,
+                          capture_output=True, text=True, timeout=60)
+    return logs.stdout + logs.stderr

@@ -111,12 +111,15 @@ def undelivered_line(uri: str, run_id: str, pending: Pending, lost: int = 0) -> 
             f"`dpt tracking replay {pending.path}` once it is up{gone}")
 
 
-def finish_run(config, uri: str, run_id: str, status: str, wait_s: float | None = None) -> str | None:
-    """Set the run's final status (``FINISHED``, ``FAILED``) through an outbox, after what rank 0 left in the
-    spill file, within ``wait_s`` (default ``tracking.end_wait_s``) of MLflow not answering: the driver waits,
-    as it can deliver what rank 0 left in a spill file it can read. Prints and returns the one-line report when MLflow
-    did not get everything; never raises for MLflow."""
+def finish_run(config, uri: str, run_id: str, status: str, wait_s: float | None = None,
+               tags: dict[str, str] | None = None) -> str | None:
+    """Set the run's final status (``FINISHED``, ``FAILED``, ``KILLED``) and ``tags`` through an outbox, after
+    what rank 0 left in the spill file, within ``wait_s`` (default ``tracking.end_wait_s``) of MLflow not
+    answering: the driver waits, as it can deliver what rank 0 left in a spill file it can read. Prints and
+    returns the one-line report when MLflow did not get everything; never raises for MLflow."""
     outbox = Outbox(uri, run_id, spill_file(config, run_id), announce=False)  # its one line is below
+    if tags:
+        outbox.put("tags", tags=tags)
     outbox.put("terminated", status=status, end_time=int(time.time() * 1000))
     pending = outbox.close(config.tracking.end_wait_s if wait_s is None else wait_s)
     if pending is None and not outbox.lost:
@@ -149,11 +152,18 @@ class RankZeroLogger:
         self.outbox.put("metrics", metrics=[[k.replace("@", "_"), float(v), now, step]
                                             for k, v in sorted(metrics.items())])
 
-    def mark_restart(self, step: int, data: str | None = None) -> None:
-        """Tag a resumed attempt: how many restarts so far, the step it resumed from, and how its data
-        stream continued (``exact``, or why it was reseeded)."""
+    def mark_restart(self, step: int, data: str | None = None, reason: str | None = None) -> None:
+        """Tag a resumed attempt: how many restarts so far, the step it resumed from, how its data stream
+        continued (``exact``, or why it was reseeded), and what wrote its checkpoint (``reason``: ``periodic``,
+        ``sigterm``: a worker's SIGTERM, ``stopped``: the driver's; see training.preemption)."""
         if self.outbox is not None:
-            self.outbox.put("restart", step=step, data=data)
+            self.outbox.put("restart", step=step, data=data, reason=reason)
+
+    def end(self, status: str, tags: dict[str, str]) -> None:
+        """Set the run's final status (and tags) from rank 0, for a driver that may not live to do it."""
+        if self.outbox is not None:
+            self.set_tags(tags)
+            self.outbox.put("terminated", status=status, end_time=int(time.time() * 1000))
 
     def set_tags(self, tags: dict[str, str]) -> None:
         if self.outbox is not None and tags:

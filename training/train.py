@@ -6,7 +6,8 @@
 Ray Train V2 semantics (Ray 2.60): a failed worker group restarts from the last reported checkpoint
 (``FailureConfig``), which the train function reads with ``ray.train.get_checkpoint()``; rebuilding the
 trainer with the same ``storage.path``/``storage.name`` resumes a stopped run the same way. Every rank
-calls ``ray.train.report`` at the same steps (it is a barrier). MLflow: the driver creates the run and
+calls ``ray.train.report`` at the same steps (it is a barrier). A SIGTERM, to a worker or to this driver,
+leaves a checkpoint at the current step first (training.preemption). MLflow: the driver creates the run and
 logs the config once; rank 0 logs metrics into it by id, through an outbox that never makes a step wait.
 A bad shard (``data.on_bad_shard``, ``training.bad_shards``) is shared among the ranks before each step;
 under ``fail`` they all return its line, which ``fit`` raises as one line: a deterministic error spends
@@ -21,6 +22,7 @@ import os
 import socket
 import sys
 import tempfile
+import threading
 from collections import Counter
 from pathlib import Path
 
@@ -154,9 +156,13 @@ def _next_batch(phase, rank: int, world: int, device, step: int, account: SkipAc
 
 
 def train_loop_per_worker(loop_config: dict) -> dict | None:
-    """What each Ray Train worker runs. ``loop_config``: ``{"config": plain config, "mlflow": {uri, run_id}}``.
-    Returns ``{"data_error": line}`` on every rank when the run stops on a bad shard (``data.on_bad_shard: fail``)."""
+    """What each Ray Train worker runs. ``loop_config``: ``{"config": plain config, "mlflow": {uri, run_id},
+    "stop": the driver's StopBoard}``. Returns ``{"data_error": line}`` on every rank when the run stops on a
+    bad shard (``data.on_bad_shard: fail``). Stopped by a SIGTERM, it raises after the checkpoint (Ray Train
+    restarts from it); stopped by the driver, it returns after it (training.preemption)."""
     import ray.train
+
+    from training import preemption
 
     config = from_dict(TrainConfig, loop_config["config"])
     context = ray.train.get_context()
@@ -167,41 +173,76 @@ def train_loop_per_worker(loop_config: dict) -> dict | None:
     account = SkipAccount(int(meta.get("skipped_samples", 0)))
     mlflow = loop_config["mlflow"]
     spill = tracking.spill_file(config, mlflow["run_id"]) if mlflow["run_id"] else None
-    with tracking.RankZeroLogger(mlflow["uri"], mlflow["run_id"], rank == 0, spill, mlflow.get("host"),
-                                 config.tracking.end_wait_s) as logger:
-        if step:
-            logger.mark_restart(step, data=how)
-            if rank == 0 and how != "exact":
-                print(f"training data: {how}", file=sys.stderr)
-        logger.log(_cluster_shape(context.get_node_rank(), world), step)
-        task = make_task(config.task, config.data.shards.sources)
-        schedule, bf16 = config.schedule, config.schedule.bf16
-        for phase in data_phases(config, rank, world, step, position):
-            end, sources = phase.end, phase.sources
-            timer, seen = StepTimer(), Counter()
-            while step < end:
-                batch = _next_batch(phase, rank, world, device, step, account, logger)
-                if isinstance(batch, str):
-                    return {"data_error": batch}
-                timer.data_ready()
-                logs = train_step(model, task, optimizer, scheduler, batch, config.optim, bf16)
-                step += 1
-                timer.step_done(len(batch["key"]))
-                seen.update(batch["source"])
-                if step % schedule.log_every == 0 or step == end:
-                    perf = timer.summary()
-                    perf["perf/images_per_s"] *= world  # every rank runs the same step
-                    shares = {f"data/share/{s}": seen[s] / max(1, sum(seen.values())) for s in sources}
-                    logger.log({**logs, **perf, **shares}, step)
-                if (schedule.validate_every and step % schedule.validate_every == 0) or step == schedule.steps:
-                    fatal = _validate(model, config, rank, world, device, step, account, logger)
-                    if fatal is not None:
-                        return {"data_error": fatal}
-                if step % schedule.checkpoint_every == 0 or step == schedule.steps:
-                    _report(step, {"loss": logs["loss/loss"]}, model, optimizer, scheduler,
-                            {"model": config.model.name, "phase_sources": sources, "mlflow_run_id": logger.run_id,
-                             "data_position": phase.position.to_dict(), "skipped_samples": account.total}, rank)
-                    timer.data_ready()  # checkpoint time is neither data wait nor step
+    done = threading.Event()
+    if rank == 0 and loop_config.get("stop") is not None:
+        preemption.watch_board(loop_config["stop"], done)
+    try:
+        with tracking.RankZeroLogger(mlflow["uri"], mlflow["run_id"], rank == 0, spill, mlflow.get("host"),
+                                     config.tracking.end_wait_s) as logger:
+            if step:
+                logger.mark_restart(step, data=how, reason=meta.get("stopped_by") or "periodic")
+                if rank == 0 and how != "exact":
+                    print(f"training data: {how}", file=sys.stderr)
+            logger.log(_cluster_shape(context.get_node_rank(), world), step)
+            step, stopped, data_error = _train(config, model, optimizer, scheduler, step, position, logger,
+                                               (rank, world), device, account)
+    finally:
+        done.set()
+    if data_error is not None:  # every rank returns it: no worker fails, so Ray Train restarts nothing
+        return {"data_error": data_error}
+    if stopped == "sigterm":  # fail this attempt, on purpose: Ray Train restarts the workers from the checkpoint
+        raise preemption.Preempted(f"SIGTERM: stopped at step {step} with a checkpoint there")
+    return None
+
+
+def _train(config: TrainConfig, model, optimizer, scheduler, step: int, position, logger, placement: tuple[int, int],
+           device, account: SkipAccount) -> tuple[int, str | None, str | None]:
+    """The steps from ``step`` (its data stream at ``position``) to ``schedule.steps``, or to the step boundary
+    where the ranks agree to stop (training.preemption); returns (the last step, the stop reason or None, the
+    line of a bad shard that stops the run under ``data.on_bad_shard: fail`` or None).
+
+    Two collectives a step besides DDP's: before it the ranks share what their data met (training.bad_shards),
+    after it they agree whether to stop (training.preemption); each is one all-reduce of a tiny integer tensor."""
+    from training import preemption
+
+    (rank, world), schedule, bf16 = placement, config.schedule, config.schedule.bf16
+    task = make_task(config.task, config.data.shards.sources)
+    for phase in data_phases(config, rank, world, step, position):
+        end, sources = phase.end, phase.sources
+        timer, seen = StepTimer(), Counter()
+        while step < end:
+            batch = _next_batch(phase, rank, world, device, step, account, logger)
+            if isinstance(batch, str):
+                return step, None, batch
+            timer.data_ready()
+            logs = train_step(model, task, optimizer, scheduler, batch, config.optim, bf16)
+            step += 1
+            timer.step_done(len(batch["key"]))
+            seen.update(batch["source"])
+            if step % schedule.log_every == 0 or step == end:
+                perf = timer.summary()
+                perf["perf/images_per_s"] *= world  # every rank runs the same step
+                shares = {f"data/share/{s}": seen[s] / max(1, sum(seen.values())) for s in sources}
+                logger.log({**logs, **perf, **shares}, step)
+            if (schedule.validate_every and step % schedule.validate_every == 0) or step == schedule.steps:
+                fatal = _validate(model, config, rank, world, device, step, account, logger)
+                if fatal is not None:
+                    return step, None, fatal
+            stop = preemption.agreed_stop(world, device) if step < schedule.steps else None
+            if stop or step % schedule.checkpoint_every == 0 or step == schedule.steps:
+                meta = {"model": config.model.name, "phase_sources": sources, "mlflow_run_id": logger.run_id,
+                        "data_position": phase.position.to_dict(), "skipped_samples": account.total,
+                        **({"stopped_by": stop} if stop else {})}
+                _report(step, {"loss": logs["loss/loss"]}, model, optimizer, scheduler, meta, rank)
+                timer.data_ready()  # checkpoint time is neither data wait nor step
+            if stop:
+                line = preemption.stopped_line(stop, step, checkpoint_url(config, preemption.wait_committed()))
+                if rank == 0:
+                    print(line, file=sys.stderr, flush=True)
+                    if stop == "stopped":  # the driver is going: its grace period may end before it marks the run
+                        logger.end("KILLED", {"dpt.stopped": line})
+                return step, stop, None
+    return step, None, None
 
 
 def _filesystem(config: TrainConfig, path: str):
@@ -234,12 +275,14 @@ def _worker_env(config: TrainConfig) -> dict[str, str]:
 
 @dataclasses.dataclass
 class FitResult:
-    """checkpoint: the last checkpoint (``ray.train.Checkpoint``); metrics: the last reported; the MLflow run."""
+    """checkpoint: the last checkpoint (``ray.train.Checkpoint``); metrics: the last reported; the MLflow run;
+    stopped: when a SIGTERM ended the run before ``schedule.steps``, the line that says so."""
 
     checkpoint: object
     metrics: dict
     mlflow_run_id: str
     path: str
+    stopped: str | None = None
 
 
 def absolute_local_paths(config: TrainConfig) -> TrainConfig:
@@ -288,10 +331,13 @@ def check_inputs(config: TrainConfig) -> None:
 
 
 def fit(config: TrainConfig) -> FitResult:
-    """Run (or resume) training on the Ray cluster this process connects to."""
+    """Run (or resume) training on the Ray cluster this process connects to. A SIGTERM to this process ends
+    the run with a checkpoint at the current step (training.preemption): MLflow status KILLED."""
     import ray
     import ray.train
     from ray.train.torch import TorchTrainer
+
+    from training import preemption
 
     check_inputs(config)
     config = absolute_local_paths(config)
@@ -301,9 +347,10 @@ def fit(config: TrainConfig) -> FitResult:
     in_job = in_ray_job()  # `ray job submit` provides the runtime env
     ray_cluster.connect(env_vars=None if in_job else env, log_to_driver=True)
     storage_path, filesystem = _storage(config)
+    stop = preemption.DriverStop()
     trainer = TorchTrainer(
         train_loop_per_worker,
-        train_loop_config={"config": to_dict(config),
+        train_loop_config={"config": to_dict(config), "stop": stop.board,
                            "mlflow": {"uri": uri, "run_id": run_id, "host": socket.gethostname()}},
         scaling_config=ray.train.ScalingConfig(
             num_workers=config.scaling.workers, use_gpu=config.scaling.gpu,
@@ -313,20 +360,35 @@ def fit(config: TrainConfig) -> FitResult:
             name=config.storage.name, storage_path=storage_path, storage_filesystem=filesystem,
             failure_config=ray.train.FailureConfig(max_failures=config.run.max_failures),
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=config.schedule.keep_checkpoints),
-            worker_runtime_env=None if in_job else {"env_vars": env}),
+            worker_runtime_env=None if in_job else {"env_vars": env}, callbacks=[preemption.WorkerSigterm()]),
     )
     try:
-        result = trainer.fit()
+        with stop.on_sigterm():
+            result = trainer.fit()
     except BaseException as exc:
         # Ctrl-C: one attempt, no waiting for an MLflow that does not answer.
         tracking.finish_run(config, uri, run_id, "FAILED", wait_s=0 if isinstance(exc, KeyboardInterrupt) else None)
         raise
-    stopped = result.return_value.get("data_error") if isinstance(result.return_value, dict) else None
-    if stopped:  # every rank returned it: no worker failed, so Ray Train restarted nothing
+    metrics = dict(result.metrics or {})
+    data_error = result.return_value.get("data_error") if isinstance(result.return_value, dict) else None
+    if data_error:  # every rank returned it: no worker failed, so Ray Train restarted nothing
         tracking.finish_run(config, uri, run_id, "FAILED")
-        raise BadShard(stopped)
+        raise BadShard(data_error)
+    if stop.asked.is_set() and metrics.get("step", config.schedule.steps) < config.schedule.steps:
+        line = preemption.stopped_line("stopped", metrics["step"], checkpoint_url(config, result.checkpoint))
+        # No waiting for an MLflow that does not answer: the stop's grace period is short (the spill file keeps it).
+        tracking.finish_run(config, uri, run_id, "KILLED", wait_s=0, tags={"dpt.stopped": line})
+        return FitResult(result.checkpoint, metrics, run_id, result.path, stopped=line)
     tracking.finish_run(config, uri, run_id, "FINISHED")  # what MLflow did not get is reported, training stands
-    return FitResult(result.checkpoint, dict(result.metrics or {}), run_id, result.path)
+    return FitResult(result.checkpoint, metrics, run_id, result.path)
+
+
+def checkpoint_url(config: TrainConfig, checkpoint) -> str | None:
+    """A ``ray.train.Checkpoint``'s directory as the user names it (``s3://...`` on S3)."""
+    path = checkpoint.path if checkpoint else None
+    if path and storage.is_s3(config.storage.path) and not storage.is_s3(path):
+        path = "s3://" + path.lstrip("/")  # Ray names it within its S3 filesystem: bucket/key
+    return path
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -362,11 +424,13 @@ def run(args: argparse.Namespace) -> int:
         print(f"continuing the run in {storage.join(config.storage.path, config.storage.name)} from step "
               f"{previous[1]} (checkpoint {previous[0]})", flush=True)
     result = fit(config)
-    checkpoint = result.checkpoint.path if result.checkpoint else None
-    if checkpoint and storage.is_s3(config.storage.path) and not storage.is_s3(checkpoint):
-        checkpoint = "s3://" + checkpoint.lstrip("/")  # Ray names it within its S3 filesystem: bucket/key
-    print(f"trained {config.model.name} for {config.schedule.steps} steps; last checkpoint: {checkpoint}; "
-          f"MLflow run {result.mlflow_run_id}")
+    if result.stopped:
+        from training.preemption import EXIT_CODE
+
+        print(f"{result.stopped}; MLflow run {result.mlflow_run_id} (KILLED)", flush=True)
+        return EXIT_CODE
+    print(f"trained {config.model.name} for {config.schedule.steps} steps; last checkpoint: "
+          f"{checkpoint_url(config, result.checkpoint)}; MLflow run {result.mlflow_run_id}")
     return 0
 
 
