@@ -21,6 +21,7 @@ import json
 import os
 import platform
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -147,6 +148,8 @@ def main() -> None:
     if not args.before:
         parser.error("--before REV is required")
 
+    # A `timeout` or Ctrl-C must still stop the servers and remove the worktree (the finally below).
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     sys.path.insert(0, str(ROOT))
     from tests.services import BIN, Server, free_port, http_ok, start_mlflow_server
 
