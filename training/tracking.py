@@ -28,6 +28,7 @@ from pipeline.tracking import CODE_SHA256_TAG, CODE_VERSION_TAG, experiment_id, 
 from pipeline.tracking_ops import FEW_ATTEMPTS, http_attempts, permanent, reason
 from pipeline.tracking_outbox import Outbox
 from pipeline.tracking_spill import Pending, spill_path, without_credentials
+from training.config import TrackingConfig
 
 MAX_PARAM_LENGTH = 6000  # MLflow's limit on a param value
 
@@ -136,7 +137,7 @@ class RankZeroLogger:
     its own spill file, which the driver cannot read."""
 
     def __init__(self, uri: str | None, run_id: str | None, active: bool, spill: str | None = None,
-                 driver_host: str | None = None, end_wait_s: float = 30.0):
+                 driver_host: str | None = None, end_wait_s: float = TrackingConfig.end_wait_s):
         """``end_wait_s``: how long closing waits for an MLflow that does not answer, on another host than the
         driver only (there the driver cannot read this rank's spill file; on the driver's host it waits)."""
         self.run_id = run_id
