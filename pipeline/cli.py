@@ -22,6 +22,8 @@ STAGE_COMMANDS: dict[str, tuple[str, str]] = {
     "eval": ("evaluation.command", "zero-shot evaluation on the paper's benchmarks, logged to MLflow"),
     "predict": ("training.predict_command", "predict relative inverse depth for images with a checkpoint"),
     "export": ("training.export_command", "export a checkpoint to ONNX"),
+    "preempt": ("training.preempt_command",
+                "this machine's training workers checkpoint the current step and stop (a node's shutdown hook)"),
     "compare": ("evaluation.compare_command", "compare evaluated runs in MLflow with the paper's Table 1"),
     "pipeline": ("pipeline.orchestrate", "run ingest, training, evaluation and comparison as one job"),
 }

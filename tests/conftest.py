@@ -74,6 +74,8 @@ def ray_head():
     tmp = Path(tempfile.mkdtemp(prefix="dptray-", dir="/tmp"))
     token = generate_ray_token(tmp)
     env = ray_env(token)
+    # Where this head's training workers register for `dpt preempt` (not the machine's: other sessions train).
+    env["DPT_WORKER_PID_DIR"] = str(tmp / "workers")
     port, dash = free_port(), free_port()
     cmd = [
         str(BIN / "ray"), "start", "--head", "--block", "--node-ip-address=127.0.0.1", "--num-cpus=2",

@@ -104,6 +104,13 @@ def test_kuberay_manifests(name):
         check_entrypoint(doc["spec"]["entrypoint"])
     images = {c["image"] for c in containers(doc)}
     assert len(images) == 1
+    # A worker pod's deletion first has its training workers checkpoint the current step (`dpt preempt`),
+    # within the pod's grace period.
+    for group in cluster["workerGroupSpecs"]:
+        pod = group["template"]["spec"]
+        hook = pod["containers"][0]["lifecycle"]["preStop"]["exec"]["command"]
+        assert hook[:2] == ["dpt", "preempt"] and hook[1] in STAGE_COMMANDS
+        assert 0 < float(hook[hook.index("--wait") + 1]) < pod["terminationGracePeriodSeconds"]
 
 
 def test_usage_comments_name_real_commands():

@@ -173,9 +173,10 @@ def _wait_for(uri: str, run_id: str, restarts: int, step: int, thread: threading
 @pytest.mark.slow
 def test_a_worker_sigterm_checkpoints_the_current_step_and_a_sigkill_resumes_from_the_last_checkpoint(
         ray_cluster, mlflow_tracking, corpus, tmp_path):
-    """One run, two faults: SIGTERM to a worker (a spot reclaim, a Kubernetes drain) leaves a checkpoint at the
-    current step and the workers restart from it; later a SIGKILL (no warning) restarts them from the last
-    periodic checkpoint. Both resumes are exact: the losses are those of an uninterrupted run."""
+    """One run, two faults: SIGTERM to the workers, sent by `dpt preempt` as a node's shutdown hook does (a
+    spot reclaim, a Kubernetes drain), leaves a checkpoint at the current step and the workers restart from it;
+    later a SIGKILL (no warning) restarts them from the last periodic checkpoint. Both resumes are exact: the
+    losses are those of an uninterrupted run."""
     from mlflow import MlflowClient
 
     steps, every = 56, 16  # ~0.3 s a step: the SIGTERM's stop lands seconds after step 3, before step 16
@@ -183,7 +184,11 @@ def test_a_worker_sigterm_checkpoints_the_current_step_and_a_sigkill_resumes_fro
     config = _config(corpus, str(tmp_path / "ckpt"), "faults", *common, "run.max_failures=2")
     thread, outcome, pids = _train_in_background(config, mlflow_tracking, after_step=3)
     run_id = _run_id(mlflow_tracking)
-    os.kill(pids[1], signal.SIGTERM)
+    hook = subprocess.run([str(BIN / "dpt"), "preempt", "--wait", "120"], env={**os.environ, **ray_cluster.env},
+                          capture_output=True, text=True, timeout=180)
+    assert hook.returncode == 0, hook.stdout + hook.stderr
+    assert hook.stdout.strip() == "dpt preempt: SIGTERM to 2 training workers; all have checkpointed and exited"
+    assert not set(pids) & set(_train_worker_pids())
     # Ray registers a reported checkpoint asynchronously: killing 3 steps after the one of step 32 leaves it
     # time to register it (or at least the one of step 16), and still lands between two checkpoints.
     pids = _wait_for(mlflow_tracking, run_id, restarts=1, step=2 * every + 3, thread=thread)

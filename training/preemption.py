@@ -4,7 +4,8 @@ Two ways a stop arrives, one way it is honoured:
 
 - SIGTERM to a training worker process, with the platform's grace period before SIGKILL (a spot VM's
   shutdown signals every process; on Kubernetes only the container's PID 1 gets it, and Ray's reaper gives
-  the worker processes 1 s: a pod needs a preStop hook that signals the training workers). Python runs
+  the worker processes 1 s: a pod's preStop hook runs ``dpt preempt``, which signals the training workers
+  that :mod:`training.worker_pids` registered). Python runs
   signal handlers on a process's main thread, and Ray Train runs the training function on another one:
   :class:`WorkerSigterm` installs the handler on each worker's main thread (a Ray Train worker callback),
   and it only records the request; it runs when that thread next runs Python (seconds at most, measured).
@@ -43,6 +44,8 @@ import ray
 import torch
 import torch.distributed as dist
 from ray.train.v2._internal.execution.callback import WorkerCallback
+
+from training import worker_pids
 
 # Stop reasons, as integers for the all_reduce; MAX picks the stronger: a stopped driver ends the run even
 # when a worker also got SIGTERM (a restart would have no driver to report to).
@@ -99,6 +102,7 @@ class WorkerSigterm(WorkerCallback):
     def after_init_train_context(self):
         _request.code, _request.sigterms = 0, 0  # a fresh worker group: nothing asked yet
         _install_sigterm(lambda: request(SIGTERM))
+        worker_pids.register()  # for `dpt preempt`, a node's shutdown hook
 
 
 def agreed_stop(world: int, device: torch.device) -> str | None:
