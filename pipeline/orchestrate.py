@@ -17,6 +17,7 @@ same run skips benchmarks that already have their metric.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -31,6 +32,7 @@ from pipeline.job_paths import check_job_path
 from pipeline.ray_console import verbose
 from pipeline.shards import MANIFEST_NAME, REJECTS_NAME
 from pipeline.tracking import experiment_id, local_store_dir, manifest_sha256_tag, manifest_tag, sqlite_uri, tracking_uri
+from pipeline.tracking_ops import ONE_ATTEMPT, http_attempts, reason
 
 STATE_NAME = "pipeline_state.json"
 
@@ -276,25 +278,48 @@ class Pipeline:
         return run_id
 
     def run(self) -> str:
-        """Run every stage that is not finished yet; returns the parent run id."""
+        """Run every stage that is not finished yet; returns the parent run id.
+
+        The pipeline's own MLflow calls (its runs, their tags, reading back what a stage logged) wait on the
+        answer with the client's bounded retries (minutes); a server that stays away ends the pipeline in one
+        line, :class:`TrackingUnavailable`, and the state file keeps what is done. Training itself never waits
+        on MLflow (``pipeline.tracking_outbox``)."""
+        from mlflow.exceptions import MlflowException
+
         started = time.monotonic()
         if not self._done("train"):
             self.check_train_config()
-        parent = self._run("pipeline", self.config.name, None)
-        self.client.set_tag(parent, "dpt.workdir", self.config.workdir)
+        parent = None
         try:
+            parent = self._run("pipeline", self.config.name, None)
+            self.client.set_tag(parent, "dpt.workdir", self.config.workdir)
             self.sample_data()
             self.ingest(parent)
             checkpoint, model = self.train(parent)
             eval_run = self.evaluate(parent, checkpoint, model)
             if self.config.compare and eval_run:
                 self._call(["compare", "--runs", eval_run, "--out", storage.join(self.config.workdir, "compare")])
-        except BaseException:
-            self.client.set_terminated(parent, "FAILED")
+            self.client.set_terminated(parent, "FINISHED")
+        except BaseException as exc:
+            if parent is not None:
+                self._mark_failed(parent)
+            if isinstance(exc, MlflowException):
+                raise TrackingUnavailable(
+                    f"MLflow at {self.uri} failed ({reason(exc)}); what is done is kept in {self.state_url}: "
+                    "re-run the same command to continue") from exc
             raise
-        self.client.set_terminated(parent, "FINISHED")
         self.say(f"pipeline {self.config.name} finished in {time.monotonic() - started:.0f} s; MLflow parent run {parent}")
         return parent
+
+    def _mark_failed(self, parent: str) -> None:
+        """The parent run's FAILED status in one short attempt: the error that ends the pipeline comes first,
+        and it may be that MLflow does not answer (the next run of the pipeline sets the status again)."""
+        with http_attempts(ONE_ATTEMPT), contextlib.suppress(Exception):
+            self.client.set_terminated(parent, "FAILED")
+
+
+class TrackingUnavailable(RuntimeError):
+    """The pipeline's tracking server did not answer within the client's retries (one line, how to continue)."""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

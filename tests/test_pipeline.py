@@ -10,7 +10,7 @@ from pathlib import Path
 
 import yaml
 
-from tests.services import BIN
+from tests.services import BIN, free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -34,3 +34,21 @@ def test_a_bad_training_override_fails_before_any_stage(tmp_path):
     assert out.returncode == 1
     assert "override optim.lr_decoder=abc: expected a number, got 'abc'" in out.stderr
     assert not (workdir / "data").exists()  # no stage ran: no sample data was written
+
+
+def test_an_absent_tracking_server_ends_the_pipeline_in_one_line_that_says_how_to_continue(tmp_path):
+    path = tmp_path / "p.yaml"
+    workdir = tmp_path / "w"
+    uri = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    path.write_text(yaml.safe_dump({
+        "name": "x", "workdir": str(workdir), "tracking_uri": uri, "sample_data": {"per_source": 2, "per_benchmark": 1},
+        "train": {"config": "configs/quickstart.yaml"}}))
+    # One attempt per request: the client's default retries (minutes) are what the pipeline waits in production.
+    env = {**os.environ, "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "5"}
+    out = subprocess.run([str(BIN / "dpt"), "pipeline", "run", "--config", str(path)], capture_output=True,
+                         text=True, timeout=120, cwd=ROOT, env=env)
+    assert out.returncode == 1
+    assert out.stderr.splitlines()[-1] == (
+        f"dpt pipeline: error: MLflow at {uri} failed (connection refused); what is done is kept in "
+        f"{workdir}/pipeline_state.json: re-run the same command to continue")
+    assert "Traceback" not in out.stderr
