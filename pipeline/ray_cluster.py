@@ -21,6 +21,7 @@ import dataclasses
 import os
 import socket
 import sys
+import tempfile
 import threading
 import time
 
@@ -124,11 +125,18 @@ def _start_local(runtime_env: dict | None, log_to_driver: bool):
     os.environ.update(RAY_ADDRESS=address, RAY_GCS_SERVER_PORT=str(port))
     try:
         with _patience("still starting a local Ray instance after {:.0f} s", START_PATIENCE_S):
-            # The dashboard serves the state API that Ray Train's PlacementGroupCleaner polls.
+            # The dashboard serves the state API that Ray Train's PlacementGroupCleaner polls. On a port of
+            # its own: 8265 stays free for the head a user starts on this machine (infra/local/).
             context = ray.init(address="local", _node_ip_address="127.0.0.1", include_dashboard=True,
-                               dashboard_host="127.0.0.1", runtime_env=runtime_env, log_to_driver=log_to_driver)
-    except BaseException:
+                               dashboard_host="127.0.0.1", dashboard_port=_free_port(), runtime_env=runtime_env,
+                               log_to_driver=log_to_driver)
+    except BaseException as exc:
         _set_env("RAY_ADDRESS", saved)
+        if type(exc) is Exception:  # what ray.init raises for a node that did not come up (a timeout, a crash)
+            first = str(exc).splitlines()[0] if str(exc) else "no reason given"
+            logs = os.path.join(tempfile.gettempdir(), "ray", "session_latest", "logs")
+            raise RayUnreachable(f"a local Ray instance on 127.0.0.1 did not start: {first} (an overloaded "
+                                 f"machine starts it slowly; its logs: {logs})") from exc
         raise
     finally:
         os.environ.pop("RAY_GCS_SERVER_PORT", None)

@@ -27,8 +27,14 @@ export RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0
 # On SIGTERM (stop.sh) a head drains for up to this long before it stops (Ray's default: 30 s); a machine's own
 # head has no other nodes to hand work to.
 export RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S="${RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S:-5}"
+# Ray's internal servers default to fixed ports (dashboard agent 52365, client 10001, ...); another Ray instance on
+# this machine (a `dpt` command's local one) would take them and the head would lose its job agent: free ones.
+free_port() { "$VENV_BIN/python" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 args=(start --head --block --node-ip-address=127.0.0.1 --port="$RAY_PORT"
-      --dashboard-host=127.0.0.1 --dashboard-port="$RAY_DASHBOARD_PORT" --disable-usage-stats)
+      --dashboard-host=127.0.0.1 --dashboard-port="$RAY_DASHBOARD_PORT" --disable-usage-stats
+      --dashboard-agent-listen-port="$(free_port)" --dashboard-agent-grpc-port="$(free_port)"
+      --runtime-env-agent-port="$(free_port)" --metrics-export-port="$(free_port)"
+      --ray-client-server-port="$(free_port)")
 [[ -n "${RAY_NUM_CPUS:-}" ]] && args+=(--num-cpus="$RAY_NUM_CPUS")
 start_server ray "$VENV_BIN/ray" "${args[@]}"
 
