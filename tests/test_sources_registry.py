@@ -5,9 +5,10 @@ from pathlib import Path
 
 import pytest
 
+from ingest.bad_input import BadInput
 from ingest.conversion import TargetKind
 from ingest.sources import MIX6, available_sources, get_source
-from ingest.sources.base import SampleReadError, SampleRef
+from ingest.sources.base import SampleRef
 from tests.adapter_tools import encode, rgb, write_tree
 
 KINDS = {
@@ -48,7 +49,7 @@ def test_paths_never_escape_the_root(path, tmp_path):
     write_tree(str(tmp_path), {"outside/x.png": encode(rgb()), "root/Imgs/a.jpg": encode(rgb(), "JPEG")})
     source = get_source("redweb")(str(tmp_path / "root"))
     ref = SampleRef("a", {"image": path, "target": path}, group="a")
-    with pytest.raises(SampleReadError, match="escapes the source root"):
+    with pytest.raises(BadInput, match="escapes the source root"):
         source.read_rgb(ref)
-    with pytest.raises(SampleReadError, match="escapes the source root"):
+    with pytest.raises(BadInput, match="escapes the source root"):
         source.read_target(ref)
