@@ -19,6 +19,7 @@ from typing import Literal
 import numpy as np
 
 from evaluation import metrics, segmentation_metrics
+from pipeline.shards import ADE20K_CLASSES
 
 Metric = Literal["abs_rel", "delta_error", "whdr"]
 
@@ -110,9 +111,10 @@ MULTI_SCALES = (0.5, 0.75, 1.0, 1.25, 1.5, 1.75)
 SEGMENTATION_PROTOCOLS: dict[str, SegmentationProtocol] = {
     p.name: p
     for p in (
-        SegmentationProtocol("ade20k", "ADE20K", "validation (ADEChallengeData2016), single scale", 2000, 150),
+        SegmentationProtocol("ade20k", "ADE20K", "validation (ADEChallengeData2016), single scale", 2000,
+                             ADE20K_CLASSES),
         SegmentationProtocol("ade20k_ms", "ADE20K (multi-scale)", "validation, scales 0.5-1.75 with flips",
-                             2000, 150, scales=MULTI_SCALES, flip=True),
+                             2000, ADE20K_CLASSES, scales=MULTI_SCALES, flip=True),
     )
 }
 

@@ -21,7 +21,8 @@ import torch.nn.functional as F
 from evaluation.pictures import Picture, shrink
 from evaluation.predict import Preprocessing, network_size, prepare
 from evaluation.protocol import MetricSums, SegmentationProtocol
-from evaluation.segmentation_metrics import IGNORE_INDEX, confusion_matrix, pixel_accuracy
+from evaluation.segmentation_metrics import confusion_matrix, pixel_accuracy
+from pipeline.shards import IGNORE_LABEL
 
 
 def _probabilities(model: torch.nn.Module, x: torch.Tensor, flip: bool, num_classes: int | None) -> torch.Tensor:
@@ -75,7 +76,7 @@ def _row(benchmark: str, sample_id: str, confusion: np.ndarray) -> dict:
 
 def _picture(sample, pred: np.ndarray, value: float, classes: int) -> Picture:
     """Downsized input, ground truth (NaN = unlabelled) and prediction; nearest keeps class ids whole."""
-    gt = np.where(sample.labels == IGNORE_INDEX, np.nan, sample.labels).astype(np.float32)
+    gt = np.where(sample.labels == IGNORE_LABEL, np.nan, sample.labels).astype(np.float32)
     return Picture(sample.id, shrink(sample.rgb, "area")[0], shrink(gt, "nearest")[0],
                    shrink(pred.astype(np.float32), "nearest")[0], value=value, classes=classes)
 

@@ -25,7 +25,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-IGNORE_INDEX = 255  # the shard contract's "no class" label (pipeline.shards.IGNORE_LABEL)
+from pipeline.shards import IGNORE_LABEL
 
 
 def _as_int_array(values, what: str) -> np.ndarray:
@@ -37,7 +37,7 @@ def _as_int_array(values, what: str) -> np.ndarray:
     return values.astype(np.int64, copy=False)
 
 
-def confusion_matrix(pred, target, num_classes: int, ignore_index: int = IGNORE_INDEX) -> np.ndarray:
+def confusion_matrix(pred, target, num_classes: int, ignore_index: int = IGNORE_LABEL) -> np.ndarray:
     """Count ``(ground truth, prediction)`` pairs over the labelled pixels -> int64 ``[C, C]``.
 
     Args:

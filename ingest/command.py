@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import inspect
-import os
 from importlib.metadata import entry_points
 
 from ingest.job import run_ingest
@@ -92,9 +91,8 @@ def build_adapter(args: argparse.Namespace, options: storage.S3Options | None):
 
 def s3_options(args: argparse.Namespace) -> storage.S3Options | None:
     # Workers may not share the driver's environment: pass the endpoint explicitly (never credentials).
-    endpoint = args.endpoint_url or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
-    region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
-    return storage.S3Options(endpoint, region) if (endpoint or region) else None
+    options = storage.s3_endpoint_and_region(storage.S3Options(args.endpoint_url))
+    return options if (options.endpoint_url or options.region) else None
 
 
 def run(args: argparse.Namespace) -> int:

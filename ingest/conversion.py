@@ -27,6 +27,7 @@ import enum
 
 import numpy as np
 
+from ingest.bad_input import BadInput
 from pipeline.shards import IGNORE_LABEL
 
 
@@ -47,16 +48,12 @@ class TargetKind(str, enum.Enum):
         return self is TargetKind.SEMANTIC_LABELS
 
 
-class InvalidTarget(ValueError):
-    """The target has values that no rule of its kind allows (NaN, Inf or negative where marked valid)."""
-
-
 def to_disparity(target: np.ndarray, valid: np.ndarray, kind: TargetKind | str) -> tuple[np.ndarray, np.ndarray]:
     """Convert ``target`` float ``[H, W]`` of ``kind`` to ``(disparity float32 [H, W], valid bool [H, W])``.
 
     ``valid`` marks the pixels the source measured. Depth of 0 is "no measurement" for every depth
-    source and becomes invalid; NaN, Inf or negative values inside ``valid`` raise :class:`InvalidTarget`
-    (the ingest job turns that into a reject with the message as its reason).
+    source and becomes invalid; NaN, Inf or negative values inside ``valid`` raise
+    :class:`~ingest.bad_input.BadInput` (the ingest job turns that into a reject with the message as its reason).
     """
     kind = TargetKind(kind)
     if kind.is_labels:
@@ -68,7 +65,7 @@ def to_disparity(target: np.ndarray, valid: np.ndarray, kind: TargetKind | str) 
     target = target.astype(work, copy=False)
     valid = np.asarray(valid, dtype=bool)
     if target.shape != valid.shape or target.ndim != 2:
-        raise InvalidTarget(f"target {list(target.shape)} and valid {list(valid.shape)} must be one [H, W]")
+        raise BadInput(f"target {list(target.shape)} and valid {list(valid.shape)} must be one [H, W]")
     if not (np.isfinite(target).all() and target.min(initial=0) >= 0):  # else: no pixel can be bad
         _check_valid_values(target[valid])
     if kind.is_depth:
@@ -83,30 +80,30 @@ def to_disparity(target: np.ndarray, valid: np.ndarray, kind: TargetKind | str) 
 def _check_valid_values(values: np.ndarray) -> None:
     bad = ~np.isfinite(values)
     if bad.any():
-        raise InvalidTarget(f"{int(bad.sum())} valid pixels are NaN or Inf")
+        raise BadInput(f"{int(bad.sum())} valid pixels are NaN or Inf")
     if (values < 0).any():
-        raise InvalidTarget(f"{int((values < 0).sum())} valid pixels are negative")
+        raise BadInput(f"{int((values < 0).sum())} valid pixels are negative")
 
 
 def to_labels(classes: np.ndarray, labelled: np.ndarray) -> np.ndarray:
     """Class ids ``[H, W]`` (integers 0..254) and ``labelled`` bool ``[H, W]`` -> uint8 ``[H, W]`` label map
     with :data:`pipeline.shards.IGNORE_LABEL` (255) where a pixel is not labelled.
 
-    A labelled pixel whose id is not an integer in 0..254 raises :class:`InvalidTarget` (255 is reserved
-    for "ignore", so a map of more than 255 classes needs another encoding).
+    A labelled pixel whose id is not an integer in 0..254 raises :class:`~ingest.bad_input.BadInput` (255 is
+    reserved for "ignore", so a map of more than 255 classes needs another encoding).
     """
     classes = np.asarray(classes)
     labelled = np.asarray(labelled, dtype=bool)
     if classes.shape != labelled.shape or classes.ndim != 2:
-        raise InvalidTarget(f"classes {list(classes.shape)} and labelled {list(labelled.shape)} must be one [H, W]")
+        raise BadInput(f"classes {list(classes.shape)} and labelled {list(labelled.shape)} must be one [H, W]")
     values = classes[labelled]
     if values.size and not np.issubdtype(values.dtype, np.integer):
         if not np.isfinite(values).all() or (values != np.round(values)).any():
-            raise InvalidTarget("labelled pixels hold class ids that are not integers")
+            raise BadInput("labelled pixels hold class ids that are not integers")
     bad = (values < 0) | (values >= IGNORE_LABEL)
     if bad.any():
-        raise InvalidTarget(f"{int(bad.sum())} labelled pixels have class ids outside 0..{IGNORE_LABEL - 1} "
-                            f"(found {values[bad].min()}..{values[bad].max()})")
+        raise BadInput(f"{int(bad.sum())} labelled pixels have class ids outside 0..{IGNORE_LABEL - 1} "
+                       f"(found {values[bad].min()}..{values[bad].max()})")
     labels = np.full(classes.shape, IGNORE_LABEL, np.uint8)
     labels[labelled] = values.astype(np.uint8)
     return labels

@@ -28,7 +28,8 @@ import statistics
 import time
 from collections import defaultdict
 
-from ingest.assemble import RejectedSample, assemble_sample
+from ingest.assemble import assemble_sample
+from ingest.bad_input import BadInput
 from ingest.plan import IngestSettings, Plan, ShardPlan, make_plan, screen
 from ingest.resize import resize_sample
 from ingest.shard_task import PROGRESS_DIR, ShardRecord, load_record, record_url, write_shard
@@ -37,7 +38,7 @@ from pipeline import storage
 from pipeline.manifest import write_manifest, write_rejects
 from pipeline.progress import progress as progress_bar
 from pipeline.ray_cluster import connect
-from pipeline.shards import MANIFEST_NAME, encode_sample, shard_dir, shard_url
+from pipeline.shards import MANIFEST_NAME, ShardError, encode_sample, shard_dir, shard_url
 
 # Tar overhead per sample: four members, each a 512-byte header plus padding to 512 bytes on average.
 TAR_BYTES_PER_SAMPLE = 4 * (512 + 256)
@@ -135,7 +136,7 @@ def estimate_samples_per_shard(adapter: SourceAdapter, refs, settings: IngestSet
             sample = resize_sample(assemble_sample(adapter, ref, "train", settings.min_valid_fraction),
                                    settings.max_side)
             members = encode_sample(sample, settings.disparity_dtype)
-        except (RejectedSample, ValueError):
+        except (BadInput, ShardError):  # a bad input, or a sample the contract refuses: probe the next
             continue
         sizes.append(sum(len(v) for v in members.values()) + TAR_BYTES_PER_SAMPLE)
         if len(sizes) == PROBE_SAMPLES:

@@ -5,7 +5,7 @@ Each adapter describes every role (image, target, mask, ...) with a :class:`Role
 over root-relative paths whose named groups identify the sample, and a template that names the file from
 those groups. Pairing matches every file of every role, so a sample appears when *any* of its files
 exists: an image without its target (or a target without its image) is still listed, and reading the
-absent file raises ``SampleReadError("<path>: target missing")``, which the ingest job records as a
+absent file raises ``BadInput("<path>: target missing")``, which the ingest job records as a
 reject instead of silently dropping the input.
 """
 

@@ -13,7 +13,8 @@ import json
 import time
 from collections.abc import Callable
 
-from ingest.assemble import RejectedSample, assemble_sample
+from ingest.assemble import assemble_sample
+from ingest.bad_input import BadInput
 from ingest.plan import IngestSettings, ShardPlan, input_path
 from ingest.resize import resize_sample
 from ingest.sources.base import SourceAdapter
@@ -78,12 +79,8 @@ def _read_one(adapter: SourceAdapter, ref, split: str, settings: IngestSettings,
     start = time.perf_counter()
     try:
         sample = assemble_sample(adapter, ref, split, settings.min_valid_fraction)
-    except RejectedSample as exc:
+    except BadInput as exc:  # anything else (the store failing) fails the task, and a re-run resumes
         return None, str(exc)
-    except storage.StorageError:
-        raise  # the store failing is not this input's fault: fail the task, a re-run resumes
-    except Exception as exc:  # an adapter tripping over an odd file is that input's problem
-        return None, f"cannot read: {type(exc).__name__}: {exc}"
     finally:
         timings["read"] += time.perf_counter() - start
     start = time.perf_counter()

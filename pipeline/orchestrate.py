@@ -31,7 +31,7 @@ from pipeline.config import ConfigError, load_config, to_dict
 from pipeline.job_paths import check_job_path
 from pipeline.ray_console import verbose
 from pipeline.shards import MANIFEST_NAME, REJECTS_NAME
-from pipeline.tracking import experiment_id, local_store_dir, manifest_sha256_tag, manifest_tag, sqlite_uri, tracking_uri
+from pipeline.tracking import experiment_id, local_store_dir, manifest_sha256_tag, manifest_tag, tracking_uri
 from pipeline.tracking_ops import ONE_ATTEMPT, http_attempts, reason
 
 STATE_NAME = "pipeline_state.json"
@@ -126,14 +126,17 @@ class Pipeline:
         self.client = MlflowClient(self.uri)
 
     def _tracking_uri(self) -> tuple[str, str]:
-        """The config's ``tracking_uri``, else ``MLFLOW_TRACKING_URI``, else SQLite in the workdir."""
-        if self.config.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI"):
-            uri, origin = tracking_uri(self.config.tracking_uri)
-            return uri, "tracking_uri" if origin == "config" else origin
-        if storage.is_s3(self.config.workdir):
-            raise ConfigError("an s3:// workdir needs an MLflow server: set tracking_uri or MLFLOW_TRACKING_URI")
-        os.makedirs(self.config.workdir, exist_ok=True)
-        return sqlite_uri(self.config.workdir), "no MLFLOW_TRACKING_URI: SQLite in the workdir"
+        """The config's ``tracking_uri``, else ``MLFLOW_TRACKING_URI``, else SQLite in the workdir: the stages'
+        one rule (``pipeline.tracking.tracking_uri``) with the workdir as the default store's directory, so that
+        a pipeline's runs stay beside its shards and checkpoints instead of joining ``runs/mlflow.db``."""
+        uri, origin = tracking_uri(self.config.tracking_uri, default_dir=self.config.workdir)
+        if origin == "config":
+            return uri, "tracking_uri"  # the pipeline config's key
+        if origin != "MLFLOW_TRACKING_URI":  # the default store: a SQLite file, which needs a local workdir
+            if storage.is_s3(self.config.workdir):
+                raise ConfigError("an s3:// workdir needs an MLflow server: set tracking_uri or MLFLOW_TRACKING_URI")
+            os.makedirs(self.config.workdir, exist_ok=True)
+        return uri, origin
 
     def _check_state_tracking(self) -> None:
         """The runs a state file records live in one tracking store: continuing them in another cannot work."""

@@ -48,7 +48,12 @@ RGB_MEMBERS = ("rgb.jpg", "rgb.png")
 DISP_MEMBER = "disp.npy"
 MASK_MEMBER = "mask.png"
 SEG_MEMBER = "seg.png"
-IGNORE_LABEL = 255  # in seg.png: pixels that no class covers (ADE20K's class 0, "other")
+# In seg.png: pixels that no class covers (ADE20K's class 0, "other"). The one definition: ingest writes it,
+# training's augmentation pads with it and its loss ignores it, evaluation leaves it out of the scores.
+IGNORE_LABEL = 255
+# ADE20K's scene-parsing classes, seg.png ids 0..149: the ingest adapter, the *_ade20k models' heads and the
+# ADE20K benchmark all count them from here.
+ADE20K_CLASSES = 150
 META_MEMBER = "json"
 REQUIRED_META = ("source", "id", "split", "kind", "height", "width")
 MANIFEST_NAME = "manifest.parquet"

@@ -63,6 +63,18 @@ class S3Options:
     region: str | None = None
 
 
+def s3_endpoint_and_region(options: S3Options | None = None) -> S3Options:
+    """The endpoint and region S3 is reached at: ``options``' where set, else the environment's
+    (``AWS_ENDPOINT_URL_S3``, then ``AWS_ENDPOINT_URL``; ``AWS_REGION``, then ``AWS_DEFAULT_REGION``); None where
+    neither says. The one place they are read from the environment, for what does not read it like boto3 does:
+    pyarrow (:func:`arrow_filesystem`) and Ray workers whose environment may differ from the driver's
+    (``dpt ingest`` passes them on). The boto3 client itself keeps its own chain (profiles included)."""
+    options = options or S3Options()
+    endpoint = options.endpoint_url or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+    region = options.region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
+    return S3Options(endpoint, region)
+
+
 def is_s3(url: str) -> bool:
     return str(url).startswith("s3://")
 
@@ -189,11 +201,10 @@ def arrow_filesystem(url: str, options: S3Options | None = None):
     nor ``DPT_S3_*`` (nor, in some versions, ``AWS_ENDPOINT_URL``). Credentials follow the AWS chain in pyarrow."""
     import pyarrow.fs
 
-    options = options or S3Options()
     bucket, _ = split_s3(url)
-    endpoint = options.endpoint_url or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
     retries = s3_retries(options)
-    region = options.region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
+    where = s3_endpoint_and_region(options)
+    endpoint, region = where.endpoint_url, where.region
     if not region and not endpoint:
         try:  # what pyarrow does for an s3:// URI itself: AWS answers with the bucket's region
             region = pyarrow.fs.resolve_s3_region(bucket)

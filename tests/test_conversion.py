@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 
-from ingest.conversion import InvalidTarget, TargetKind, to_disparity
+from ingest.bad_input import BadInput
+from ingest.conversion import TargetKind, to_disparity
 
 
 def test_depth_kinds_invert_and_drop_zero():
@@ -28,7 +29,7 @@ def test_disparity_kinds_pass_through():
 @pytest.mark.parametrize("value, message", [(np.nan, "NaN or Inf"), (np.inf, "NaN or Inf"), (-1.0, "negative")])
 def test_bad_values_inside_valid_raise(value, message):
     target = np.array([[1.0, value]])
-    with pytest.raises(InvalidTarget, match=f"1 valid pixels are {message}"):
+    with pytest.raises(BadInput, match=f"1 valid pixels are {message}"):
         to_disparity(target, np.array([[True, True]]), "metric_depth")
     # The same value outside the valid mask is the source's invalid code and is simply ignored.
     disp, ok = to_disparity(target, np.array([[True, False]]), "metric_depth")
@@ -38,7 +39,7 @@ def test_bad_values_inside_valid_raise(value, message):
 def test_unknown_kind_and_shape():
     with pytest.raises(ValueError):
         to_disparity(np.ones((2, 2)), np.ones((2, 2), bool), "depthish")
-    with pytest.raises(InvalidTarget, match="must be one"):
+    with pytest.raises(BadInput, match="must be one"):
         to_disparity(np.ones((2, 2)), np.ones((2, 3), bool), "metric_depth")
 
 
@@ -59,9 +60,9 @@ def test_labels_become_uint8_with_ignore():
 def test_bad_class_ids_raise(value, message):
     from ingest.conversion import to_labels
 
-    with pytest.raises(InvalidTarget, match=message):
+    with pytest.raises(BadInput, match=message):
         to_labels(np.array([[1, value]]), np.array([[True, True]]))
-    with pytest.raises(InvalidTarget, match="must be one"):
+    with pytest.raises(BadInput, match="must be one"):
         to_labels(np.ones((2, 2), int), np.ones((2, 3), bool))
 
 
@@ -91,5 +92,5 @@ def test_integer_targets_and_nan_outside_valid():
     target = np.array([[np.nan, -3.0, 2.0]], np.float32)
     disp, ok = to_disparity(target, np.array([[False, False, True]]), "inverse_depth")
     assert ok.tolist() == [[False, False, True]] and disp.tolist() == [[0, 0, 2.0]]
-    with pytest.raises(InvalidTarget, match="1 valid pixels are negative"):
+    with pytest.raises(BadInput, match="1 valid pixels are negative"):
         to_disparity(target, np.array([[False, True, True]]), "inverse_depth")

@@ -5,7 +5,7 @@ import io
 import numpy as np
 import pytest
 
-from ingest.formats import FormatError
+from ingest.bad_input import BadInput
 from ingest.formats.exr import read_exr, write_exr
 from ingest.formats.h5 import read_h5, write_h5
 from ingest.formats.npy import read_npy_2d
@@ -53,7 +53,7 @@ def test_pfm_header_quirks_and_colour():
     (b"Pf", "header line not terminated"),
 ])
 def test_pfm_bad_files(data, reason):
-    with pytest.raises(FormatError, match=reason):
+    with pytest.raises(BadInput, match=reason):
         read_pfm(data)
 
 
@@ -64,13 +64,13 @@ def test_png16_and_gray():
     gray8 = np.array([[0, 7, 255]], np.uint8)
     assert read_png_gray(encode(gray8)).tolist() == gray8.tolist()
     assert read_png_gray(encode(np.repeat(gray8[..., None], 3, -1))).tolist() == gray8.tolist()
-    with pytest.raises(FormatError, match="expected a 16-bit grayscale PNG, found mode L"):
+    with pytest.raises(BadInput, match="expected a 16-bit grayscale PNG, found mode L"):
         read_png16(encode(gray8))
-    with pytest.raises(FormatError, match="colour PNG with different channels"):
+    with pytest.raises(BadInput, match="colour PNG with different channels"):
         read_png_gray(encode(rgb()))
-    with pytest.raises(FormatError, match="truncated PNG"):
+    with pytest.raises(BadInput, match="truncated PNG"):
         read_png16(write_png16(np.tile(raw, (40, 40)))[:150])
-    with pytest.raises(FormatError, match="not a PNG file"):
+    with pytest.raises(BadInput, match="not a PNG file"):
         read_png_gray(encode(rgb(), "JPEG"))
 
 
@@ -79,30 +79,41 @@ def test_exr_layouts():
     np.testing.assert_array_equal(read_exr(write_exr({"Y": a})), a)
     np.testing.assert_array_equal(read_exr(write_exr({"R": a, "G": a, "B": a})), a)
     np.testing.assert_array_equal(read_exr(write_exr({"R": a, "Z": a * 2}), channel="Z"), a * 2)
-    with pytest.raises(FormatError, match="unknown EXR layout: expected one channel, found G, R"):
+    with pytest.raises(BadInput, match="unknown EXR layout: expected one channel, found G, R"):
         read_exr(write_exr({"R": a, "G": a + 1}))
-    with pytest.raises(FormatError, match="no channel 'D'"):
+    with pytest.raises(BadInput, match="no channel 'D'"):
         read_exr(write_exr({"Y": a}), channel="D")
-    with pytest.raises(FormatError, match="unreadable or truncated EXR"):
+    with pytest.raises(BadInput, match="unreadable or truncated EXR"):
         read_exr(write_exr({"Y": a})[:200])
 
 
 def test_h5_and_npy():
     depth = np.arange(12, dtype=np.float32).reshape(3, 4)
     np.testing.assert_array_equal(read_h5(write_h5({"depth": depth}), "depth"), depth)
-    with pytest.raises(FormatError, match="no dataset 'depth' \\(has: target\\)"):
+    with pytest.raises(BadInput, match="no dataset 'depth' \\(has: target\\)"):
         read_h5(write_h5({"target": depth}), "depth")
-    with pytest.raises(FormatError, match="expected a 2-D array"):
+    with pytest.raises(BadInput, match="expected a 2-D array"):
         read_h5(write_h5({"depth": depth[None]}), "depth")
-    with pytest.raises(FormatError, match="unreadable or truncated H5"):
+    with pytest.raises(BadInput, match="unreadable or truncated H5"):
         read_h5(write_h5({"depth": depth})[:100], "depth")
 
     buf = io.BytesIO()
     np.save(buf, depth)
     np.testing.assert_array_equal(read_npy_2d(buf.getvalue()), depth)
-    with pytest.raises(FormatError, match="truncated .npy"):
+    with pytest.raises(BadInput, match="truncated .npy"):
         read_npy_2d(buf.getvalue()[:-8])
     pickled = io.BytesIO()
     np.save(pickled, np.array([{"a": 1}], dtype=object), allow_pickle=True)
-    with pytest.raises(FormatError, match="unreadable"):
+    with pytest.raises(BadInput, match="unreadable"):
         read_npy_2d(pickled.getvalue())
+
+
+def test_the_readers_are_the_lowest_layer_and_import_no_adapter():
+    import subprocess
+    import sys
+
+    code = ("import sys, ingest.formats.exr, ingest.formats.h5, ingest.formats.npy, ingest.formats.pfm, "
+            "ingest.formats.png; print(sorted(m for m in sys.modules if m.startswith('ingest.')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert eval(out.stdout) == ["ingest.bad_input", "ingest.formats", "ingest.formats.exr", "ingest.formats.h5",
+                                "ingest.formats.npy", "ingest.formats.pfm", "ingest.formats.png"]

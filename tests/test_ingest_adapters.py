@@ -11,7 +11,8 @@ import importlib
 
 import pytest
 
-from ingest.assemble import RejectedSample, assemble_sample
+from ingest.assemble import assemble_sample
+from ingest.bad_input import BadInput
 from ingest.job import run_ingest
 from ingest.plan import IngestSettings, input_path, screen, split_of
 from ingest.sources import get_source
@@ -72,7 +73,7 @@ def expected(adapter, split_of):
         try:
             assemble_sample(adapter, ref, "train")
             good[make_key(adapter.name, ref.id)] = split_of(ref)
-        except RejectedSample as exc:
+        except BadInput as exc:
             bad[input_path(adapter, ref)] = str(exc)
     return good, bad
 

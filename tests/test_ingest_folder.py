@@ -11,10 +11,10 @@ import textwrap
 import numpy as np
 import pytest
 
-from ingest.assemble import RejectedSample, assemble_sample
+from ingest.assemble import assemble_sample
+from ingest.bad_input import BadInput
 from ingest.conversion import TargetKind
 from ingest.sources import ENTRY_POINT_GROUP, _REGISTRY, available_sources, get_source
-from ingest.sources.base import SampleReadError
 from ingest.sources.folder import FolderAdapter, glob_to_regex
 from tests.ingest_trees import jpeg, png
 
@@ -122,7 +122,7 @@ def test_relative_depth_with_nan_is_rejected_with_the_reason(tmp_path):
     put(tmp_path, "s/t/0.npy", buf.getvalue())
     adapter = folder(tmp_path, target_glob="*/t/*.npy", target="relative_depth")
     (ref,) = adapter.list_samples()
-    with pytest.raises(RejectedSample, match="1 valid pixels are NaN or Inf"):
+    with pytest.raises(BadInput, match="1 valid pixels are NaN or Inf"):
         assemble_sample(adapter, ref, "train")
 
 
@@ -141,9 +141,30 @@ def test_unknown_target_layouts_are_rejected_naming_the_file(tmp_path, name, dat
     put(tmp_path, f"s/t/{name}", data)
     adapter = folder(tmp_path, target_glob="*/t/*")
     (ref,) = adapter.list_samples()
-    with pytest.raises(RejectedSample, match=re.escape(message)) as info:
+    with pytest.raises(BadInput, match=re.escape(message)) as info:
         assemble_sample(adapter, ref, "train")
     assert str(info.value).startswith(f"s/t/{name}: ")
+
+
+def test_whatever_else_an_adapter_raises_is_that_inputs_reject_but_a_storage_error_is_not(tmp_path):
+    from pipeline.storage import StorageError
+
+    put(tmp_path, "s/rgb/0.jpg", jpeg(RGB))
+    put(tmp_path, "s/depth/0.png", png(np.full((2, 3), 1000, np.uint16)))
+
+    class Odd(FolderAdapter):
+        failure: Exception = KeyError("focal")
+
+        def metadata(self, ref):
+            raise self.failure
+
+    adapter = Odd(str(tmp_path), image_glob="*/rgb/*.jpg", target_glob="*/depth/*.png", target="metric_depth")
+    (ref,) = adapter.list_samples()
+    with pytest.raises(BadInput, match=r"^cannot read: KeyError: 'focal'$"):
+        assemble_sample(adapter, ref, "train")
+    adapter.failure = StorageError("s3://b/x: read failed")  # the store failing is not the input's fault
+    with pytest.raises(StorageError):
+        assemble_sample(adapter, ref, "train")
 
 
 def test_h5_target_with_a_named_dataset(tmp_path):
@@ -157,7 +178,7 @@ def test_h5_target_with_a_named_dataset(tmp_path):
     (ref,) = adapter.list_samples()
     sample = assemble_sample(adapter, ref, "train")
     np.testing.assert_allclose(sample.disparity, [[0.5, 0.25, 0.0], [1.0, 0.125, 2.0]])
-    with pytest.raises(RejectedSample, match="no dataset 'depth'"):
+    with pytest.raises(BadInput, match="no dataset 'depth'"):
         assemble_sample(folder(tmp_path, target_glob="*/t/*.h5", target="relative_depth"), ref, "train")
 
 

@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from ingest.assemble import RejectedSample, assemble_sample
+from ingest.assemble import assemble_sample
+from ingest.bad_input import BadInput
 from ingest.sources import get_source
 from pipeline.shards import IGNORE_LABEL
 from tests.adapter_tools import H, W, encode, rgb, write_tree
@@ -46,5 +47,5 @@ def test_label_options_are_checked(tmp_path):
     write_tree(str(tmp_path), {"s/img/0.jpg": encode(rgb(0), "JPEG"),
                                "s/lab/0.png": encode(np.full((H, W), 255, np.uint8))})
     source = cls(str(tmp_path), image_glob="*/img/*.jpg", target_glob="*/lab/*.png", target="semantic_labels")
-    with pytest.raises(RejectedSample, match=r"class ids outside 0..254"):  # 255 without --invalid-value 255
+    with pytest.raises(BadInput, match=r"class ids outside 0..254"):  # 255 without --invalid-value 255
         assemble_sample(source, source.list_samples()[0], "train")

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from ingest.assemble import RejectedSample, assemble_sample
+from ingest.assemble import assemble_sample
+from ingest.bad_input import BadInput
 from ingest.conversion import TargetKind
 from ingest.plan import IngestSettings, make_plan
 from ingest.resize import resize_sample
@@ -96,11 +97,11 @@ def test_labels_shift_down_and_other_is_ignored(ade_root):
 def test_bad_inputs_have_reasons(ade_root):
     source = adapter("ade20k", ade_root)
     refs = {r.id.split("/")[-1]: r for r in source.list_samples()}
-    with pytest.raises(RejectedSample, match=r"annotations/validation/ADE_val_00000003.png: annotation missing"):
+    with pytest.raises(BadInput, match=r"annotations/validation/ADE_val_00000003.png: annotation missing"):
         assemble_sample(source, refs["ADE_val_00000003"], "val")
-    with pytest.raises(RejectedSample, match=r"ADE_val_00000004.png: 1 pixels hold values above 150 \(max 151\)"):
+    with pytest.raises(BadInput, match=r"ADE_val_00000004.png: 1 pixels hold values above 150 \(max 151\)"):
         assemble_sample(source, refs["ADE_val_00000004"], "val")
-    with pytest.raises(RejectedSample, match=r"image is \[8, 12\] but target is \[8, 5\]"):
+    with pytest.raises(BadInput, match=r"image is \[8, 12\] but target is \[8, 5\]"):
         assemble_sample(source, refs["ADE_val_00000005"], "val")
 
 

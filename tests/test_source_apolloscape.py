@@ -6,7 +6,8 @@ import shutil
 import numpy as np
 import pytest
 
-from ingest.assemble import RejectedSample, assemble_sample
+from ingest.assemble import assemble_sample
+from ingest.bad_input import BadInput
 from ingest.formats.png import write_png16
 from tests.adapter_tools import H, W, adapter, encode, rgb, round_trip, write_tree
 
@@ -71,9 +72,9 @@ def test_listing_and_conversion(apollo_root, storage_root):
 def test_bad_inputs_have_reasons(apollo_root):
     source = adapter("apolloscape", apollo_root)
     refs = source.list_samples()
-    with pytest.raises(RejectedSample, match=r"camera_5/180310_101010102_Camera_5.jpg: file is missing"):
+    with pytest.raises(BadInput, match=r"camera_5/180310_101010102_Camera_5.jpg: file is missing"):
         assemble_sample(source, refs[3], "train")
-    with pytest.raises(RejectedSample, match=r"disparity/180310_101010103_Camera_5.png: expected a 16-bit"):
+    with pytest.raises(BadInput, match=r"disparity/180310_101010103_Camera_5.png: expected a 16-bit"):
         assemble_sample(source, refs[4], "train")
 
 

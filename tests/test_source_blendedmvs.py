@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 
-from ingest.assemble import RejectedSample, assemble_sample
+from ingest.assemble import assemble_sample
+from ingest.bad_input import BadInput
 from ingest.formats.pfm import write_pfm
 from tests.adapter_tools import H, W, adapter, encode, rgb, round_trip, write_tree
 
@@ -74,9 +75,9 @@ def test_listing_and_conversion(blended_root, storage_root):
 def test_bad_inputs_have_reasons(blended_root):
     source = adapter("blendedmvs", blended_root)
     refs = source.list_samples()
-    with pytest.raises(RejectedSample, match=r"rendered_depth_maps/00000001.pfm: truncated PFM"):
+    with pytest.raises(BadInput, match=r"rendered_depth_maps/00000001.pfm: truncated PFM"):
         assemble_sample(source, refs[3], "train")
-    with pytest.raises(RejectedSample, match=r"00000002.pfm: unknown PFM layout: colour PFM"):
+    with pytest.raises(BadInput, match=r"00000002.pfm: unknown PFM layout: colour PFM"):
         assemble_sample(source, refs[4], "train")
-    with pytest.raises(RejectedSample, match=r"cams/00000003_cam.txt: camera file has no 3x3 'intrinsic' block"):
+    with pytest.raises(BadInput, match=r"cams/00000003_cam.txt: camera file has no 3x3 'intrinsic' block"):
         assemble_sample(source, refs[5], "train")

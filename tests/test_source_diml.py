@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 
-from ingest.assemble import RejectedSample, assemble_sample
+from ingest.assemble import assemble_sample
+from ingest.bad_input import BadInput
 from ingest.formats.png import write_png16
 from tests.adapter_tools import H, W, adapter, encode, rgb, round_trip, write_tree
 
@@ -54,7 +55,7 @@ def test_listing_and_conversion(diml_root, storage_root):
 def test_bad_inputs_have_reasons(diml_root):
     source = adapter("diml", diml_root)
     refs = source.list_samples()
-    with pytest.raises(RejectedSample, match=r"depth_filled/in_k_00_180924_000003_depth_filled.png: target missing"):
+    with pytest.raises(BadInput, match=r"depth_filled/in_k_00_180924_000003_depth_filled.png: target missing"):
         assemble_sample(source, refs[4], "train")
-    with pytest.raises(RejectedSample, match=r"in_k_01_181011_000002_depth_filled.png: expected a 16-bit grayscale PNG"):
+    with pytest.raises(BadInput, match=r"in_k_01_181011_000002_depth_filled.png: expected a 16-bit grayscale PNG"):
         assemble_sample(source, refs[1], "train")

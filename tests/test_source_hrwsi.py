@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 
-from ingest.assemble import RejectedSample, assemble_sample
+from ingest.assemble import assemble_sample
+from ingest.bad_input import BadInput
 from tests.adapter_tools import H, W, adapter, encode, rgb, round_trip, write_tree
 
 
@@ -54,7 +55,7 @@ def test_listing_and_conversion(hrwsi_root, storage_root):
 def test_bad_inputs_have_reasons(hrwsi_root):
     source = adapter("hrwsi", hrwsi_root)
     refs = source.list_samples()
-    with pytest.raises(RejectedSample, match=r"valid_masks/00002.png: valid mask missing"):
+    with pytest.raises(BadInput, match=r"valid_masks/00002.png: valid mask missing"):
         assemble_sample(source, refs[3], "train")
-    with pytest.raises(RejectedSample, match=r"valid_masks/00003.png: mask is \[8, 5\] but disparity is \[8, 12\]"):
+    with pytest.raises(BadInput, match=r"valid_masks/00003.png: mask is \[8, 5\] but disparity is \[8, 12\]"):
         assemble_sample(source, refs[4], "train")

@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 
-from ingest.assemble import RejectedSample, assemble_sample
+from ingest.assemble import assemble_sample
+from ingest.bad_input import BadInput
 from ingest.formats.exr import write_exr
 from tests.adapter_tools import H, W, adapter, encode, rgb, round_trip, write_tree
 
@@ -67,7 +68,7 @@ def test_listing_and_conversion(irs_root, storage_root):
 def test_bad_inputs_have_reasons(irs_root):
     source = adapter("irs", irs_root)
     refs = source.list_samples()
-    with pytest.raises(RejectedSample, match=r"Meeting01/d_3.exr: unknown EXR layout: expected one channel, found G, R"):
+    with pytest.raises(BadInput, match=r"Meeting01/d_3.exr: unknown EXR layout: expected one channel, found G, R"):
         assemble_sample(source, refs[3], "train")
-    with pytest.raises(RejectedSample, match=r"Meeting01/d_4.exr: target missing"):
+    with pytest.raises(BadInput, match=r"Meeting01/d_4.exr: target missing"):
         assemble_sample(source, refs[4], "train")

@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 
-from ingest.assemble import RejectedSample, assemble_sample
+from ingest.assemble import assemble_sample
+from ingest.bad_input import BadInput
 from ingest.formats.h5 import write_h5
 from tests.adapter_tools import H, W, adapter, encode, rgb, round_trip, write_tree
 
@@ -63,11 +64,11 @@ def test_listing_and_conversion(megadepth_root, storage_root):
 def test_bad_inputs_have_reasons(megadepth_root):
     source = adapter("megadepth", megadepth_root)
     refs = {r.id.rsplit("/", 1)[-1]: r for r in source.list_samples()}
-    with pytest.raises(RejectedSample, match=r"depths/9_c.h5: unknown H5 layout: no dataset 'depth' \(has: disparity\)"):
+    with pytest.raises(BadInput, match=r"depths/9_c.h5: unknown H5 layout: no dataset 'depth' \(has: disparity\)"):
         assemble_sample(source, refs["9_c"], "train")
-    with pytest.raises(RejectedSample, match="1 valid pixels are NaN or Inf"):
+    with pytest.raises(BadInput, match="1 valid pixels are NaN or Inf"):
         assemble_sample(source, refs["10_d"], "train")
-    with pytest.raises(RejectedSample, match=r"depths/12_f.h5: ordinal-only MegaDepth target"):
+    with pytest.raises(BadInput, match=r"depths/12_f.h5: ordinal-only MegaDepth target"):
         assemble_sample(source, refs["12_f"], "train")
-    with pytest.raises(RejectedSample, match=r"imgs/11_e.jpg: unreadable or truncated image"):
+    with pytest.raises(BadInput, match=r"imgs/11_e.jpg: unreadable or truncated image"):
         assemble_sample(source, refs["11_e"], "train")

@@ -4,7 +4,8 @@ optional mask/*.png; grouped by film / video."""
 import numpy as np
 import pytest
 
-from ingest.assemble import RejectedSample, assemble_sample
+from ingest.assemble import assemble_sample
+from ingest.bad_input import BadInput
 from ingest.formats.pfm import write_pfm
 from ingest.formats.png import write_png16
 from tests.adapter_tools import H, W, adapter, encode, rgb, round_trip, write_tree
@@ -73,10 +74,10 @@ def test_bad_inputs_have_reasons(tmp_path):
     write_tree(root, video_tree("film"))
     source = adapter("movies3d", root)
     refs = source.list_samples()
-    with pytest.raises(RejectedSample, match=r"film_b/disparity/scale.txt: PNG disparity scale missing"):
+    with pytest.raises(BadInput, match=r"film_b/disparity/scale.txt: PNG disparity scale missing"):
         assemble_sample(source, refs[2], "train")
-    with pytest.raises(RejectedSample, match=r"1 valid pixels are negative"):
+    with pytest.raises(BadInput, match=r"1 valid pixels are negative"):
         assemble_sample(source, refs[3], "train")
     write_tree(root, {"film_b/disparity/scale.txt": b"two hundred"})
-    with pytest.raises(RejectedSample, match=r"scale.txt: disparity scale must be one positive number"):
+    with pytest.raises(BadInput, match=r"scale.txt: disparity scale must be one positive number"):
         assemble_sample(adapter("movies3d", root), refs[2], "train")

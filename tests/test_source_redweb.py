@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from ingest.assemble import RejectedSample, assemble_sample
-from ingest.sources.base import SampleReadError
+from ingest.assemble import assemble_sample
+from ingest.bad_input import BadInput
 from tests.adapter_tools import H, W, adapter, encode, rgb, round_trip, write_tree
 
 
@@ -51,9 +51,9 @@ def test_listing_and_conversion(redweb_root, storage_root):
 def test_bad_inputs_have_reasons(redweb_root):
     source = adapter("redweb", redweb_root)
     refs = {r.id.split("/")[-1]: r for r in source.list_samples()}
-    with pytest.raises(SampleReadError, match=r"RDs/c_no_target.png: target missing"):
+    with pytest.raises(BadInput, match=r"RDs/c_no_target.png: target missing"):
         source.read_target(refs["c_no_target"])
-    with pytest.raises(RejectedSample, match=r"Imgs/d_no_image.jpg: file is missing"):
+    with pytest.raises(BadInput, match=r"Imgs/d_no_image.jpg: file is missing"):
         assemble_sample(source, refs["d_no_image"], "train")
-    with pytest.raises(RejectedSample, match=r"RDs/e_colour.png: expected a single-channel map"):
+    with pytest.raises(BadInput, match=r"RDs/e_colour.png: expected a single-channel map"):
         assemble_sample(source, refs["e_colour"], "train")

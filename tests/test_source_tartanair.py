@@ -5,7 +5,8 @@ import io
 import numpy as np
 import pytest
 
-from ingest.assemble import RejectedSample, assemble_sample
+from ingest.assemble import assemble_sample
+from ingest.bad_input import BadInput
 from tests.adapter_tools import H, W, adapter, encode, rgb, round_trip, write_tree
 
 SKY = 10000.0  # TartanAir renders the sky thousands of metres away
@@ -62,7 +63,7 @@ def test_listing_and_sky_stays_valid(tartanair_root, storage_root):
 def test_bad_inputs_have_reasons(tartanair_root):
     source = adapter("tartanair", tartanair_root)
     refs = source.list_samples()
-    with pytest.raises(RejectedSample, match=r"image is \[8, 12\] but target is \[8, 11\]"):
+    with pytest.raises(BadInput, match=r"image is \[8, 12\] but target is \[8, 11\]"):
         assemble_sample(source, refs[3], "train")
-    with pytest.raises(RejectedSample, match=r"000019_left_depth.npy: unreadable or truncated .npy"):
+    with pytest.raises(BadInput, match=r"000019_left_depth.npy: unreadable or truncated .npy"):
         assemble_sample(source, refs[4], "train")

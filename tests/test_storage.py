@@ -113,6 +113,20 @@ def test_explicit_endpoint_option_overrides_environment(s3_bucket, s3_env, monke
     assert storage.read_bytes(url, options) == b"via options"
 
 
+def test_endpoint_and_region_options_first_then_the_s3_variable_then_the_general_one(monkeypatch):
+    for name in ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_REGION", "AWS_DEFAULT_REGION"):
+        monkeypatch.delenv(name, raising=False)
+    assert storage.s3_endpoint_and_region() == storage.S3Options(None, None)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://general:1")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "eu-west-1")
+    assert storage.s3_endpoint_and_region() == storage.S3Options("http://general:1", "eu-west-1")
+    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", "http://s3:2")
+    monkeypatch.setenv("AWS_REGION", "eu-north-1")
+    assert storage.s3_endpoint_and_region() == storage.S3Options("http://s3:2", "eu-north-1")
+    explicit = storage.S3Options("http://given:3", "us-east-2")
+    assert storage.s3_endpoint_and_region(explicit) == explicit
+
+
 @pytest.mark.parametrize("bad", ["s3://", "s3:///key"])
 def test_bad_s3_url(bad):
     with pytest.raises(storage.StorageError, match="no bucket"):

@@ -14,12 +14,12 @@ import torch.nn.functional as F
 
 from pipeline.config import load_config
 from pipeline.manifest import write_manifest, write_rejects
-from pipeline.shards import Sample, ShardWriter, shard_dir, shard_url
+from pipeline.shards import IGNORE_LABEL, Sample, ShardWriter, shard_dir, shard_url
 from training.config import TrainConfig
 from training.data import make_loader, validation_batches
 from training.loop import build_optimizer, build_scheduler, lr_factor, train_step
 from training.model import build_model
-from training.seg_augment import IGNORE_INDEX, SegmentationAugmentConfig, augment_segmentation
+from training.seg_augment import SegmentationAugmentConfig, augment_segmentation
 from training.segmentation_task import SegmentationTask, segmentation_validation_sums
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -35,7 +35,7 @@ def label_scene(rng: np.random.Generator, h: int = 48, w: int = 64) -> tuple[np.
         y, x = rng.integers(0, h - 8), rng.integers(0, w - 8)
         labels[y:y + rng.integers(8, h // 2), x:x + rng.integers(8, w // 2)] = rng.integers(CLASSES)
     rgb = COLOURS[labels].astype(np.int16) + rng.integers(-20, 21, (h, w, 3))
-    labels[:, :3] = IGNORE_INDEX
+    labels[:, :3] = IGNORE_LABEL
     return np.clip(rgb, 0, 255).astype(np.uint8), labels
 
 
@@ -64,9 +64,9 @@ def test_augmentation_moves_image_and_labels_together():
         assert out_image.shape == (3, 48, 48) and out_labels.shape == frame.shape == (48, 48)
         # Nearest only: no new ids; padding is ignored.
         assert set(out_labels.unique().tolist()) <= set(np.unique(labels).tolist())
-        assert (out_labels[~frame] == IGNORE_INDEX).all()
+        assert (out_labels[~frame] == IGNORE_LABEL).all()
         # Each labelled pixel still shows its class colour (the nearest colour agrees almost everywhere).
-        keep = frame & (out_labels != IGNORE_INDEX)
+        keep = frame & (out_labels != IGNORE_LABEL)
         colours = torch.tensor(COLOURS, dtype=torch.float32) / 255
         nearest = ((out_image.permute(1, 2, 0)[..., None, :] - colours) ** 2).sum(-1).argmin(-1)
         assert (nearest[keep] == out_labels[keep]).float().mean() > 0.9
@@ -79,13 +79,13 @@ def test_loss_is_main_plus_two_tenths_aux_and_ignores_unlabelled():
     torch.manual_seed(0)
     logits, aux = torch.randn(2, CLASSES, 5, 6), torch.randn(2, CLASSES, 5, 6)
     labels = torch.randint(0, CLASSES, (2, 5, 6))
-    labels[:, 0] = IGNORE_INDEX
+    labels[:, 0] = IGNORE_LABEL
     task = SegmentationTask()
     loss, logs = task(None, {"labels": labels}, (logits, aux))
 
     def by_hand(x):  # mean over labelled pixels of -log softmax at the true class
-        logp = x.log_softmax(1).permute(0, 2, 3, 1)[labels != IGNORE_INDEX]
-        return -logp.gather(1, labels[labels != IGNORE_INDEX][:, None]).mean()
+        logp = x.log_softmax(1).permute(0, 2, 3, 1)[labels != IGNORE_LABEL]
+        return -logp.gather(1, labels[labels != IGNORE_LABEL][:, None]).mean()
 
     assert loss.item() == pytest.approx((by_hand(logits) + 0.2 * by_hand(aux)).item(), rel=1e-6)
     logits[:, :, 0] = 100.0  # whatever is predicted where nothing is labelled changes nothing

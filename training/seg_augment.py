@@ -15,7 +15,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-IGNORE_INDEX = 255  # the shard contract's seg.png "no class" (pipeline.shards.IGNORE_LABEL)
+from pipeline.shards import IGNORE_LABEL
 
 
 @dataclasses.dataclass
@@ -61,7 +61,7 @@ def augment_segmentation(image: torch.Tensor, labels: torch.Tensor, config: Segm
     size = config.crop
     ph, pw = max(nh, size), max(nw, size)
     canvas = torch.zeros(3, ph, pw)
-    canvas_labels = torch.full((ph, pw), IGNORE_INDEX, dtype=torch.long)
+    canvas_labels = torch.full((ph, pw), IGNORE_LABEL, dtype=torch.long)
     frame = torch.zeros(ph, pw, dtype=torch.bool)
     canvas[:, :nh, :nw], canvas_labels[:nh, :nw], frame[:nh, :nw] = image, labels, True
     y, x = _window(ph, size, rng), _window(pw, size, rng)

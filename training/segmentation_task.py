@@ -12,11 +12,13 @@ from collections.abc import Iterable
 import torch
 import torch.nn.functional as F
 
+from pipeline.shards import IGNORE_LABEL
+
 
 class SegmentationTask:
     """``(model, batch, (logits, aux_logits)) -> (loss, logs)``; logits ``[B, C, H, W]`` at the labels' size."""
 
-    def __init__(self, aux_weight: float = 0.2, ignore_index: int = 255):
+    def __init__(self, aux_weight: float = 0.2, ignore_index: int = IGNORE_LABEL):
         self.aux_weight, self.ignore_index = aux_weight, ignore_index
 
     def predict(self, model: torch.nn.Module, image: torch.Tensor):
@@ -33,7 +35,7 @@ class SegmentationTask:
 
 @torch.no_grad()
 def segmentation_validation_sums(model: torch.nn.Module, batches: Iterable[dict], device: torch.device,
-                                 ignore_index: int = 255) -> torch.Tensor:
+                                 ignore_index: int = IGNORE_LABEL) -> torch.Tensor:
     """``[cross-entropy * M, correct pixels, M]`` summed over batches (M: labelled pixels), for a cross-rank sum."""
     from training.loop import to_device, unwrap
 

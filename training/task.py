@@ -13,6 +13,7 @@ from typing import Literal
 
 import torch
 
+from pipeline.shards import IGNORE_LABEL
 from training.losses import ScaleAndShiftInvariantLoss
 from training.pareto import pareto_combine
 
@@ -35,7 +36,7 @@ class TaskConfig:
     mixing: Literal["mean", "pareto"] = "mean"
     kind: Literal["depth", "segmentation"] = "depth"
     aux_weight: float = 0.2
-    ignore_index: int = 255
+    ignore_index: int = IGNORE_LABEL
 
 
 def make_task(config: TaskConfig, sources: Sequence[str]):

@@ -18,9 +18,8 @@ from PIL import Image
 
 from evaluation.benchmarks.base import BenchmarkError, BenchmarkReader, BenchmarkSample, check_size, read_rgb
 from pipeline import storage
+from pipeline.shards import ADE20K_CLASSES, IGNORE_LABEL
 
-NUM_CLASSES = 150
-IGNORE = 255
 RELEASE = "ADEChallengeData2016"
 
 
@@ -60,8 +59,8 @@ class ADE20KReader(BenchmarkReader):
         if annotation.ndim != 2:
             raise BenchmarkError(f"{url}: expected a single-channel label map, got shape {list(annotation.shape)}")
         check_size(rgb, annotation, url)
-        if annotation.max(initial=0) > NUM_CLASSES:
-            raise BenchmarkError(f"{url}: values above {NUM_CLASSES} (max {int(annotation.max())}); "
-                                 f"ADE20K labels are 0..{NUM_CLASSES}")
-        labels = np.where(annotation == 0, IGNORE, annotation.astype(np.int64) - 1).astype(np.uint8)
+        if annotation.max(initial=0) > ADE20K_CLASSES:
+            raise BenchmarkError(f"{url}: values above {ADE20K_CLASSES} (max {int(annotation.max())}); "
+                                 f"ADE20K labels are 0..{ADE20K_CLASSES}")
+        labels = np.where(annotation == 0, IGNORE_LABEL, annotation.astype(np.int64) - 1).astype(np.uint8)
         return BenchmarkSample(sample_id, rgb, url, labels=labels)

@@ -11,7 +11,7 @@ import io
 
 import numpy as np
 
-from ingest.formats import FormatError
+from ingest.bad_input import BadInput
 
 
 def read_exr(data: bytes, channel: str | None = None) -> np.ndarray:
@@ -22,7 +22,7 @@ def read_exr(data: bytes, channel: str | None = None) -> np.ndarray:
         with OpenEXR.File(io.BytesIO(data), separate_channels=True) as exr:
             channels = {name: np.array(ch.pixels) for name, ch in exr.channels().items()}
     except Exception as exc:  # the bindings raise RuntimeError/ValueError for broken files
-        raise FormatError(f"unreadable or truncated EXR ({exc})") from exc
+        raise BadInput(f"unreadable or truncated EXR ({exc})") from exc
     return _pick_channel(channels, channel).astype(np.float32)
 
 
@@ -30,7 +30,7 @@ def _pick_channel(channels: dict[str, np.ndarray], channel: str | None) -> np.nd
     names = sorted(channels)
     if channel is not None:
         if channel not in channels:
-            raise FormatError(f"unknown EXR layout: no channel {channel!r} (channels: {', '.join(names)})")
+            raise BadInput(f"unknown EXR layout: no channel {channel!r} (channels: {', '.join(names)})")
         picked = channels[channel]
     elif len(channels) == 1:
         picked = channels[names[0]]
@@ -39,9 +39,9 @@ def _pick_channel(channels: dict[str, np.ndarray], channel: str | None) -> np.nd
     ):
         picked = channels["R"]
     else:
-        raise FormatError(f"unknown EXR layout: expected one channel, found {', '.join(names)}")
+        raise BadInput(f"unknown EXR layout: expected one channel, found {', '.join(names)}")
     if picked.ndim != 2:
-        raise FormatError(f"unknown EXR layout: channel has shape {list(picked.shape)}")
+        raise BadInput(f"unknown EXR layout: channel has shape {list(picked.shape)}")
     return picked
 
 

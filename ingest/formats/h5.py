@@ -6,7 +6,7 @@ import io
 
 import numpy as np
 
-from ingest.formats import FormatError
+from ingest.bad_input import BadInput
 
 
 def read_h5(data: bytes, dataset: str) -> np.ndarray:
@@ -16,16 +16,16 @@ def read_h5(data: bytes, dataset: str) -> np.ndarray:
     try:
         with h5py.File(io.BytesIO(data), "r") as f:
             if dataset not in f:
-                raise FormatError(f"unknown H5 layout: no dataset {dataset!r} (has: {', '.join(sorted(f)) or 'nothing'})")
+                raise BadInput(f"unknown H5 layout: no dataset {dataset!r} (has: {', '.join(sorted(f)) or 'nothing'})")
             node = f[dataset]
             if not isinstance(node, h5py.Dataset) or node.ndim != 2:
                 shape = list(node.shape) if isinstance(node, h5py.Dataset) else "a group"
-                raise FormatError(f"unknown H5 layout: {dataset!r} is {shape}, expected a 2-D array")
+                raise BadInput(f"unknown H5 layout: {dataset!r} is {shape}, expected a 2-D array")
             return np.asarray(node[()], dtype=np.float32)
-    except FormatError:
+    except BadInput:
         raise
     except Exception as exc:  # h5py raises OSError for truncated or non-HDF5 bytes
-        raise FormatError(f"unreadable or truncated H5 file ({exc})") from exc
+        raise BadInput(f"unreadable or truncated H5 file ({exc})") from exc
 
 
 def write_h5(arrays: dict[str, np.ndarray]) -> bytes:

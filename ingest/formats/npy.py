@@ -6,7 +6,7 @@ import io
 
 import numpy as np
 
-from ingest.formats import FormatError
+from ingest.bad_input import BadInput
 
 
 def read_npy_2d(data: bytes) -> np.ndarray:
@@ -14,9 +14,9 @@ def read_npy_2d(data: bytes) -> np.ndarray:
     try:
         array = np.load(io.BytesIO(data), allow_pickle=False)
     except Exception as exc:  # ValueError for pickles and bad headers, EOFError for truncation
-        raise FormatError(f"unreadable or truncated .npy file ({exc})") from exc
+        raise BadInput(f"unreadable or truncated .npy file ({exc})") from exc
     if array.ndim == 3 and array.shape[2] == 1:
         array = array[..., 0]
     if array.ndim != 2 or not np.issubdtype(array.dtype, np.number):
-        raise FormatError(f"unknown .npy layout: {array.dtype} {list(array.shape)}, expected a 2-D numeric array")
+        raise BadInput(f"unknown .npy layout: {array.dtype} {list(array.shape)}, expected a 2-D numeric array")
     return array.astype(np.float32, copy=False)

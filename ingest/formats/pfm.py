@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ingest.formats import FormatError
+from ingest.bad_input import BadInput
 
 _MAX_SIDE = 1 << 16
 
@@ -27,18 +27,18 @@ _MAX_SIDE = 1 << 16
 def _header_line(data: bytes, pos: int) -> tuple[str, int]:
     end = data.find(b"\n", pos)
     if end < 0 or end - pos > 256:
-        raise FormatError("truncated or not a PFM file (header line not terminated)")
+        raise BadInput("truncated or not a PFM file (header line not terminated)")
     try:
         return data[pos:end].decode("ascii").strip(), end + 1
     except UnicodeDecodeError:
-        raise FormatError("not a PFM file (binary bytes in the header)") from None
+        raise BadInput("not a PFM file (binary bytes in the header)") from None
 
 
 def read_pfm(data: bytes) -> np.ndarray:
     """Decode PFM bytes to float32 ``[H, W]`` (``Pf``) or ``[H, W, 3]`` (``PF``), top row first."""
     kind, pos = _header_line(data, 0)
     if kind not in ("Pf", "PF"):
-        raise FormatError(f"not a PFM file (first line {kind[:16]!r}, expected 'Pf' or 'PF')")
+        raise BadInput(f"not a PFM file (first line {kind[:16]!r}, expected 'Pf' or 'PF')")
     channels = 3 if kind == "PF" else 1
     dims, pos = _header_line(data, pos)
     tokens = dims.split()
@@ -50,15 +50,15 @@ def read_pfm(data: bytes) -> np.ndarray:
         width, height = (int(t) for t in tokens)
         scale = float(scale_line)
     except ValueError:
-        raise FormatError(f"unknown PFM header layout (size {dims!r}, scale {scale_line!r})") from None
+        raise BadInput(f"unknown PFM header layout (size {dims!r}, scale {scale_line!r})") from None
     if not (0 < width < _MAX_SIDE and 0 < height < _MAX_SIDE) or scale == 0 or not np.isfinite(scale):
-        raise FormatError(f"unknown PFM header layout (size {width}x{height}, scale {scale})")
+        raise BadInput(f"unknown PFM header layout (size {width}x{height}, scale {scale})")
     expected = width * height * channels * 4
     payload = len(data) - pos
     if payload < expected:
-        raise FormatError(f"truncated PFM: {payload} of {expected} data bytes for {width}x{height}x{channels}")
+        raise BadInput(f"truncated PFM: {payload} of {expected} data bytes for {width}x{height}x{channels}")
     if payload > expected:
-        raise FormatError(f"unknown PFM layout: {payload - expected} bytes after the {width}x{height}x{channels} floats")
+        raise BadInput(f"unknown PFM layout: {payload - expected} bytes after the {width}x{height}x{channels} floats")
     dtype = "<f4" if scale < 0 else ">f4"
     array = np.frombuffer(data, dtype=dtype, count=width * height * channels, offset=pos)
     shape = (height, width) if channels == 1 else (height, width, 3)

@@ -12,30 +12,30 @@ import io
 import numpy as np
 from PIL import Image
 
-from ingest.formats import FormatError
+from ingest.bad_input import BadInput
 
 
 def _open(data: bytes) -> Image.Image:
     try:
         img = Image.open(io.BytesIO(data))
         if img.format != "PNG":
-            raise FormatError(f"not a PNG file ({img.format} image)")
+            raise BadInput(f"not a PNG file ({img.format} image)")
         img.load()
         return img
-    except FormatError:
+    except BadInput:
         raise
     except Exception as exc:  # PIL raises many types for broken files
-        raise FormatError(f"unreadable or truncated PNG ({exc})") from exc
+        raise BadInput(f"unreadable or truncated PNG ({exc})") from exc
 
 
 def _gray16(img: Image.Image) -> np.ndarray:
     """The uint16 ``[H, W]`` values of an opened 16-bit grayscale image."""
     if img.mode not in ("I;16", "I;16B", "I;16L", "I"):
-        raise FormatError(f"expected a 16-bit grayscale PNG, found mode {img.mode}")
+        raise BadInput(f"expected a 16-bit grayscale PNG, found mode {img.mode}")
     array = np.asarray(img)
     if array.dtype != np.uint16:
         if array.min(initial=0) < 0 or array.max(initial=0) > 65535:
-            raise FormatError(f"16-bit PNG holds values outside 0..65535 ({array.min()}..{array.max()})")
+            raise BadInput(f"16-bit PNG holds values outside 0..65535 ({array.min()}..{array.max()})")
         array = array.astype(np.uint16)
     return array
 
@@ -49,7 +49,7 @@ def read_png_gray(data: bytes) -> np.ndarray:
     """Decode an 8- or 16-bit grayscale PNG to uint8 or uint16 ``[H, W]`` raw values (decoded once).
 
     An RGB PNG whose three channels are equal (a gray map saved in colour) is accepted as its first
-    channel; one with different channels is not a single-channel map and raises :class:`FormatError`.
+    channel; one with different channels is not a single-channel map and raises :class:`~ingest.bad_input.BadInput`.
     """
     return _gray(_open(data))
 
@@ -63,8 +63,8 @@ def _gray(img: Image.Image) -> np.ndarray:
         rgb = np.asarray(img)[..., :3]
         if (rgb == rgb[..., :1]).all():
             return np.ascontiguousarray(rgb[..., 0])
-        raise FormatError("expected a single-channel map, found a colour PNG with different channels")
-    raise FormatError(f"expected a grayscale PNG, found mode {img.mode}")
+        raise BadInput("expected a single-channel map, found a colour PNG with different channels")
+    raise BadInput(f"expected a grayscale PNG, found mode {img.mode}")
 
 
 def read_png_labels(data: bytes) -> np.ndarray:

@@ -13,6 +13,10 @@ from importlib.metadata import entry_points
 from ingest.sources.base import SourceAdapter
 
 ENTRY_POINT_GROUP = "dpt.sources"
+# MIX 6, the paper's training mix (Ranftl et al. 2021, Sec. 4.1): its ten sources in the paper's order, the
+# adapters of this package by name. configs/dpt_*_mix6.yaml train on exactly these (tests/test_sources_registry.py).
+MIX6: tuple[str, ...] = ("redweb", "diml", "movies3d", "megadepth", "wsvd", "tartanair", "hrwsi", "apolloscape",
+                         "blendedmvs", "irs")
 _REGISTRY: dict[str, type[SourceAdapter]] = {}
 # Entry points that failed to load: name -> why. Another package's broken adapter must not take the
 # others down with it; it fails only when asked for by name.

@@ -21,14 +21,14 @@ from __future__ import annotations
 
 import numpy as np
 
+from ingest.bad_input import BadInput
 from ingest.conversion import TargetKind
-from ingest.formats import load
 from ingest.formats.png import read_png_labels
 from ingest.listing import PREFIX, Role, pair_files, sample_id
 from ingest.sources import register
-from ingest.sources.base import RGB, SampleReadError, SampleRef, SourceAdapter
+from ingest.sources.base import RGB, SampleRef, SourceAdapter
+from pipeline.shards import ADE20K_CLASSES
 
-NUM_CLASSES = 150
 OTHER = 0  # the annotation value of "other objects": not a class, ignored in training and evaluation
 SPLITS = {"training": "train", "validation": "val"}
 
@@ -64,13 +64,13 @@ class ADE20K(SourceAdapter):
     def read_target(self, ref: SampleRef) -> tuple[np.ndarray, np.ndarray]:
         """``(class ids int64 [H, W] in 0..149, labelled bool [H, W])``: annotation value k -> k - 1,
         and 0 ("other objects") is unlabelled."""
-        annotation = load(self, ref.files["target"], read_png_labels, what="annotation")
-        if annotation.max(initial=0) > NUM_CLASSES:
-            bad = annotation > NUM_CLASSES
-            raise SampleReadError(f"{ref.files['target']}: {int(bad.sum())} pixels hold values above {NUM_CLASSES} "
-                                  f"(max {int(annotation.max())}); ADE20K labels are 0..{NUM_CLASSES}")
+        annotation = self.decode(ref.files["target"], read_png_labels, what="annotation")
+        if annotation.max(initial=0) > ADE20K_CLASSES:
+            bad = annotation > ADE20K_CLASSES
+            raise BadInput(f"{ref.files['target']}: {int(bad.sum())} pixels hold values above {ADE20K_CLASSES} "
+                           f"(max {int(annotation.max())}); ADE20K labels are 0..{ADE20K_CLASSES}")
         labelled = annotation != OTHER
         return annotation.astype(np.int64) - 1, labelled
 
     def metadata(self, ref: SampleRef) -> dict:
-        return {"num_classes": NUM_CLASSES, "labels": "ADE20K annotation k in 1..150 -> k - 1; 0 (other) -> 255"}
+        return {"num_classes": ADE20K_CLASSES, "labels": "ADE20K annotation k in 1..150 -> k - 1; 0 (other) -> 255"}

@@ -24,12 +24,12 @@ from __future__ import annotations
 
 import numpy as np
 
+from ingest.bad_input import BadInput
 from ingest.conversion import TargetKind
-from ingest.formats import load
 from ingest.formats.png import read_png16, read_png_gray
 from ingest.listing import PREFIX, Role, pair_files, sample_id
 from ingest.sources import register
-from ingest.sources.base import RGB, SampleReadError, SampleRef, SourceAdapter
+from ingest.sources.base import RGB, SampleRef, SourceAdapter
 
 NO_GROUND_TRUTH = 65535
 _PART = PREFIX + r"(?P<part>[^/]+)/"
@@ -66,15 +66,15 @@ class ApolloScape(SourceAdapter):
         return self.rgb_from_file(ref.files["image"])
 
     def read_target(self, ref: SampleRef) -> tuple[np.ndarray, np.ndarray]:
-        raw = load(self, ref.files["target"], read_png16)
+        raw = self.decode(ref.files["target"], read_png16)
         valid = raw != NO_GROUND_TRUTH
         masks = [ref.files[m] for m in ("fg_mask", "bg_mask") if m in ref.files]
         if masks:
             covered = np.zeros(raw.shape, bool)
             for path in masks:
-                mask = load(self, path, read_png_gray, what="mask")
+                mask = self.decode(path, read_png_gray, what="mask")
                 if mask.shape != raw.shape:
-                    raise SampleReadError(f"{path}: mask is {list(mask.shape)} but disparity is {list(raw.shape)}")
+                    raise BadInput(f"{path}: mask is {list(mask.shape)} but disparity is {list(raw.shape)}")
                 covered |= mask > 0
             valid &= covered
         return raw.astype(np.float32), valid

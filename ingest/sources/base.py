@@ -11,17 +11,15 @@ from __future__ import annotations
 import abc
 import dataclasses
 import io
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 import numpy as np
 from PIL import Image
 
+from ingest.bad_input import BadInput
 from ingest.conversion import TargetKind
 from pipeline import storage
-
-
-class SampleReadError(ValueError):
-    """One input cannot be read; the ingest job records the message as the reject reason."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -92,14 +90,31 @@ class SourceAdapter(abc.ABC):
     def url(self, relative: str) -> str:
         parts = relative.split("/")
         if relative.startswith("/") or ".." in parts:
-            raise SampleReadError(f"{relative}: path escapes the source root {self.root}")
+            raise BadInput(f"{relative}: path escapes the source root {self.root}")
         return storage.join(self.root, relative)
 
     def read_bytes(self, relative: str) -> bytes:
         try:
             return storage.read_bytes(self.url(relative), self.options)
         except FileNotFoundError as exc:
-            raise SampleReadError(f"{relative}: file is missing") from exc
+            raise BadInput(f"{relative}: file is missing") from exc
+
+    def decode(self, relative: str, reader: Callable[..., Any], what: str = "target", **kwargs) -> Any:
+        """``reader(bytes, **kwargs)`` (one of ``ingest.formats``) on the file ``relative`` under the root.
+
+        A missing file raises ``BadInput("<relative>: <what> missing")``; a file the reader rejects raises
+        ``BadInput("<relative>: <reader's reason>")``.
+        """
+        try:
+            data = self.read_bytes(relative)
+        except BadInput as exc:
+            if isinstance(exc.__cause__, FileNotFoundError):
+                raise BadInput(f"{relative}: {what} missing") from exc
+            raise
+        try:
+            return reader(data, **kwargs)
+        except BadInput as exc:
+            raise BadInput(f"{relative}: {exc}") from exc
 
     def decode_image(self, relative: str, data: bytes | None = None) -> Image.Image:
         data = self.read_bytes(relative) if data is None else data
@@ -108,7 +123,7 @@ class SourceAdapter(abc.ABC):
             img.load()
             return img
         except Exception as exc:  # PIL raises many exception types for broken files
-            raise SampleReadError(f"{relative}: unreadable or truncated image ({exc})") from exc
+            raise BadInput(f"{relative}: unreadable or truncated image ({exc})") from exc
 
     def rgb_from_file(self, relative: str) -> RGB:
         """Decode a colour image, keeping its bytes when it is already JPEG or PNG."""

@@ -17,12 +17,12 @@ from __future__ import annotations
 
 import numpy as np
 
+from ingest.bad_input import BadInput
 from ingest.conversion import TargetKind
-from ingest.formats import load
 from ingest.formats.pfm import read_pfm
 from ingest.listing import PREFIX, Role, pair_files, sample_id
 from ingest.sources import register
-from ingest.sources.base import RGB, SampleReadError, SampleRef, SourceAdapter
+from ingest.sources.base import RGB, SampleRef, SourceAdapter
 
 _SCENE = PREFIX + r"(?P<scene>[^/]+)/"
 SPLIT_LISTS = {"training_list.txt": "train", "validation_list.txt": "val"}
@@ -69,9 +69,9 @@ class BlendedMVS(SourceAdapter):
         return self.rgb_from_file(ref.files["image"])
 
     def read_target(self, ref: SampleRef) -> tuple[np.ndarray, np.ndarray]:
-        depth = load(self, ref.files["target"], read_pfm)
+        depth = self.decode(ref.files["target"], read_pfm)
         if depth.ndim != 2:
-            raise SampleReadError(f"{ref.files['target']}: unknown PFM layout: colour PFM, expected a 1-channel depth")
+            raise BadInput(f"{ref.files['target']}: unknown PFM layout: colour PFM, expected a 1-channel depth")
         return depth, ~(depth <= 0)  # NaN/Inf stay "valid" so that conversion rejects them by name
 
     def metadata(self, ref: SampleRef) -> dict:
@@ -88,5 +88,5 @@ def parse_cam_intrinsics(data: bytes, relative: str) -> dict:
         start = tokens.index("intrinsic") + 1
         k = np.array([float(t) for t in tokens[start:start + 9]]).reshape(3, 3)
     except ValueError:
-        raise SampleReadError(f"{relative}: camera file has no 3x3 'intrinsic' block") from None
+        raise BadInput(f"{relative}: camera file has no 3x3 'intrinsic' block") from None
     return {"fx": float(k[0, 0]), "fy": float(k[1, 1]), "cx": float(k[0, 2]), "cy": float(k[1, 2])}

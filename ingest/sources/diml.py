@@ -18,7 +18,6 @@ from __future__ import annotations
 import numpy as np
 
 from ingest.conversion import TargetKind
-from ingest.formats import load
 from ingest.formats.png import read_png16
 from ingest.listing import PREFIX, Role, pair_files, sample_id
 from ingest.sources import register
@@ -57,7 +56,7 @@ class DIML(SourceAdapter):
         return self.rgb_from_file(ref.files["image"])
 
     def read_target(self, ref: SampleRef) -> tuple[np.ndarray, np.ndarray]:
-        mm = load(self, ref.files["target"], read_png16)
+        mm = self.decode(ref.files["target"], read_png16)
         return mm.astype(np.float32) / MM_PER_M, mm > 0
 
     def metadata(self, ref: SampleRef) -> dict:

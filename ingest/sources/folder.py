@@ -38,15 +38,15 @@ from typing import Any
 
 import numpy as np
 
+from ingest.bad_input import BadInput
 from ingest.conversion import TargetKind
 from ingest.sources import register
-from ingest.formats import load
 from ingest.formats.exr import read_exr
 from ingest.formats.h5 import read_h5
 from ingest.formats.npy import read_npy_2d
 from ingest.formats.pfm import read_pfm
 from ingest.formats.png import read_png_gray, read_png_labels
-from ingest.sources.base import RGB, SampleReadError, SampleRef, SourceAdapter
+from ingest.sources.base import RGB, SampleRef, SourceAdapter
 
 TARGET_KINDS = {
     "metric_depth": TargetKind.METRIC_DEPTH,
@@ -181,12 +181,12 @@ class FolderAdapter(SourceAdapter):
 
     def read_rgb(self, ref: SampleRef) -> RGB:
         if "rgb" not in ref.files:
-            raise SampleReadError(f"{ref.files['target']}: no image matching {self.image_glob!r} for this target")
+            raise BadInput(f"{ref.files['target']}: no image matching {self.image_glob!r} for this target")
         return self.rgb_from_file(ref.files["rgb"])
 
     def read_target(self, ref: SampleRef) -> tuple[np.ndarray, np.ndarray]:
         if "target" not in ref.files:
-            raise SampleReadError(f"{ref.files['rgb']}: no target matching {self.target_glob!r} for this image")
+            raise BadInput(f"{ref.files['rgb']}: no target matching {self.target_glob!r} for this image")
         path = ref.files["target"]
         stored = self._read_map(path)
         valid = np.ones(stored.shape, bool)
@@ -194,10 +194,10 @@ class FolderAdapter(SourceAdapter):
             valid &= stored != np.float32(self.invalid_value)
         if self.mask_glob:
             if "mask" not in ref.files:
-                raise SampleReadError(f"{path}: no mask matching {self.mask_glob!r} for this target")
-            mask = load(self, ref.files["mask"], read_png_gray, what="mask")
+                raise BadInput(f"{path}: no mask matching {self.mask_glob!r} for this target")
+            mask = self.decode(ref.files["mask"], read_png_gray, what="mask")
             if mask.shape != stored.shape:
-                raise SampleReadError(f"{ref.files['mask']}: mask is {list(mask.shape)} but target is {list(stored.shape)}")
+                raise BadInput(f"{ref.files['mask']}: mask is {list(mask.shape)} but target is {list(stored.shape)}")
             valid &= mask > 0
         return stored / np.float32(self.divisor), valid
 
@@ -206,14 +206,14 @@ class FolderAdapter(SourceAdapter):
         if encoding == "auto":
             encoding = next((e for ext, e in EXTENSIONS.items() if path.lower().endswith(ext)), None)
             if encoding is None:
-                raise SampleReadError(f"{path}: cannot tell the target encoding from the extension;"
-                                      f" pass --target-encoding ({', '.join(ENCODINGS)})")
+                raise BadInput(f"{path}: cannot tell the target encoding from the extension;"
+                               f" pass --target-encoding ({', '.join(ENCODINGS)})")
         kwargs = {"dataset": self.h5_dataset} if encoding == "h5" else {}
         # Label maps: a palette PNG's indices are the class ids (read_png_gray would refuse the palette).
         reader = read_png_labels if self.kind.is_labels and encoding == "png" else READERS[encoding]
-        stored = np.asarray(load(self, path, reader, **kwargs), np.float32)
+        stored = np.asarray(self.decode(path, reader, **kwargs), np.float32)
         if stored.ndim != 2:
-            raise SampleReadError(f"{path}: target has shape {list(stored.shape)}; expected one channel [H, W]")
+            raise BadInput(f"{path}: target has shape {list(stored.shape)}; expected one channel [H, W]")
         return stored
 
     def metadata(self, ref: SampleRef) -> dict[str, Any]:

@@ -18,12 +18,12 @@ from __future__ import annotations
 
 import numpy as np
 
+from ingest.bad_input import BadInput
 from ingest.conversion import TargetKind
-from ingest.formats import load
 from ingest.formats.png import read_png_gray
 from ingest.listing import PREFIX, Role, pair_files, sample_id
 from ingest.sources import register
-from ingest.sources.base import RGB, SampleReadError, SampleRef, SourceAdapter
+from ingest.sources.base import RGB, SampleRef, SourceAdapter
 
 
 @register
@@ -56,11 +56,11 @@ class HRWSI(SourceAdapter):
         return self.rgb_from_file(ref.files["image"])
 
     def read_target(self, ref: SampleRef) -> tuple[np.ndarray, np.ndarray]:
-        disparity = load(self, ref.files["target"], read_png_gray)
-        mask = load(self, ref.files["mask"], read_png_gray, what="valid mask")
+        disparity = self.decode(ref.files["target"], read_png_gray)
+        mask = self.decode(ref.files["mask"], read_png_gray, what="valid mask")
         if mask.shape != disparity.shape:
-            raise SampleReadError(f"{ref.files['mask']}: mask is {list(mask.shape)} but disparity is "
-                                  f"{list(disparity.shape)}")
+            raise BadInput(f"{ref.files['mask']}: mask is {list(mask.shape)} but disparity is "
+                           f"{list(disparity.shape)}")
         return disparity.astype(np.float32), mask > 0
 
     def metadata(self, ref: SampleRef) -> dict:

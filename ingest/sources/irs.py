@@ -27,7 +27,6 @@ from __future__ import annotations
 import numpy as np
 
 from ingest.conversion import TargetKind
-from ingest.formats import load
 from ingest.formats.exr import read_exr
 from ingest.listing import PREFIX, Role, pair_files, sample_id
 from ingest.sources import register
@@ -82,7 +81,7 @@ class IRS(SourceAdapter):
         return self.rgb_from_file(ref.files["image"])
 
     def read_target(self, ref: SampleRef) -> tuple[np.ndarray, np.ndarray]:
-        disparity = load(self, ref.files["target"], read_exr)
+        disparity = self.decode(ref.files["target"], read_exr)
         return disparity, np.isfinite(disparity)
 
     def metadata(self, ref: SampleRef) -> dict:

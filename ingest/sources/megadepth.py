@@ -23,12 +23,12 @@ from __future__ import annotations
 
 import numpy as np
 
+from ingest.bad_input import BadInput
 from ingest.conversion import TargetKind
-from ingest.formats import load
 from ingest.formats.h5 import read_h5
 from ingest.listing import PREFIX, Role, pair_files, sample_id
 from ingest.sources import register
-from ingest.sources.base import RGB, SampleReadError, SampleRef, SourceAdapter
+from ingest.sources.base import RGB, SampleRef, SourceAdapter
 
 MIN_DEPTH = 1e-8
 
@@ -62,10 +62,10 @@ class MegaDepth(SourceAdapter):
 
     def read_target(self, ref: SampleRef) -> tuple[np.ndarray, np.ndarray]:
         path = ref.files["target"]
-        depth = load(self, path, read_h5, dataset="depth")
+        depth = self.decode(path, read_h5, dataset="depth")
         finite = np.isfinite(depth)
         if (depth[finite] < 0).any():
-            raise SampleReadError(f"{path}: ordinal-only MegaDepth target (negative values), it holds no depth")
+            raise BadInput(f"{path}: ordinal-only MegaDepth target (negative values), it holds no depth")
         return depth, outlier_filtered(depth) | ~finite  # NaN/Inf stay "valid": conversion rejects them by name
 
     def metadata(self, ref: SampleRef) -> dict:

@@ -24,13 +24,13 @@ import functools
 
 import numpy as np
 
+from ingest.bad_input import BadInput
 from ingest.conversion import TargetKind
-from ingest.formats import load
 from ingest.formats.pfm import read_pfm
 from ingest.formats.png import read_png16, read_png_gray
 from ingest.listing import Role, pair_files, sample_id
 from ingest.sources import register
-from ingest.sources.base import RGB, SampleReadError, SampleRef, SourceAdapter
+from ingest.sources.base import RGB, SampleRef, SourceAdapter
 
 PNG_INVALID = 65535
 _DIR = r"(?P<video>[^/]+)/(?P<clip>(?:[^/]+/)*?)"
@@ -66,32 +66,32 @@ class Movies3D(SourceAdapter):
     def read_target(self, ref: SampleRef) -> tuple[np.ndarray, np.ndarray]:
         path = ref.files["target"]
         if path.endswith(".png"):
-            raw = load(self, path, read_png16)
+            raw = self.decode(path, read_png16)
             disparity = raw.astype(np.float32) / self._png_scale(path.rsplit("/", 1)[0])
             valid = raw != PNG_INVALID
         else:
-            disparity = load(self, path, read_pfm)
+            disparity = self.decode(path, read_pfm)
             if disparity.ndim != 2:
-                raise SampleReadError(f"{path}: unknown PFM layout: colour PFM, expected 1-channel disparity")
+                raise BadInput(f"{path}: unknown PFM layout: colour PFM, expected 1-channel disparity")
             valid = np.isfinite(disparity)
         if "mask" in ref.files:
-            mask = load(self, ref.files["mask"], read_png_gray, what="mask")
+            mask = self.decode(ref.files["mask"], read_png_gray, what="mask")
             if mask.shape != disparity.shape:
-                raise SampleReadError(f"{ref.files['mask']}: mask is {list(mask.shape)} but disparity is "
-                                      f"{list(disparity.shape)}")
+                raise BadInput(f"{ref.files['mask']}: mask is {list(mask.shape)} but disparity is "
+                               f"{list(disparity.shape)}")
             valid &= mask > 0
         return disparity, valid
 
     @functools.lru_cache(maxsize=256)  # noqa: B019 - one adapter per job; a few hundred folders at most
     def _png_scale(self, folder: str) -> float:
         path = f"{folder}/scale.txt"
-        text = load(self, path, lambda data: data.decode("ascii", "replace").strip(), what="PNG disparity scale")
+        text = self.decode(path, lambda data: data.decode("ascii", "replace").strip(), what="PNG disparity scale")
         try:
             scale = float(text)
         except ValueError:
             scale = float("nan")
         if not np.isfinite(scale) or scale <= 0:
-            raise SampleReadError(f"{path}: disparity scale must be one positive number, found {text[:32]!r}")
+            raise BadInput(f"{path}: disparity scale must be one positive number, found {text[:32]!r}")
         return scale
 
     def metadata(self, ref: SampleRef) -> dict:

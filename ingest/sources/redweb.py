@@ -20,12 +20,12 @@ from __future__ import annotations
 
 import numpy as np
 
+from ingest.bad_input import BadInput
 from ingest.conversion import TargetKind
-from ingest.formats import load
 from ingest.formats.png import read_png_gray
 from ingest.listing import PREFIX, Role, pair_files, sample_id
 from ingest.sources import register
-from ingest.sources.base import RGB, SampleReadError, SampleRef, SourceAdapter
+from ingest.sources.base import RGB, SampleRef, SourceAdapter
 
 INVALID = 255
 
@@ -56,9 +56,9 @@ class ReDWeb(SourceAdapter):
         return self.rgb_from_file(ref.files["image"])
 
     def read_target(self, ref: SampleRef) -> tuple[np.ndarray, np.ndarray]:
-        rd = load(self, ref.files["target"], read_png_gray)
+        rd = self.decode(ref.files["target"], read_png_gray)
         if rd.dtype != np.uint8:
-            raise SampleReadError(f"{ref.files['target']}: expected an 8-bit RD map, found {rd.dtype}")
+            raise BadInput(f"{ref.files['target']}: expected an 8-bit RD map, found {rd.dtype}")
         valid = rd != INVALID
         return (INVALID - rd.astype(np.float32)), valid
 

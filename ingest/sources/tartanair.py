@@ -19,7 +19,6 @@ from __future__ import annotations
 import numpy as np
 
 from ingest.conversion import TargetKind
-from ingest.formats import load
 from ingest.formats.npy import read_npy_2d
 from ingest.listing import PREFIX, Role, pair_files, sample_id
 from ingest.sources import register
@@ -56,7 +55,7 @@ class TartanAir(SourceAdapter):
         return self.rgb_from_file(ref.files["image"])
 
     def read_target(self, ref: SampleRef) -> tuple[np.ndarray, np.ndarray]:
-        depth = load(self, ref.files["target"], read_npy_2d)
+        depth = self.decode(ref.files["target"], read_npy_2d)
         # NaN/Inf stay inside `valid` so that conversion rejects the sample naming them.
         return depth, ~(depth <= 0)
 

@@ -14,6 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from pipeline.shards import ADE20K_CLASSES
+
 
 class DepthHead(nn.Module):
     """``[B, F, H/2, W/2] -> [B, 1, H, W]`` non-negative disparity.
@@ -43,7 +45,7 @@ class SegmentationHead(nn.Module):
     official ``Interpolate(scale_factor=2)``); ``None`` returns the logits at the input map's resolution.
     """
 
-    def __init__(self, features: int, num_classes: int = 150, dropout: float = 0.1):
+    def __init__(self, features: int, num_classes: int = ADE20K_CLASSES, dropout: float = 0.1):
         super().__init__()
         self.conv = nn.Conv2d(features, features, kernel_size=3, padding=1, bias=False)
         self.bn = nn.BatchNorm2d(features)

@@ -6,6 +6,7 @@ import dataclasses
 
 from torch import nn
 
+from pipeline.shards import ADE20K_CLASSES
 from training.model.config import DPTConfig, Preprocess
 
 VARIANTS: dict[str, DPTConfig] = {
@@ -26,9 +27,6 @@ VARIANTS: dict[str, DPTConfig] = {
 # Semantic segmentation (paper Sec. 4.2, ADE20K's 150 classes): the same encoders and decoder with batch norm in
 # the fusion units, the segmentation head and the auxiliary head. Inputs: longer side 520, the ADE20K base size of
 # training (resize 520, crop 480) and of evaluation (evaluation.segmentation).
-ADE20K_CLASSES = 150
-
-
 def _segmentation(base: DPTConfig, num_classes: int = ADE20K_CLASSES, size: int = 520) -> DPTConfig:
     return dataclasses.replace(base, head="segmentation", head_kwargs={"num_classes": num_classes},
                                fusion_batch_norm=True, aux_head=True,
