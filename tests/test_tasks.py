@@ -129,6 +129,9 @@ def test_each_task_s_transform_makes_the_batch_members_it_declares():
     with pytest.raises(ValueError, match="blocks-0: data.target is segmentation but the sample has no seg.png"):
         SegmentationTask.transform(Sample("blocks-0", np.zeros((4, 4, 3), np.uint8), np.ones((4, 4), np.float32),
                                           np.ones((4, 4), bool), {"source": "blocks"}), data, None)
+    with pytest.raises(ValueError, match="blocks-0: data.target is disparity but the sample has no disp.npy and "
+                                         "mask.png members"):
+        RelativeDepthTask.transform(_label_sample(0), data, None)
 
 
 def _rank(rank: int, world: int, init: str, out: str) -> None:

@@ -42,7 +42,7 @@ from training.data import validation_batches
 from training.loop import (StepTimer, build_optimizer, build_scheduler, load_state, save_state, sum_across_ranks,
                            to_device, train_step)
 from training.resume import data_phases, start_position
-from training.tasks import create_task
+from training.tasks import Task, create_task
 
 
 def build(config: TrainConfig) -> torch.nn.Module:
@@ -52,7 +52,7 @@ def build(config: TrainConfig) -> torch.nn.Module:
     return build_model(config.model.name, pretrained=config.model.pretrained, **config.model.overrides)
 
 
-def _validate(model, task, config: TrainConfig, rank: int, world: int, device, step: int, account: SkipAccount,
+def _validate(model, task: Task, config: TrainConfig, rank: int, world: int, device, step: int, account: SkipAccount,
               logger) -> str | None:
     """Log the task's validation metrics (``val/<source>/<name>``) on each source's validation split, from its
     named sums added up over ranks (sums and counts, never means). Bad validation shards are shared among the

@@ -20,6 +20,7 @@ from typing import Literal
 import numpy as np
 import torch
 
+from pipeline.shards import DISP_MEMBER, MASK_MEMBER
 from training import augment
 from training.losses import ScaleAndShiftInvariantLoss
 from training.pareto import pareto_combine
@@ -54,7 +55,7 @@ class RelativeDepthTask(Task):
     name = "depth"
     Config = RelativeDepthConfig
     target = "disparity"
-    shard_members = ("disp.npy", "mask.png")
+    shard_members = (DISP_MEMBER, MASK_MEMBER)
     batch_members = ("disparity", "mask")
     head = "depth"
     benchmarks = ("diw", "eth3d", "sintel", "kitti", "nyu", "tum")  # Table 1, zero-shot
@@ -68,6 +69,9 @@ class RelativeDepthTask(Task):
     @staticmethod
     def transform(sample, data, rng: np.random.Generator | None) -> dict:
         """The paper's augmentation (``training.augment``): image, disparity ``[1, S, S]`` and mask together."""
+        if sample.disparity is None or sample.mask is None:
+            raise ValueError(f"{sample.key}: data.target is disparity but the sample has no "
+                             f"{' and '.join(RelativeDepthTask.shard_members)} members")
         image, disparity, mask = augment.to_tensors(sample.rgb, sample.disparity, sample.mask)
         image, disparity, mask, frame = augment.geometric(image, disparity, mask, data.geometric, rng)
         image = augment.photometric(image, data.photometric, rng) if rng is not None else image

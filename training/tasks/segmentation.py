@@ -22,7 +22,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from pipeline.shards import IGNORE_LABEL
+from pipeline.shards import IGNORE_LABEL, SEG_MEMBER
 from training import augment
 from training.seg_augment import augment_segmentation
 from training.tasks.base import Task, TaskConfig
@@ -44,7 +44,7 @@ class SegmentationTask(Task):
     name = "segmentation"
     Config = SegmentationConfig
     target = "segmentation"
-    shard_members = ("seg.png",)
+    shard_members = (SEG_MEMBER,)
     batch_members = ("labels",)
     head = "segmentation"
     benchmarks = ("ade20k", "ade20k_ms")  # Table 4
@@ -54,7 +54,7 @@ class SegmentationTask(Task):
     def transform(sample, data, rng: np.random.Generator | None) -> dict:
         """``image [3, S, S]`` and ``labels`` int64 ``[S, S]`` (255 = ignore) with ``data.segmentation``'s recipe."""
         if sample.segmentation is None:
-            raise ValueError(f"{sample.key}: data.target is segmentation but the sample has no seg.png member")
+            raise ValueError(f"{sample.key}: data.target is segmentation but the sample has no {SEG_MEMBER} member")
         image = torch.from_numpy(np.array(sample.rgb, dtype=np.uint8)).permute(2, 0, 1).float().div_(255.0)
         labels = torch.from_numpy(np.asarray(sample.segmentation, dtype=np.int64))
         image, labels, frame = augment_segmentation(image, labels, data.segmentation, rng)
