@@ -84,13 +84,13 @@ def step_rate(model_name: str, device: str, size: int, batch_size: int, steps: i
     """Samples/s that training steps of ``model_name`` consume (forward, SSI loss, backward, Adam)."""
     from training.loop import OptimConfig, build_optimizer, build_scheduler, train_step
     from training.model import build_model
-    from training.task import DepthTask, TaskConfig
+    from training.tasks.relative_depth import RelativeDepthTask
 
     model = build_model(model_name).to(device)
     optim = OptimConfig()
     optimizer = build_optimizer(model, optim)
     scheduler = build_scheduler(optimizer, optim, steps + 1)
-    task = DepthTask(TaskConfig(), ["bench"])
+    task = RelativeDepthTask(sources=["bench"])
     batch = {"image": torch.randn(batch_size, 3, size, size, device=device),
              "disparity": torch.rand(batch_size, 1, size, size, device=device),
              "mask": torch.ones(batch_size, 1, size, size, dtype=torch.bool, device=device),

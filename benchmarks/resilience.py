@@ -59,7 +59,7 @@ def child_train(uri: str, steps: int, spill_dir: str) -> float:
     from training import tracking
     from training.loop import OptimConfig, build_optimizer, build_scheduler, train_step
     from training.model import build_model
-    from training.task import DepthTask, TaskConfig
+    from training.tasks.relative_depth import RelativeDepthTask
 
     torch.manual_seed(0)
     size = 128
@@ -67,7 +67,7 @@ def child_train(uri: str, steps: int, spill_dir: str) -> float:
     optim = OptimConfig()
     optimizer = build_optimizer(model, optim)
     scheduler = build_scheduler(optimizer, optim, steps + 1)
-    task = DepthTask(TaskConfig(), ["bench"])
+    task = RelativeDepthTask(sources=["bench"])
     batch = {"image": torch.randn(BATCH, 3, size, size), "disparity": torch.rand(BATCH, 1, size, size),
              "mask": torch.ones(BATCH, 1, size, size, dtype=torch.bool), "source": ["bench"] * BATCH,
              "key": [str(i) for i in range(BATCH)]}

@@ -16,8 +16,10 @@ import torch
 from evaluation.benchmarks import BenchmarkReader, make_reader
 from evaluation.pictures import Picture, shrink
 from evaluation.predict import Preprocessing, predict_disparity
-from evaluation.protocol import (MetricSums, SegmentationProtocol, evaluate_dense, evaluate_pairs, get_protocol,
-                                 valid_mask)
+from evaluation.protocol import (BenchmarkProtocol, MetricSums, SegmentationProtocol, evaluate_dense, evaluate_pairs,
+                                 get_protocol, valid_mask)
+from evaluation.segmentation import score_segmentation
+
 
 @dataclasses.dataclass
 class ChunkResult:
@@ -50,23 +52,11 @@ def _row(benchmark: str, metric: str, sample_id: str, result) -> dict:
             "shift": result.shift, "reason": result.reason}
 
 
-def run_chunk(model: torch.nn.Module, pre: Preprocessing, benchmark: str, data_root: str, ids: Sequence[str],
-              picture_ids: Sequence[str] = (), device: str = "cpu", batch_size: int = 4,
-              reader: BenchmarkReader | None = None) -> ChunkResult:
-    """Evaluate ``ids`` of ``benchmark``; any exception propagates (the caller records it).
-
-    ``reader`` lets a worker reuse one reader across chunks (DIW's 74k-line CSV is parsed once, NYU's
-    HDF5 file opened once).
-
-    Images are read, predicted and scored one batch at a time, so memory holds ``batch_size`` images
-    (an ETH3D image with its ground truth and float64 intermediates is about 1 GB)."""
-    protocol = get_protocol(benchmark)
-    reader = reader or make_reader(benchmark, data_root)
-    if isinstance(protocol, SegmentationProtocol):  # a summed confusion matrix instead of per-image values
-        from evaluation.segmentation import score_segmentation
-
-        sums, rows, pictures = score_segmentation(model, pre, protocol, reader, ids, device, batch_size, picture_ids)
-        return ChunkResult(benchmark, sums, rows, pictures, attempted=len(ids))
+def score_depth(model: torch.nn.Module, pre: Preprocessing, protocol: BenchmarkProtocol, reader: BenchmarkReader,
+                ids: Sequence[str], device: str = "cpu", batch_size: int = 4, picture_ids: Sequence[str] = ()
+                ) -> tuple[MetricSums, list[dict], list[Picture]]:
+    """Predict and score ``ids`` of a depth benchmark (Table 1): ``(sums of the per-image values, rows, pictures
+    of the images in picture_ids)``. Images are read, predicted and scored one batch at a time."""
     sums, rows, pictures = MetricSums(), [], []
     for start in range(0, len(ids), batch_size):
         samples = [reader.load(i) for i in ids[start:start + batch_size]]
@@ -80,7 +70,28 @@ def run_chunk(model: torch.nn.Module, pre: Preprocessing, benchmark: str, data_r
                 sums.skipped += 1
             else:
                 sums.add(result.value, result.weight)
-            rows.append(_row(benchmark, protocol.metric_key, sample.id, result))
+            rows.append(_row(protocol.name, protocol.metric_key, sample.id, result))
             if sample.id in picture_ids:
                 pictures.append(_picture(sample, pred, result, protocol))
+    return sums, rows, pictures
+
+
+# How each kind of protocol is scored: per-image values (depth), or a summed confusion matrix (segmentation).
+SCORE = {BenchmarkProtocol: score_depth, SegmentationProtocol: score_segmentation}
+
+
+def run_chunk(model: torch.nn.Module, pre: Preprocessing, benchmark: str, data_root: str, ids: Sequence[str],
+              picture_ids: Sequence[str] = (), device: str = "cpu", batch_size: int = 4,
+              reader: BenchmarkReader | None = None) -> ChunkResult:
+    """Evaluate ``ids`` of ``benchmark`` with its protocol's scoring (:data:`SCORE`); any exception propagates
+    (the caller records it).
+
+    ``reader`` lets a worker reuse one reader across chunks (DIW's 74k-line CSV is parsed once, NYU's
+    HDF5 file opened once).
+
+    Images are read, predicted and scored one batch at a time, so memory holds ``batch_size`` images
+    (an ETH3D image with its ground truth and float64 intermediates is about 1 GB)."""
+    protocol = get_protocol(benchmark)
+    reader = reader or make_reader(benchmark, data_root)
+    sums, rows, pictures = SCORE[type(protocol)](model, pre, protocol, reader, ids, device, batch_size, picture_ids)
     return ChunkResult(benchmark, sums, rows, pictures, attempted=len(ids))

@@ -6,6 +6,8 @@
 ``--data-root`` holds one folder per benchmark in its released layout (``diw/``, ``eth3d/``, ``sintel/``,
 ``kitti/``, ``nyu/``, ``tum/``; ``ade20k/`` for the segmentation benchmarks ``ade20k`` and ``ade20k_ms``
 (multi-scale), which a segmentation checkpoint is evaluated on; see each reader in ``evaluation/benchmarks/``).
+The checkpoint's task (``training.tasks``, from its model's head) says which benchmarks it supports: all of
+them by default, and ``--benchmarks`` only among those.
 Ray: joins ``--ray-address`` or ``RAY_ADDRESS`` when set, else starts a local instance on 127.0.0.1
 (:mod:`pipeline.ray_cluster`). MLflow: the tracking URI comes from ``MLFLOW_TRACKING_URI``, else
 ``runs/mlflow.db`` (:mod:`pipeline.tracking`). Exit code 0 when every benchmark was scored, 1 when
@@ -41,9 +43,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="checkpoint: a directory as `dpt train` prints it, or a model file (local or s3://)")
     parser.add_argument("--model", default=None,
                         help="DPT variant to build (dpt_large, dpt_hybrid, ...); default: read from the checkpoint")
-    parser.add_argument("--benchmarks", default=",".join(PROTOCOLS),
-                        help=f"comma-separated subset of {','.join(PROTOCOLS)} (default: all), or of the "
-                             f"segmentation benchmarks {','.join(SEGMENTATION_PROTOCOLS)}")
+    parser.add_argument("--benchmarks", default=None,
+                        help="comma-separated benchmarks of the checkpoint's task (default: all of them): "
+                             f"depth {','.join(PROTOCOLS)}; segmentation {','.join(SEGMENTATION_PROTOCOLS)}")
     parser.add_argument("--data-root", required=True, help="folder or s3:// prefix with one folder per benchmark")
     where = parser.add_mutually_exclusive_group()
     where.add_argument("--run-id", default=None, help="log into this existing MLflow run (e.g. the training run)")
@@ -138,11 +140,29 @@ def _check_data_root(root: str, benchmarks: list[str]) -> None:
                      f"{', '.join(f + '/' for f in folders)})")
 
 
+def task_benchmarks(args: argparse.Namespace, asked: list[str] | None) -> list[str]:
+    """The benchmarks to run: those ``asked`` for, or every one of the checkpoint's task (``training.tasks``: the
+    task of the model's head, from the checkpoint's header or ``--model``); one the task does not support is
+    refused, naming it."""
+    from training.model.checkpoint import checkpoint_head
+    from training.tasks import task_for_head
+
+    task = task_for_head(checkpoint_head(args.checkpoint, args.model))
+    if asked is None:
+        return list(task.benchmarks)
+    others = [b for b in asked if b not in task.benchmarks]
+    if others:
+        raise ValueError(f"--benchmarks {','.join(others)}: not for the checkpoint's task, {task.name} (a {task.head} "
+                         f"head); its benchmarks: {','.join(task.benchmarks)}")
+    return asked
+
+
 def check_inputs(args: argparse.Namespace, loader: CheckpointLoader) -> list[str]:
     """Fail now, before Ray starts or an MLflow run exists, on whatever would fail later: the benchmark names,
-    the numbers, the checkpoint (there, and of a kind the loader reads: its first bytes only), the data root and
-    its benchmark folders, and the run of ``--run-id``. Returns the benchmarks asked for."""
-    benchmarks = parse_benchmarks(args.benchmarks)
+    the numbers, the checkpoint (there, and of a kind the loader reads: its first bytes only), the benchmarks
+    against the checkpoint's task, the data root and its benchmark folders, and the run of ``--run-id``.
+    Returns the benchmarks asked for (default: the task's)."""
+    benchmarks = None if args.benchmarks is None else parse_benchmarks(args.benchmarks)
     for option, value, least in (("--chunk-images", args.chunk_images, 1), ("--batch-size", args.batch_size, 1),
                                  ("--workers", args.workers, 0), ("--pictures", args.pictures, 0),
                                  ("--limit", args.limit, 1), ("--input-size", args.input_size, 32)):
@@ -151,6 +171,7 @@ def check_inputs(args: argparse.Namespace, loader: CheckpointLoader) -> list[str
     check_job_path(args.checkpoint, "--checkpoint")
     check_job_path(args.data_root, "--data-root")
     loader.check()
+    benchmarks = task_benchmarks(args, benchmarks)
     _check_data_root(args.data_root, benchmarks)
     if args.run_id:
         _check_run_id(args.run_id)
@@ -177,10 +198,8 @@ def _report(outcome, limited: bool) -> None:
     skipped = f", {outcome.sums.skipped} without valid ground truth" if outcome.sums.skipped else ""
     print(f"{protocol.title:<14} {protocol.metric_label:<12} {outcome.value:8.4f}   "
           f"({outcome.sums.images} images{skipped})")
-    if outcome.sums.confusion is not None:
-        from evaluation.segmentation_metrics import pixel_accuracy
-
-        print(f"{'':<14} {'pixel acc. (%)':<12} {pixel_accuracy(outcome.sums.confusion):8.4f}")
+    for _, label, value in protocol.extra_metrics(outcome.sums):
+        print(f"{'':<14} {label:<12} {value:8.4f}")
     if not limited and outcome.listed != protocol.expected_images:
         # Not an error (a partial local copy is useful), but the number is not the paper's protocol.
         print(f"{'':<14} note: {outcome.listed} images listed; the paper's split has {protocol.expected_images}",

@@ -165,3 +165,22 @@ def chart_png(rows: Sequence[Row], baseline: Row) -> bytes:
 
 def rows_with_paper(runs_rows: Sequence[Row], paper: bool = True) -> list[Row]:
     return [*(paper_rows() if paper else []), *runs_rows]
+
+
+def has_runs(runs) -> bool:
+    """Whether a run of ``runs`` has a zero-shot metric (``dpt compare`` shows Table 1 then)."""
+    return bool(run_rows(runs))
+
+
+def show(runs, args) -> None:
+    """``dpt compare``'s Table 1 of ``runs``: printed (``args.no_paper``, ``args.baseline``), and written as
+    ``compare.csv`` and ``compare.png`` under ``args.out``."""
+    from pipeline import storage
+
+    rows = rows_with_paper(run_rows(runs), paper=not args.no_paper)
+    baseline = find_baseline(rows, args.baseline)
+    print(format_table(rows, baseline))
+    csv_url, png_url = storage.join(args.out, "compare.csv"), storage.join(args.out, "compare.png")
+    storage.write_bytes(csv_url, to_csv(rows, baseline))
+    storage.write_bytes(png_url, chart_png(rows, baseline))
+    print(f"wrote {csv_url} and {png_url}")

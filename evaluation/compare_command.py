@@ -59,26 +59,17 @@ def run(args: argparse.Namespace) -> int:
 
 
 def report(runs, args: argparse.Namespace) -> int:
-    """For ``runs`` (the DataFrame of ``mlflow.search_runs``): print the ADE20K table when a segmentation run is
-    there, the Table 1 comparison (and write its CSV and chart) when a zero-shot run is there; with neither,
-    one line saying so (exit status 1)."""
+    """For ``runs`` (the DataFrame of ``mlflow.search_runs``): each comparison table that some run has metrics
+    for, in order (the ADE20K table, then Table 1 with its CSV and chart), a blank line between; with none,
+    one line saying so (exit status 1). Each table module answers ``has_runs(runs)`` and ``show(runs, args)``."""
     from evaluation import compare, compare_segmentation
-    from pipeline import storage
 
-    run_rows = compare.run_rows(runs)
-    seg_lines = compare_segmentation.segmentation_lines(runs)
-    seg_runs = len(seg_lines) > len(compare_segmentation.PAPER_ROWS)
-    if not run_rows and not seg_runs:
+    tables = [table for table in (compare_segmentation, compare) if table.has_runs(runs)]
+    if not tables:
         print(f"no run with zero-shot or segmentation metrics in {_source(args)} (run `dpt eval` first)")
         return 1
-    if seg_runs:
-        print(compare_segmentation.format_segmentation_table(seg_lines), end="\n\n" if run_rows else "\n")
-    if run_rows:
-        rows = compare.rows_with_paper(run_rows, paper=not args.no_paper)
-        baseline = compare.find_baseline(rows, args.baseline)
-        print(compare.format_table(rows, baseline))
-        csv_url, png_url = storage.join(args.out, "compare.csv"), storage.join(args.out, "compare.png")
-        storage.write_bytes(csv_url, compare.to_csv(rows, baseline))
-        storage.write_bytes(png_url, compare.chart_png(rows, baseline))
-        print(f"wrote {csv_url} and {png_url}")
+    for index, table in enumerate(tables):
+        if index:
+            print()
+        table.show(runs, args)
     return 0

@@ -32,6 +32,16 @@ def segmentation_lines(runs) -> list[tuple[str, str, float, float]]:
     return lines
 
 
+def has_runs(runs) -> bool:
+    """Whether a run of ``runs`` has a segmentation benchmark's metrics (``dpt compare`` shows the table then)."""
+    return len(segmentation_lines(runs)) > len(PAPER_ROWS)
+
+
+def show(runs, args) -> None:
+    """``dpt compare``'s ADE20K table of ``runs`` (``args`` has nothing for it)."""
+    print(format_segmentation_table(segmentation_lines(runs)))
+
+
 def format_segmentation_table(lines) -> str:
     """A plain-text table of :func:`segmentation_lines` with each run's change in mIoU against DPT-Hybrid."""
     reference = PAPER_ROWS["DPT-Hybrid"][0]

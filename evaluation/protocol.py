@@ -14,7 +14,7 @@ of workers add up exactly (:class:`MetricSums`).
 from __future__ import annotations
 
 import dataclasses
-from typing import Literal
+from typing import ClassVar, Literal
 
 import numpy as np
 
@@ -42,12 +42,21 @@ class BenchmarkProtocol:
     crop: tuple[float, float, float, float] | None = None
     align: Literal["disparity", "none"] = "disparity"
     threshold: float = 1.25  # for delta_error
+    group: ClassVar[str] = "zero_shot"  # the MLflow metric names' prefix
 
     @property
     def metric_key(self) -> str:
         """The MLflow metric name; the same for every run, so runs line up in the MLflow UI."""
         suffix = {"abs_rel": "absrel", "delta_error": f"delta_gt_{self.threshold:g}", "whdr": "whdr"}
-        return f"zero_shot/{self.name}_{suffix[self.metric]}"
+        return f"{self.group}/{self.name}_{suffix[self.metric]}"
+
+    def extra_metrics(self, sums: MetricSums) -> list[tuple[str, str, float]]:
+        """``(MLflow name, label, value)`` of the numbers beside the benchmark's own: none here."""
+        return []
+
+    def artifacts(self, sums: MetricSums) -> dict[str, bytes]:
+        """Files logged beside the numbers, ``{artifact path: bytes}``: none here."""
+        return {}
 
     @property
     def metric_label(self) -> str:
@@ -92,18 +101,31 @@ class SegmentationProtocol:
     scales: tuple[float, ...] = (1.0,)
     flip: bool = False
     metric: str = "miou"
+    group: ClassVar[str] = "segmentation"
 
     @property
     def metric_key(self) -> str:
-        return f"segmentation/{self.name}_miou"
+        return f"{self.group}/{self.name}_miou"
 
     @property
     def pixel_accuracy_key(self) -> str:
-        return f"segmentation/{self.name}_pixel_accuracy"
+        return f"{self.group}/{self.name}_pixel_accuracy"
 
     @property
     def metric_label(self) -> str:
         return "mIoU (%)"
+
+    def extra_metrics(self, sums: MetricSums) -> list[tuple[str, str, float]]:
+        """The pixel accuracy (%) of the summed confusion matrix: ``[(MLflow name, label, value)]``."""
+        if sums.confusion is None:
+            return []
+        return [(self.pixel_accuracy_key, "pixel acc. (%)", segmentation_metrics.pixel_accuracy(sums.confusion))]
+
+    def artifacts(self, sums: MetricSums) -> dict[str, bytes]:
+        """The summed confusion matrix and each class's IoU (``evaluation.segmentation.confusion_artifacts``)."""
+        from evaluation.segmentation import confusion_artifacts  # it imports this module
+
+        return {} if sums.confusion is None else confusion_artifacts(self.name, sums.confusion)
 
 
 # Multi-scale: the usual ADE20K setting (PyTorch-Encoding, MMSegmentation's aug test) of six scales and flips.

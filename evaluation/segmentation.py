@@ -107,3 +107,19 @@ def score_segmentation(model: torch.nn.Module, pre: Preprocessing, protocol: Seg
             if sample.id in picture_ids:
                 pictures.append(_picture(sample, pred, rows[-1]["value"], protocol.num_classes))
     return sums, rows, pictures
+
+
+def confusion_artifacts(benchmark: str, confusion: np.ndarray) -> dict[str, bytes]:
+    """The files MLflow keeps beside a segmentation benchmark's numbers: the summed confusion matrix (``.npy``,
+    rows ground truth) and each class's IoU (``.csv``), under ``eval/segmentation/``."""
+    import io
+
+    from evaluation.segmentation_metrics import class_iou
+
+    buf = io.BytesIO()
+    np.save(buf, np.asarray(confusion, np.int64), allow_pickle=False)
+    labelled = np.asarray(confusion).sum(1)
+    lines = ["class,iou,labelled_pixels"] + [f"{c},{'' if np.isnan(v) else f'{v:.4f}'},{int(labelled[c])}"
+                                             for c, v in enumerate(class_iou(confusion))]
+    return {f"eval/segmentation/{benchmark}_confusion.npy": buf.getvalue(),
+            f"eval/segmentation/{benchmark}_class_iou.csv": ("\n".join(lines) + "\n").encode()}

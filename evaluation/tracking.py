@@ -27,7 +27,6 @@ from evaluation.job import BenchmarkOutcome
 from pipeline.tracking import experiment_id, tracking_uri
 from evaluation.pictures import picture_grid
 from evaluation.protocol import get_protocol
-from evaluation.segmentation_metrics import pixel_accuracy
 
 ROW_SCHEMA = pa.schema([
     ("benchmark", pa.string()), ("id", pa.string()), ("metric", pa.string()), ("value", pa.float64()),
@@ -52,22 +51,23 @@ def per_image_table(rows: list[dict]) -> pa.Table:
 
 
 def log_outcome(outcome: BenchmarkOutcome) -> None:
-    """Log one finished benchmark into the active run."""
+    """Log one finished benchmark into the active run; what beside its number its protocol says."""
     protocol = get_protocol(outcome.name)
     if outcome.error:
         mlflow.set_tag(f"eval.error.{outcome.name}", outcome.error[:4000])
     elif not math.isnan(outcome.value):
-        group = "zero_shot" if outcome.sums.confusion is None else "segmentation"
         values = {
             protocol.metric_key: outcome.value,
-            f"{group}/{outcome.name}_images": outcome.sums.images,
-            f"{group}/{outcome.name}_skipped": outcome.sums.skipped,
+            f"{protocol.group}/{outcome.name}_images": outcome.sums.images,
+            f"{protocol.group}/{outcome.name}_skipped": outcome.sums.skipped,
         }
-        if outcome.sums.confusion is not None:
-            values[protocol.pixel_accuracy_key] = pixel_accuracy(outcome.sums.confusion)
+        values.update({key: value for key, _, value in protocol.extra_metrics(outcome.sums)})
         mlflow.log_metrics(values)
-    if outcome.sums.confusion is not None and not outcome.error:
-        _log_confusion(outcome.name, outcome.sums.confusion)
+    if not outcome.error:
+        for path, data in protocol.artifacts(outcome.sums).items():
+            folder, _, filename = path.rpartition("/")
+            with _temporary(filename, data) as local:
+                mlflow.log_artifact(local, artifact_path=folder)
     if outcome.rows:
         buf = io.BytesIO()
         pq.write_table(per_image_table(outcome.rows), buf)
@@ -80,23 +80,6 @@ def log_outcome(outcome: BenchmarkOutcome) -> None:
         import matplotlib.pyplot as plt
 
         plt.close(fig)
-
-
-def _log_confusion(name: str, confusion) -> None:
-    """The summed confusion matrix (``.npy``, rows ground truth) and each class's IoU (``.csv``)."""
-    import numpy as np
-
-    from evaluation.segmentation_metrics import class_iou
-
-    buf = io.BytesIO()
-    np.save(buf, np.asarray(confusion, np.int64), allow_pickle=False)
-    labelled = np.asarray(confusion).sum(1)
-    lines = ["class,iou,labelled_pixels"] + [f"{c},{'' if np.isnan(v) else f'{v:.4f}'},{int(labelled[c])}"
-                                             for c, v in enumerate(class_iou(confusion))]
-    for filename, data in ((f"{name}_confusion.npy", buf.getvalue()),
-                           (f"{name}_class_iou.csv", ("\n".join(lines) + "\n").encode())):
-        with _temporary(filename, data) as path:
-            mlflow.log_artifact(path, artifact_path="eval/segmentation")
 
 
 class _temporary:

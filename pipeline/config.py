@@ -4,6 +4,8 @@ Each stage declares its own dataclasses; this module only turns YAML (parsed wit
 ``key.sub=value`` overrides into instances of them, strictly: an unknown key, a missing required key or a
 value of the wrong type is a :class:`ConfigError` whose message names the dotted key and where the value came
 from: the file, or the command-line override (``override optim.lr=abc: expected a number, got 'abc'``).
+A section may have variants: one of its keys (the task's ``kind``) picks the dataclass that reads the whole
+section, and only that dataclass's keys are accepted there (:func:`variant_of`).
 
 >>> @dataclasses.dataclass
 ... class Optim:
@@ -148,19 +150,48 @@ def _convert(tp: Any, value: Any, path: str, source: _Origin) -> Any:
     raise ConfigError(f"{source.where(path)}: unsupported annotation {_type_name(tp)}")
 
 
+def _variants(cls: type) -> dict[str, type] | None:
+    """A section whose keys depend on one of them (the task's ``kind``): ``{value: dataclass}``, else None.
+
+    Such a class defines ``variant_key`` and ``variants()`` itself (its variants, which subclass it, do not);
+    the value of ``variant_key`` in the section (default: the class's own default) picks the dataclass that
+    reads the whole section, so each variant's keys are checked against that variant alone."""
+    return cls.variants() if "variants" in vars(cls) else None
+
+
+def _variant_name(cls: type, data: Any) -> Any:
+    """The value of ``cls.variant_key`` in the section ``data``, else the class's default."""
+    default = getattr(cls, cls.variant_key)
+    return data.get(cls.variant_key, default) if isinstance(data, dict) else default
+
+
+def variant_of(cls: type, data: Any, path: str = "", source: _Origin = _Origin()) -> type:
+    """The dataclass that reads the section ``data`` of type ``cls`` (``cls`` itself unless it has variants)."""
+    variants = _variants(cls)
+    if variants is None:
+        return cls
+    value = _variant_name(cls, data)
+    if value not in variants:
+        key = f"{path}.{cls.variant_key}" if path else cls.variant_key
+        raise ConfigError(f"{source.where(key)}: {value!r} is not one of {list(variants)}")
+    return variants[value]
+
+
 def _from_dict(cls: type[T], data: Any, path: str, source: _Origin) -> T:
     if data is None:
         data = {}
     if not isinstance(data, dict):
         raise ConfigError(f"{source.where(path)}: expected a mapping for {cls.__name__}, got {data!r}")
+    section, cls = cls, variant_of(cls, data, path, source)
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
     unknown = sorted(set(data) - set(fields))
     if unknown:
         dotted = [f"{path}.{k}" if path else str(k) for k in unknown]
         label = source.label(dotted[0])
+        known = "known" if cls is section else f"the keys of {path}.{cls.variant_key} {_variant_name(cls, data)}"
         raise ConfigError(f"{label + ': ' if label else ''}unknown key {', '.join(dotted)} "
-                          f"(known: {', '.join(sorted(fields))})")
+                          f"({known}: {', '.join(sorted(fields))})")
     kwargs = {}
     for name, field in fields.items():
         sub = f"{path}.{name}" if path else name
@@ -239,6 +270,9 @@ def apply_overrides(cls: type, data: dict[str, Any], overrides: Sequence[str]) -
             node[part] = dict(child) if isinstance(child, dict) else {}
             node = node[part]
             target_cls = next((a for a in (hint, *typing.get_args(hint)) if dataclasses.is_dataclass(a)), Any)
+            variants = _variants(target_cls) if target_cls is not Any else None
+            if variants is not None:  # the keys of the variant that the data names so far
+                target_cls = variants.get(_variant_name(target_cls, node), target_cls)
             if target_cls is Any and names is not None and typing.get_origin(hint) not in (dict, Mapping):
                 raise ConfigError(f"override {item}: {here} is not a section")
     return data
@@ -298,8 +332,17 @@ def _default(field: dataclasses.Field) -> Any:
 def reference_rows(cls: type, prefix: str = "") -> list[tuple[str, str, str]]:
     """``[(dotted key, type, default)]`` for every leaf of a config dataclass (the README's reference).
 
-    A section that is a list of dataclasses shows its items' keys as ``key[].field``.
+    A section that is a list of dataclasses shows its items' keys as ``key[].field``; a section with variants
+    (the task's, :func:`variant_of`) shows the key that picks one, then each variant's keys marked with it.
     """
+    variants = _variants(cls)
+    if variants is not None:  # the key that picks the variant, then each variant's own keys
+        key = cls.variant_key
+        rows = [(f"{prefix}{key}", "one of " + ", ".join(f"`{name}`" for name in variants), f"`{getattr(cls, key)}`")]
+        for name, variant in variants.items():
+            rows += [(k, f"{t} (with `{prefix}{key}: {name}`)", d) for k, t, d in reference_rows(variant, prefix)
+                     if k != f"{prefix}{key}"]
+        return rows
     rows = []
     hints = typing.get_type_hints(cls)
     for field in dataclasses.fields(cls):

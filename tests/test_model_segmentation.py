@@ -216,7 +216,7 @@ def test_predict_writes_label_and_colour_maps(tmp_path, capsys):
 
     from pipeline.cli import main
     from training.model import save_checkpoint
-    from training.segmentation_predict import palette
+    from training.tasks.segmentation import palette
 
     torch.manual_seed(0)
     model = build_model("dpt_tiny_ade20k", head_kwargs={"num_classes": CLASSES})

@@ -11,9 +11,9 @@ import torch
 from tests.training_corpus import write_source
 from training import augment
 from training.data import DataConfig, LoaderConfig, ShardsConfig, StreamConfig, make_loader, validation_batches
-from training.loop import OptimConfig, build_optimizer, build_scheduler, train_step, validation_sums
+from training.loop import OptimConfig, build_optimizer, build_scheduler, train_step
 from training.model import build_model
-from training.task import DepthTask, LossConfig, TaskConfig
+from training.tasks.relative_depth import LossConfig, RelativeDepthConfig, RelativeDepthTask
 
 
 class ConstantDisparity(torch.nn.Module):
@@ -22,8 +22,9 @@ class ConstantDisparity(torch.nn.Module):
 
 
 def _held_out_ssitrim(model, config: DataConfig) -> float:
-    sums = validation_sums(model, validation_batches(config, "scenes", "val", 0, 1), torch.device("cpu"))
-    return float(sums[0] / sums[2])
+    sums = RelativeDepthTask().validation_sums(model, validation_batches(config, "scenes", "val", 0, 1),
+                                               torch.device("cpu"))
+    return float(sums["ssitrim"] / sums["pixels"])
 
 
 @pytest.mark.slow
@@ -43,7 +44,7 @@ def test_tiny_dpt_learns_depth_on_held_out_scenes(tmp_path):
     steps = 150
     optimizer = build_optimizer(model, optim)
     scheduler = build_scheduler(optimizer, optim, steps)
-    task = DepthTask(TaskConfig(LossConfig("ssitrim")), ["scenes"])
+    task = RelativeDepthTask(RelativeDepthConfig(loss=LossConfig("ssitrim")), ["scenes"])
     loader = make_loader(config)
     start = time.monotonic()
     for _ in range(steps):

@@ -8,9 +8,8 @@ import torch
 
 from pipeline.demo import render_scene
 from tests.training_corpus import TinyDepthNet
-from training.loop import (OptimConfig, build_optimizer, build_scheduler, load_state, lr_factor, save_state,
-                           train_step, validation_sums)
-from training.task import DepthTask, LossConfig, TaskConfig
+from training.loop import OptimConfig, build_optimizer, build_scheduler, load_state, lr_factor, save_state, train_step
+from training.tasks.relative_depth import LossConfig, RelativeDepthConfig, RelativeDepthTask
 
 
 def _batch(n=4, size=24, sources=("a", "b")):
@@ -45,7 +44,7 @@ def test_steps_lower_the_loss(mixing):
     config = OptimConfig(lr_backbone=1e-2, lr_decoder=1e-2)
     optimizer = build_optimizer(model, config)
     scheduler = build_scheduler(optimizer, config, 60)
-    task = DepthTask(TaskConfig(LossConfig("ssitrim"), mixing=mixing), ["a", "b"])
+    task = RelativeDepthTask(RelativeDepthConfig(loss=LossConfig("ssitrim"), mixing=mixing), ["a", "b"])
     batch = _batch()
     logs = [train_step(model, task, optimizer, scheduler, batch, config) for _ in range(60)]
     assert logs[-1]["loss/loss"] < 0.5 * logs[0]["loss/loss"]
@@ -55,7 +54,7 @@ def test_steps_lower_the_loss(mixing):
 
 def test_checkpoint_state_resumes_exactly(tmp_path):
     config = OptimConfig(lr_backbone=1e-3, lr_decoder=1e-3, warmup_steps=3)
-    task = DepthTask(TaskConfig(), ["a", "b"])
+    task = RelativeDepthTask(RelativeDepthConfig(), ["a", "b"])
     batch = _batch()
 
     def fresh():
@@ -79,8 +78,9 @@ def test_checkpoint_state_resumes_exactly(tmp_path):
 def test_validation_sums_are_pixel_weighted():
     model = TinyDepthNet()
     batch = _batch(n=3)
-    sums = validation_sums(model, [batch], torch.device("cpu"))
-    halves = validation_sums(model, [{k: v[:1] for k, v in batch.items()}, {k: v[1:] for k, v in batch.items()}],
-                             torch.device("cpu"))
-    assert sums[2] == batch["mask"].sum()
-    assert np.allclose(sums.numpy(), halves.numpy())
+    task = RelativeDepthTask()
+    sums = task.validation_sums(model, [batch], torch.device("cpu"))
+    halves = task.validation_sums(model, [{k: v[:1] for k, v in batch.items()},
+                                          {k: v[1:] for k, v in batch.items()}], torch.device("cpu"))
+    assert sums["pixels"] == batch["mask"].sum()
+    assert sorted(sums) == sorted(halves) and all(np.allclose(sums[k].numpy(), halves[k].numpy()) for k in sums)

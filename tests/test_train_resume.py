@@ -17,7 +17,7 @@ from training.config import TrainConfig
 from training.data import DataPosition, ShardsConfig, StreamConfig, source_counts, source_stream
 from training.loop import build_optimizer, build_scheduler, load_state, save_state, train_step
 from training.resume import EXACT, data_phases, start_position, stream_layout
-from training.task import make_task
+from training.tasks import create_task
 
 STEPS = 12
 
@@ -60,7 +60,7 @@ def _run(config: TrainConfig, directory: str, rank: int = 0, world: int = 1, unt
         meta = load_state(directory, model, optimizer, scheduler)
         step, saved = meta["step"], meta.get("data_position")
     position, how = start_position(config, world, step, saved)
-    task, records = make_task(config.task, config.data.shards.sources), {}
+    task, records = create_task(config.task, config.data.shards.sources), {}
     for phase in data_phases(config, rank, world, step, position):
         while step < min(phase.end, until):
             batch = phase.next_batch()

@@ -20,7 +20,7 @@ from training.data import make_loader, validation_batches
 from training.loop import build_optimizer, build_scheduler, lr_factor, train_step
 from training.model import build_model
 from training.seg_augment import SegmentationAugmentConfig, augment_segmentation
-from training.segmentation_task import SegmentationTask, segmentation_validation_sums
+from training.tasks.segmentation import SegmentationTask
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "configs" / "dpt_hybrid_ade20k.yaml"
@@ -119,9 +119,10 @@ def _config(prefix: str, *extra: str) -> TrainConfig:
 
 
 def _held_out(model, config: TrainConfig) -> tuple[float, float]:
-    sums = segmentation_validation_sums(model, validation_batches(config.data, "blocks", "val", 0, 1),
-                                        torch.device("cpu"))
-    return float(sums[0] / sums[2]), float(sums[1] / sums[2])  # cross-entropy, pixel accuracy (fraction)
+    sums = SegmentationTask().validation_sums(model, validation_batches(config.data, "blocks", "val", 0, 1),
+                                              torch.device("cpu"))
+    # cross-entropy, pixel accuracy (fraction)
+    return float(sums["cross_entropy"] / sums["pixels"]), float(sums["correct"] / sums["pixels"])
 
 
 @pytest.mark.slow

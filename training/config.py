@@ -1,8 +1,9 @@
 """The run configuration of ``dpt train``: typed dataclasses read by ``pipeline.config.load_config``.
 
 Each stage gets only its own part: the data path ``data`` (and inside it each stage its own section), the
-task ``task``, the optimiser ``optim``; the Ray Train entry reads ``scaling``, ``storage``, ``tracking``
-and ``run``. See configs/*.yaml for complete examples.
+task ``task`` (its keys are those of the task ``task.kind`` names: ``training.tasks``), the optimiser ``optim``;
+the Ray Train entry reads ``scaling``, ``storage``, ``tracking`` and ``run``. The task, ``data.target`` and the
+model's head are checked against each other when the config loads. See configs/*.yaml for complete examples.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from typing import Any, Literal
 
 from training.data import DataConfig
 from training.loop import OptimConfig
-from training.task import TaskConfig
+from training.tasks import TaskConfig, get_task
 
 
 @dataclasses.dataclass
@@ -109,7 +110,7 @@ class RunConfig:
 class TrainConfig:
     data: DataConfig
     model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
-    task: TaskConfig = dataclasses.field(default_factory=TaskConfig)
+    task: TaskConfig = dataclasses.field(default_factory=lambda: get_task(TaskConfig.kind).Config())
     optim: OptimConfig = dataclasses.field(default_factory=OptimConfig)
     curriculum: list[PhaseConfig] = dataclasses.field(default_factory=list)
     schedule: ScheduleConfig = dataclasses.field(default_factory=ScheduleConfig)
@@ -128,6 +129,26 @@ class TrainConfig:
         if sum(p.steps for p in self.curriculum) > self.schedule.steps:
             raise ValueError(f"curriculum phases take {sum(p.steps for p in self.curriculum)} steps, more than "
                              f"schedule.steps = {self.schedule.steps}")
+        check_task(self)
+
+
+def check_task(config: TrainConfig) -> None:
+    """The task, the data it reads and the model it trains agree: ``data.target`` is what ``task.kind`` reads,
+    and ``model.name`` (with ``model.overrides``) has the head the task trains. An unknown model or override is
+    left to ``training.train.check_config``, which names it."""
+    from training.model import get_config
+
+    task = get_task(config.task.kind)
+    if config.data.target != task.target:
+        raise ValueError(f"data.target is {config.data.target} but task.kind {task.name} reads {task.target} "
+                         f"(set data.target: {task.target}, or another task.kind)")
+    try:
+        head = get_config(config.model.name, **config.model.overrides).head
+    except (TypeError, ValueError):
+        return
+    if head != task.head:
+        raise ValueError(f"model.name {config.model.name} has a {head} head but task.kind {task.name} trains a "
+                         f"{task.head} head (choose a {task.head} model, or another task.kind)")
 
 
 def phases(config: TrainConfig) -> list[tuple[int, list[str]]]:

@@ -14,7 +14,8 @@ continues exactly after a given number of consumed batches (``DataPosition``, sa
 
 A batch is a dict: ``image`` float ``[B, 3, S, S]`` normalised, ``disparity`` float ``[B, 1, S, S]``
 (inverse depth up to scale and shift), ``mask`` bool ``[B, 1, S, S]``, ``source`` and ``key``: lists of str.
-With ``target: segmentation`` the shards' ``seg.png`` replaces the depth target: ``labels`` int64 ``[B, S, S]``
+The task that reads ``data.target`` decodes and augments each sample (``Task.transform``, training.tasks):
+with ``target: segmentation`` the shards' ``seg.png`` replaces the depth target: ``labels`` int64 ``[B, S, S]``
 (255 = ignore), augmented by ``training.seg_augment`` (random rescale, crop, flip).
 """
 
@@ -35,7 +36,8 @@ from pipeline.manifest import read_manifest
 from pipeline.shards import ShardError, ShardInfo, decode_sample, shard_dir
 from training import augment, mixing
 from training.bad_shards import SKIPPED, OnBadShard, ShardReader
-from training.seg_augment import SegmentationAugmentConfig, augment_segmentation
+from training.seg_augment import SegmentationAugmentConfig
+from training.tasks import task_for_target
 
 
 @dataclasses.dataclass
@@ -158,33 +160,11 @@ def source_stream(shards: Mapping[str, int], slot: tuple[int, int, int, int], st
         epoch += 1
 
 
-def segmentation_transform(sample, config: SegmentationAugmentConfig, photo: augment.PhotometricConfig,
-                           norm: augment.NormalizeConfig, rng: np.random.Generator | None) -> dict:
-    """A decoded segmentation sample -> ``image [3, S, S]``, ``labels`` int64 ``[S, S]`` (255 = ignore)."""
-    if sample.segmentation is None:
-        raise ValueError(f"{sample.key}: data.target is segmentation but the sample has no seg.png member")
-    image = torch.from_numpy(np.array(sample.rgb, dtype=np.uint8)).permute(2, 0, 1).float().div_(255.0)
-    labels = torch.from_numpy(np.asarray(sample.segmentation, dtype=np.int64))
-    image, labels, frame = augment_segmentation(image, labels, config, rng)
-    image = augment.photometric(image, photo, rng) if rng is not None else image
-    return {"image": augment.normalize(image, frame, norm), "labels": labels,
-            "source": sample.meta["source"], "key": sample.key}
-
-
-def train_transform(members: dict, config: augment.GeometricConfig, photo: augment.PhotometricConfig,
-                    norm: augment.NormalizeConfig, rng: np.random.Generator,
-                    segmentation: SegmentationAugmentConfig | None = None) -> dict:
-    """Decode one raw sample and apply the paper's augmentation -> tensors of one sample.
-
-    With ``segmentation`` (``data.target: segmentation``) the label map and the segmentation recipe are used."""
-    sample = decode_sample(members)
-    if segmentation is not None:
-        return segmentation_transform(sample, segmentation, photo, norm, rng)
-    image, disparity, mask = augment.to_tensors(sample.rgb, sample.disparity, sample.mask)
-    image, disparity, mask, frame = augment.geometric(image, disparity, mask, config, rng)
-    image = augment.photometric(image, photo, rng) if rng is not None else image
-    return {"image": augment.normalize(image, frame, norm), "disparity": disparity[None], "mask": mask[None],
-            "source": sample.meta["source"], "key": sample.key}
+def train_transform(members: dict, config: DataConfig, rng: np.random.Generator | None) -> dict:
+    """Decode one raw sample and apply the augmentation of the task that reads ``data.target`` (its
+    ``transform``: ``training.augment`` for disparity, ``training.seg_augment`` for label maps) -> tensors of one
+    sample. ``rng=None``: validation (centred, no flip, no jitter)."""
+    return task_for_target(config.target).transform(decode_sample(members), config, rng)
 
 
 def collate(samples: list[dict]) -> dict:
@@ -205,15 +185,13 @@ class DataConfig:
     geometric: augment.GeometricConfig = dataclasses.field(default_factory=augment.GeometricConfig)
     photometric: augment.PhotometricConfig = dataclasses.field(default_factory=augment.PhotometricConfig)
     normalize: augment.NormalizeConfig = dataclasses.field(default_factory=augment.NormalizeConfig)
-    # What the shards hold for the task: disparity (depth) or seg.png label maps (segmentation, own augmentation).
+    # What the shards hold for the task (its ``target``, checked against task.kind when the config loads):
+    # disparity, or seg.png label maps (with their own augmentation, ``segmentation``).
     target: Literal["disparity", "segmentation"] = "disparity"
     segmentation: SegmentationAugmentConfig = dataclasses.field(default_factory=SegmentationAugmentConfig)
     # A shard that fails its checksum or decoding mid-run: stop the run naming it, or skip it and log it
     # (training.bad_shards).
     on_bad_shard: OnBadShard = "fail"
-
-    def segmentation_config(self) -> SegmentationAugmentConfig | None:
-        return self.segmentation if self.target == "segmentation" else None
 
 
 def _seed(*parts) -> int:
@@ -323,9 +301,7 @@ def _batches(draws: Iterator[tuple[int, tuple[str, dict | str]]], config: DataCo
                 skipped += 1
                 continue
             try:
-                batch.append(train_transform(members, config.geometric, config.photometric, config.normalize,
-                                             np.random.default_rng((augment_seed, index)),
-                                             config.segmentation_config()))
+                batch.append(train_transform(members, config, np.random.default_rng((augment_seed, index))))
             except ShardError as error:
                 reader.bad(error, 1)  # fail: raises
                 skipped += 1
@@ -383,8 +359,7 @@ def validation_batches(config: DataConfig, source: str, split: str, rank: int, w
     batch: list[dict] = []
     for members in mine:
         try:
-            sample = train_transform(members, config.geometric, config.photometric, config.normalize, None,
-                                     config.segmentation_config())
+            sample = train_transform(members, config, None)
         except ShardError as error:
             reader.bad(error, 1)
             continue

@@ -1,4 +1,5 @@
-"""The training loop's pieces: optimiser, schedule, one step, validation sums, checkpoint state. No Ray here.
+"""The training loop's pieces: optimiser, schedule, one step, validation sums across ranks, checkpoint state.
+No Ray here (the task, ``training.tasks``, computes the loss and each rank's validation sums).
 
 The paper trains with Adam at two learning rates: 1e-5 for the (pretrained) backbone and 1e-4 for the
 randomly initialised decoder and head. Parameters whose name starts with ``backbone_prefix`` form the
@@ -13,14 +14,13 @@ import math
 import os
 import random
 import time
-from collections.abc import Iterable
+from collections.abc import Mapping
 from typing import Literal
 
 import torch
 from safetensors.torch import load_file, save_file
 
 from pipeline.checkpoint_layout import META_FILE, MODEL_FILE, STATE_FILE
-from training.losses import ScaleAndShiftInvariantLoss
 
 
 @dataclasses.dataclass
@@ -106,23 +106,17 @@ def train_step(model, task, optimizer, scheduler, batch: dict, config: OptimConf
     return logs
 
 
-VALIDATION_LOSSES = {"ssitrim": ScaleAndShiftInvariantLoss("ssitrim", alpha=0.0),
-                     "ssimse": ScaleAndShiftInvariantLoss("ssimse", alpha=0.0)}
+def sum_across_ranks(sums: Mapping[str, torch.Tensor], world: int, device: torch.device) -> dict[str, torch.Tensor]:
+    """A task's named validation sums added up over the ``world`` ranks of the process group (one all-reduce),
+    matched by name: each rank sends them in sorted name order, whatever order its dict has."""
+    names = sorted(sums)
+    if world <= 1:
+        return {name: sums[name] for name in names}
+    import torch.distributed as dist
 
-
-@torch.no_grad()
-def validation_sums(model: torch.nn.Module, batches: Iterable[dict], device: torch.device) -> torch.Tensor:
-    """``[ssitrim * M, ssimse * M, M]`` summed over batches (M: valid pixels), for a cross-rank reduction."""
-    model.eval()
-    sums = torch.zeros(3, dtype=torch.float64)
-    for batch in batches:
-        batch = to_device(batch, device)
-        prediction = unwrap(model)(batch["image"]).float()  # the bare module: no DDP collective here
-        count = batch["mask"].sum().item()
-        for i, loss in enumerate(VALIDATION_LOSSES.values()):
-            sums[i] += loss(prediction, batch["disparity"], batch["mask"]).item() * count
-        sums[2] += count
-    return sums
+    stacked = torch.stack([sums[name].to(torch.float64) for name in names]).to(device)
+    dist.all_reduce(stacked)
+    return dict(zip(names, stacked.cpu().unbind()))
 
 
 class StepTimer:

@@ -1,18 +1,18 @@
-"""``dpt predict IMAGE_OR_DIR... --checkpoint PATH_OR_URI --out DIR``: relative inverse depth for images.
+"""``dpt predict IMAGE_OR_DIR... --checkpoint PATH_OR_URI --out DIR``: the task's output for images.
 
-For each image ``<name>`` it writes ``<name>.png`` (16-bit PNG: disparity scaled per image to 0..65535),
-``<name>.color.png`` (a colour map a person can look at: near is bright) and, with ``--npy``, ``<name>.npy``
-(float32 disparity at the input resolution). Directories are searched recursively and their structure is
-kept under ``--out``. ``--checkpoint`` is a checkpoint directory as ``dpt train`` prints it or a model file.
+The task (``--task``, by default the one of the checkpoint's head: ``training.tasks.task_for_head``) runs the
+model and encodes its output. For relative depth, each image ``<name>`` gives ``<name>.png`` (16-bit PNG:
+disparity scaled per image to 0..65535), ``<name>.color.png`` (a colour map a person can look at: near is bright)
+and, with ``--npy``, ``<name>.npy`` (float32 disparity at the input resolution); for segmentation ``<name>.png``
+(8-bit class ids) and ``<name>.color.png`` (a colour label map, one fixed colour per class); see each task's
+``encode``. Directories are searched recursively and their structure is kept under ``--out``.
+``--checkpoint`` is a checkpoint directory as ``dpt train`` prints it or a model file.
 
 Before the model loads, every input is checked (:func:`check_inputs`): each IMAGE_OR_DIR exists (a directory holds
 images), the checkpoint is there and of a kind that loads, ``--out`` can be written; a bad one is one line naming
 it and exit code 1, nothing written. A file that is not a readable image is reported (file and reason) and
 skipped; the last line says how many images were written, and the exit code is 1 when any was skipped (or none
 written). Inputs and outputs may be local or s3:// (pipeline.storage); writes are atomic.
-
-``--task segmentation`` (the default for a segmentation checkpoint) writes ``<name>.png`` (8-bit class ids) and
-``<name>.color.png`` (a colour label map, one fixed colour per class; ``training.segmentation_predict``).
 """
 
 from __future__ import annotations
@@ -24,6 +24,8 @@ from collections import defaultdict
 from pathlib import PurePosixPath
 
 import numpy as np
+
+from training.tasks import TASKS
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".tif", ".tiff", ".webp")
 
@@ -41,8 +43,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--size", type=int, default=None, help="longer side fed to the model (default: the variant's)")
     parser.add_argument("--npy", action="store_true", help="also write the float32 disparity as .npy")
     parser.add_argument("--colormap", default="inferno", help="matplotlib colormap (default inferno)")
-    parser.add_argument("--task", choices=("auto", "depth", "segmentation"), default="auto",
-                        help="depth maps or class label maps (default: what the checkpoint's head predicts)")
+    parser.add_argument("--task", choices=("auto", *TASKS), default="auto",
+                        help="what to write: depth maps or class label maps (default: the task of the checkpoint's "
+                             "head)")
 
 
 def find_images(inputs: list[str]) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
@@ -122,20 +125,6 @@ def check_output(url: str, option: str, is_file: bool = False) -> None:
         raise ValueError(f"{option} {url}: {path} is not writable")
 
 
-def encode_outputs(disparity: np.ndarray, colormap: str) -> tuple[bytes, bytes]:
-    """``(16-bit PNG bytes, colour PNG bytes)`` of one ``[H, W]`` disparity map (min-max scaled per image)."""
-    import matplotlib
-    from PIL import Image
-
-    low, high = float(disparity.min()), float(disparity.max())
-    unit = (disparity - low) / (high - low) if high > low else np.zeros_like(disparity)
-    gray, color = io.BytesIO(), io.BytesIO()
-    Image.fromarray(np.round(unit * 65535).astype(np.uint16)).save(gray, format="PNG")
-    rgb = (matplotlib.colormaps[colormap](unit)[..., :3] * 255).round().astype(np.uint8)
-    Image.fromarray(rgb).save(color, format="PNG")
-    return gray.getvalue(), color.getvalue()
-
-
 def _device(choice: str) -> str:
     import torch
 
@@ -177,23 +166,11 @@ def check_inputs(args: argparse.Namespace) -> list[tuple[str, str]]:
     return found
 
 
-def _write(out: str, stem: str, disparity: np.ndarray, args: argparse.Namespace) -> None:
+def _write(out: str, stem: str, files: dict[str, bytes]) -> None:
     from pipeline import storage
 
-    if args.task == "segmentation":
-        from training.segmentation_predict import encode_segmentation
-
-        ids, colour = encode_segmentation(disparity)  # here: the label map
-        storage.write_bytes(storage.join(out, f"{stem}.png"), ids)
-        storage.write_bytes(storage.join(out, f"{stem}.color.png"), colour)
-        return
-    gray, color = encode_outputs(disparity, args.colormap)
-    storage.write_bytes(storage.join(out, f"{stem}.png"), gray)
-    storage.write_bytes(storage.join(out, f"{stem}.color.png"), color)
-    if args.npy:
-        buffer = io.BytesIO()
-        np.save(buffer, disparity.astype(np.float32))
-        storage.write_bytes(storage.join(out, f"{stem}.npy"), buffer.getvalue())
+    for suffix, data in files.items():
+        storage.write_bytes(storage.join(out, f"{stem}{suffix}"), data)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -202,15 +179,12 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from pipeline.progress import progress
-    from training.model.inference import predict, prepare
+    from training.model.inference import prepare
+    from training.tasks import get_task, task_for_head
 
     found = check_inputs(args)
     model = _load(args)
-    if args.task == "auto":
-        args.task = "segmentation" if getattr(model.config, "head", "depth") == "segmentation" else "depth"
-    infer = predict
-    if args.task == "segmentation":
-        from training.segmentation_predict import segment as infer  # same interface; class ids, not disparity
+    task = task_for_head(model.config.head) if args.task == "auto" else get_task(args.task)
     preprocess = model.preprocess if args.size is None else dataclasses.replace(model.preprocess, size=args.size)
     pending: dict[tuple[int, int], list] = defaultdict(list)  # batches hold images of one prepared size
     problems: list[tuple[str, str]] = []
@@ -221,8 +195,8 @@ def run(args: argparse.Namespace) -> int:
         items = pending.pop(shape, [])
         if items:
             batch = torch.stack([x for _, x, _ in items])
-            for (stem, _, size), disparity in zip(items, infer(model, batch, [s for _, _, s in items])):
-                _write(args.out, stem, disparity, args)
+            for (stem, _, _), output in zip(items, task.infer(model, batch, [s for _, _, s in items])):
+                _write(args.out, stem, task.encode(output, args.colormap, args.npy))
                 written += 1
 
     for url, stem in progress(_unique_stems(found), desc="dpt predict", unit="image"):

@@ -39,11 +39,10 @@ from training import tracking
 from training.bad_shards import BadShard, DataNews, ShardReader, SkipAccount, fatal_line, share
 from training.config import TrainConfig
 from training.data import validation_batches
-from training.loop import (StepTimer, build_optimizer, build_scheduler, load_state, save_state, to_device,
-                           train_step, validation_sums)
+from training.loop import (StepTimer, build_optimizer, build_scheduler, load_state, save_state, sum_across_ranks,
+                           to_device, train_step)
 from training.resume import data_phases, start_position
-from training.segmentation_task import segmentation_validation_sums
-from training.task import make_task
+from training.tasks import Task, create_task
 
 
 def build(config: TrainConfig) -> torch.nn.Module:
@@ -53,11 +52,11 @@ def build(config: TrainConfig) -> torch.nn.Module:
     return build_model(config.model.name, pretrained=config.model.pretrained, **config.model.overrides)
 
 
-def _validate(model, config: TrainConfig, rank: int, world: int, device, step: int, account: SkipAccount,
+def _validate(model, task: Task, config: TrainConfig, rank: int, world: int, device, step: int, account: SkipAccount,
               logger) -> str | None:
-    """Log the SSI losses (segmentation: cross-entropy and pixel accuracy, %) on each source's validation split,
-    summed over ranks (sums and counts, never means). Bad validation shards are shared among the ranks like
-    the training data's; returns the line that stops the run (``data.on_bad_shard: fail``), if any."""
+    """Log the task's validation metrics (``val/<source>/<name>``) on each source's validation split, from its
+    named sums added up over ranks (sums and counts, never means). Bad validation shards are shared among the
+    ranks like the training data's; returns the line that stops the run (``data.on_bad_shard: fail``), if any."""
     out, news = {}, DataNews()
     for source in config.data.shards.sources:
         directory = shard_dir(config.data.shards.prefix, source, config.schedule.val_split)
@@ -66,24 +65,14 @@ def _validate(model, config: TrainConfig, rank: int, world: int, device, step: i
         reader = ShardReader(config.data.on_bad_shard)
         batches = validation_batches(config.data, source, config.schedule.val_split, rank, world,
                                      config.schedule.val_max_samples, reader)
-        segmentation = config.task.kind == "segmentation"
         try:
-            if segmentation:
-                sums = segmentation_validation_sums(model, batches, device, config.task.ignore_index)
-            else:
-                sums = validation_sums(model, batches, device)
+            sums = task.validation_sums(model, batches, device)
         except ShardError as error:  # fail: the other ranks still reduce this source's sums with this one
-            sums = torch.zeros(3, dtype=torch.float64)
+            sums = task.empty_sums()
             news.fatal = news.fatal or fatal_line(error, f"in validation at step {step} on rank {rank}")
         news.skips += reader.take()
-        if world > 1:
-            sums = sums.to(device)
-            dist.all_reduce(sums)
-            sums = sums.cpu()
-        if sums[2] > 0:
-            names = ("cross_entropy", "pixel_accuracy") if segmentation else ("ssitrim", "ssimse")
-            out[f"val/{source}/{names[0]}"] = float(sums[0] / sums[2])
-            out[f"val/{source}/{names[1]}"] = float(sums[1] / sums[2]) * (100.0 if segmentation else 1.0)
+        sums = sum_across_ranks(sums, world, device)
+        out.update({f"val/{source}/{name}": value for name, value in task.validation_metrics(sums).items()})
     logger.log(out, step)
     return account.settle(share(news, world, device), step, logger, rank)
 
@@ -206,7 +195,7 @@ def _train(config: TrainConfig, model, optimizer, scheduler, step: int, position
     from training import preemption
 
     (rank, world), schedule, bf16 = placement, config.schedule, config.schedule.bf16
-    task = make_task(config.task, config.data.shards.sources)
+    task = create_task(config.task, config.data.shards.sources)
     for phase in data_phases(config, rank, world, step, position):
         end, sources = phase.end, phase.sources
         timer, seen = StepTimer(), Counter()
@@ -225,7 +214,7 @@ def _train(config: TrainConfig, model, optimizer, scheduler, step: int, position
                 shares = {f"data/share/{s}": seen[s] / max(1, sum(seen.values())) for s in sources}
                 logger.log({**logs, **perf, **shares}, step)
             if (schedule.validate_every and step % schedule.validate_every == 0) or step == schedule.steps:
-                fatal = _validate(model, config, rank, world, device, step, account, logger)
+                fatal = _validate(model, task, config, rank, world, device, step, account, logger)
                 if fatal is not None:
                     return step, None, fatal
             stop = preemption.agreed_stop(world, device) if step < schedule.steps else None

@@ -26,8 +26,7 @@ from torch import nn
 from pipeline import storage
 from pipeline.checkpoint_layout import MODEL_FILE, latest_checkpoint
 from training.model.config import DPTConfig
-from training.model.key_maps import (HF_RULES, HF_SEGMENTATION_RULES, OFFICIAL_RULES, OFFICIAL_SEGMENTATION_RULES,
-                                     convert, is_segmentation)
+from training.model.key_maps import RULES, convert, head_of
 
 FORMAT = "dpt-pipeline"
 # The safetensors format caps its JSON header at 100 MB; a larger length means "not safetensors".
@@ -135,6 +134,17 @@ def check_checkpoint(path: str, variant: str | None = None) -> str:
     return info.file
 
 
+def checkpoint_head(path: str, variant: str | None = None) -> str:
+    """The head kind (``DPTConfig.head``: ``depth``, ``segmentation``) of the model that ``path`` loads into: the
+    ``variant``'s, else the one in the config this project's checkpoint carries (its header only). For paths that
+    :func:`check_checkpoint` accepted."""
+    from training.model.registry import get_config
+
+    if variant is not None:
+        return get_config(variant).head
+    return json.loads(inspect_checkpoint(path).metadata["config"]).get("head", DPTConfig.head)
+
+
 def _read_state(path: str) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     """``(state_dict, metadata)`` of a safetensors or torch pickle file (weights only); ``path`` may be a
     checkpoint directory (:func:`resolve_checkpoint`)."""
@@ -172,11 +182,7 @@ def to_native(state: Mapping[str, torch.Tensor], source: str = "<state dict>") -
     fmt = detect_format(state)
     if fmt == "native":
         return dict(state)
-    if is_segmentation(state):
-        rules = OFFICIAL_SEGMENTATION_RULES if fmt == "official" else HF_SEGMENTATION_RULES
-    else:
-        rules = OFFICIAL_RULES if fmt == "official" else HF_RULES
-    converted, unknown = convert(dict(state), rules)
+    converted, unknown = convert(dict(state), RULES[fmt, head_of(state)])
     if unknown:
         raise ValueError(f"{source}: {len(unknown)} unknown key(s) in a {fmt} DPT state dict: {sorted(unknown)}")
     return converted

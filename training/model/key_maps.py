@@ -95,10 +95,19 @@ HF_SEGMENTATION_RULES: list[Rule] = HF_RULES[:-1] + [
 ]
 
 
-def is_segmentation(state_keys) -> bool:
-    """A foreign state dict of a segmentation model: it has an auxiliary head or a batch norm in its head."""
-    return any(k.startswith(("auxlayer.", "auxiliary_head.", "scratch.output_conv.1.", "head.head.1."))
-               for k in state_keys)
+# The table of each foreign format (``checkpoint.detect_format``) and head kind (:func:`head_of`).
+RULES: dict[tuple[str, str], list[Rule]] = {
+    ("official", "depth"): OFFICIAL_RULES, ("transformers", "depth"): HF_RULES,
+    ("official", "segmentation"): OFFICIAL_SEGMENTATION_RULES, ("transformers", "segmentation"): HF_SEGMENTATION_RULES,
+}
+
+
+def head_of(state_keys) -> str:
+    """The head kind (``DPTConfig.head``) of a foreign state dict: ``segmentation`` when it has an auxiliary head
+    or a batch norm in its head, else ``depth``."""
+    segmentation = any(k.startswith(("auxlayer.", "auxiliary_head.", "scratch.output_conv.1.", "head.head.1."))
+                       for k in state_keys)
+    return "segmentation" if segmentation else "depth"
 
 
 def _substitute(template: str, groups: dict[str, str]) -> str:

@@ -1,0 +1,120 @@
+"""The ``Task`` interface: everything one of DPT's tasks owns, so that the trainer, ``dpt predict``, ``dpt eval``
+and ``dpt compare`` ask the task instead of branching on its name. No Ray here.
+
+| a task owns | as |
+|---|---|
+| its config section (the keys under ``task:``) | ``Config``, a subclass of :class:`TaskConfig` picked by ``task.kind`` |
+| the shard members it reads, the batch members it makes | ``target`` (what ``data.target`` must say), ``shard_members``, ``batch_members`` |
+| its augmentation | ``transform(sample, data, rng)``: one decoded shard sample -> one sample's tensors |
+| the model head it trains | ``head`` (``DPTConfig.head``; ``training.tasks.task_for_head`` maps back) |
+| its loss | ``predict(model, image)``, then ``task(model, batch, prediction) -> (loss, logs)`` |
+| its validation metrics, as named sums | ``validation_sums`` -> ``{name: float64 tensor}`` (added up across ranks by name), ``validation_metrics`` |
+| its output encoding for ``dpt predict`` | ``infer(model, batch, sizes)``, ``encode(output, colormap, npy)`` -> ``{suffix: bytes}`` |
+| the evaluation protocols it supports | ``benchmarks``: names in ``evaluation.protocol`` (``dpt eval --benchmarks``) |
+
+The class attributes are read without an instance (the data path in a DataLoader worker, ``dpt predict``,
+``dpt eval``); an instance is the task of one run: ``Task(config section, the run's sources)``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable, Mapping, Sequence
+from typing import ClassVar
+
+import numpy as np
+import torch
+
+from training.loop import to_device, unwrap
+
+
+@dataclasses.dataclass
+class TaskConfig:
+    """The config's ``task:`` section. ``kind`` names the task (``training.tasks.TASKS``); the other keys are that
+    task's own: its ``Config``, a subclass of this class, which ``pipeline.config`` picks by ``kind``, so that
+    ``task.aux_weight`` is a key of ``kind: segmentation`` only."""
+
+    kind: str = "depth"  # training.tasks.DEFAULT_TASK
+    variant_key: ClassVar[str] = "kind"
+
+    @classmethod
+    def variants(cls) -> dict[str, type[TaskConfig]]:
+        from training.tasks import TASKS
+
+        return {name: task.Config for name, task in TASKS.items()}
+
+
+class Task:
+    """One task (see the module docstring for what it owns); subclasses set the class attributes and methods."""
+
+    name: ClassVar[str]  # task.kind in the config, --task of dpt predict
+    Config: ClassVar[type[TaskConfig]] = TaskConfig
+    target: ClassVar[str]  # data.target: which target of the shard contract it reads
+    shard_members: ClassVar[tuple[str, ...]]  # the members of a shard sample it needs (pipeline.shards)
+    batch_members: ClassVar[tuple[str, ...]]  # the tensors it needs in a batch beside ``image``
+    head: ClassVar[str]  # the model head it trains (training.model.heads.HEADS)
+    benchmarks: ClassVar[tuple[str, ...]] = ()  # evaluation protocols, by name (evaluation.protocol)
+    sums: ClassVar[tuple[str, ...]]  # the names of its validation sums
+
+    def __init__(self, config: TaskConfig | None = None, sources: Sequence[str] = ()):
+        """``config``: its section of the run config (default: the defaults); ``sources``: every source name of
+        the run, in a fixed order."""
+        self.config = self.Config() if config is None else config
+        self.sources = list(sources)
+
+    # -- the data path ---------------------------------------------------------------------------------------
+
+    @staticmethod
+    def transform(sample, data, rng: np.random.Generator | None) -> dict:
+        """A decoded shard sample (``pipeline.shards.Sample``) -> one sample's tensors: ``image [3, S, S]``, the
+        ``batch_members``, ``source`` and ``key``. ``data``: the ``DataConfig``; ``rng=None``: validation
+        (deterministic)."""
+        raise NotImplementedError
+
+    # -- training --------------------------------------------------------------------------------------------
+
+    def predict(self, model: torch.nn.Module, image: torch.Tensor):
+        """The forward pass of a training step (what ``__call__`` receives as ``prediction``)."""
+        return model(image)
+
+    def __call__(self, model: torch.nn.Module, batch: dict, prediction) -> tuple[torch.Tensor, dict]:
+        """(loss to back-propagate, ``{name: float}`` to log, ``loss/loss`` among them)."""
+        raise NotImplementedError
+
+    # -- validation ------------------------------------------------------------------------------------------
+
+    def empty_sums(self) -> dict[str, torch.Tensor]:
+        """Every validation sum at 0 (float64 scalars): what a rank contributes when it has nothing."""
+        return {name: torch.zeros((), dtype=torch.float64) for name in self.sums}
+
+    def batch_sums(self, model: torch.nn.Module, batch: dict) -> dict[str, float]:
+        """The validation sums of one batch (on the model's device) for the bare module ``model``."""
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def validation_sums(self, model: torch.nn.Module, batches: Iterable[dict], device: torch.device
+                        ) -> dict[str, torch.Tensor]:
+        """The named sums over ``batches`` (sums and counts, never means, so that ranks add them up)."""
+        model.eval()
+        sums = self.empty_sums()
+        bare = unwrap(model)  # the bare module: no DDP collective here
+        for batch in batches:
+            for name, value in self.batch_sums(bare, to_device(batch, device)).items():
+                sums[name] += value
+        return sums
+
+    def validation_metrics(self, sums: Mapping[str, torch.Tensor]) -> dict[str, float]:
+        """``{metric name: value}`` from the sums of every rank; empty when they hold no pixel."""
+        raise NotImplementedError
+
+    # -- dpt predict -----------------------------------------------------------------------------------------
+
+    @staticmethod
+    def infer(model: torch.nn.Module, batch: torch.Tensor, sizes: list[tuple[int, int]]) -> list[np.ndarray]:
+        """The output of each prepared image of ``batch [B, 3, h, w]`` at its own size ``sizes[i]``."""
+        raise NotImplementedError
+
+    @staticmethod
+    def encode(output: np.ndarray, colormap: str, npy: bool) -> dict[str, bytes]:
+        """The files ``dpt predict`` writes for one output: ``{suffix after the image's stem: bytes}``."""
+        raise NotImplementedError
