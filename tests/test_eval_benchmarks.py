@@ -1,5 +1,5 @@
 """Each benchmark reader parses its benchmark's native files: real ones from ../shared/fixtures where
-they exist (KITTI 16-bit PNG, TUM depth PNG), faithful tiny ones otherwise (tests/eval_data.py)."""
+they exist (KITTI 16-bit PNG, TUM depth PNG), faithful tiny ones otherwise (tests/helpers/eval_data.py)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from evaluation.benchmarks.diw import parse_diw_csv
 from evaluation.benchmarks.kitti import parse_eigen_line
 from evaluation.benchmarks.sintel import read_dpt
 from evaluation.benchmarks.tum import associate
-from tests import eval_data
+from tests.helpers import eval_data
 
 
 @pytest.mark.parametrize("name", sorted(eval_data.WRITERS))

@@ -16,7 +16,7 @@ from ingest.conversion import TargetKind
 from ingest.sources import ENTRY_POINT_GROUP, _REGISTRY, available_sources, get_source
 from ingest.sources.base import SampleReadError
 from ingest.sources.folder import FolderAdapter, glob_to_regex
-from tests.ingest_trees import jpeg, png
+from tests.helpers.ingest_trees import jpeg, png
 
 
 def put(root, relative, data: bytes):

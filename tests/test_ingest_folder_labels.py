@@ -8,7 +8,7 @@ from PIL import Image
 from ingest.assemble import RejectedSample, assemble_sample
 from ingest.sources import get_source
 from pipeline.shards import IGNORE_LABEL
-from tests.adapter_tools import H, W, encode, rgb, write_tree
+from tests.helpers.adapter_tools import H, W, encode, rgb, write_tree
 
 
 def _palette_png(indices: np.ndarray) -> bytes:

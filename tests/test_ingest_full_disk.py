@@ -18,7 +18,7 @@ import pytest
 
 from pipeline import storage
 from pipeline.shards import MANIFEST_NAME, REJECTS_NAME
-from tests.ingest_trees import FOLDER_ARGS, dpt, write_tree
+from tests.helpers.ingest_trees import FOLDER_ARGS, dpt, write_tree
 from tests.test_ingest_resume import kept, mtimes, state
 
 SHARDS = 8  # inputs, one per shard

@@ -19,7 +19,7 @@ from ingest.sources.folder import FolderAdapter
 from pipeline import storage
 from pipeline.manifest import read_manifest, read_rejects, verify_directory
 from pipeline.shards import MANIFEST_NAME, REJECTS_NAME, iter_shard, iter_shard_members
-from tests.ingest_trees import FOLDER_ARGS, dpt, frame, jpeg, png, write_tree
+from tests.helpers.ingest_trees import FOLDER_ARGS, dpt, frame, jpeg, png, write_tree
 
 pytestmark = [pytest.mark.services, pytest.mark.slow]
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.shards import MANIFEST_NAME
-from tests.ingest_trees import FOLDER_ARGS, dpt, write_tree
+from tests.helpers.ingest_trees import FOLDER_ARGS, dpt, write_tree
 from tests.services import BIN
 from tests.test_ingest_job import digests
 

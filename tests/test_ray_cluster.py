@@ -23,8 +23,8 @@ import pytest
 
 from pipeline import ray_cluster
 from pipeline.ray_cluster import RayUnreachable, Target, resolve
-from tests.checkpoints import train_checkpoint
-from tests.ingest_trees import FOLDER_ARGS, write_tree
+from tests.helpers.checkpoints import train_checkpoint
+from tests.helpers.ingest_trees import FOLDER_ARGS, write_tree
 from tests.services import BIN, free_port
 
 ROOT = Path(__file__).resolve().parents[1]

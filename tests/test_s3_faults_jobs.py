@@ -1,4 +1,4 @@
-"""Ingest and training on S3 through injected faults (tests/fault_proxy.py) on the real Ray head and moto:
+"""Ingest and training on S3 through injected faults (tests/helpers/fault_proxy.py) on the real Ray head and moto:
 the jobs finish, their output is what it is without faults, and no Ray worker restarts."""
 
 from __future__ import annotations
@@ -14,9 +14,9 @@ from ingest.sources.folder import FolderAdapter
 from pipeline import storage
 from pipeline.config import load_config
 from tests.conftest import S3_TEST_CREDENTIALS
-from tests.fault_proxy import Fault, FaultProxy
-from tests.ingest_trees import write_tree
-from tests.training_corpus import write_source
+from tests.helpers.fault_proxy import Fault, FaultProxy
+from tests.helpers.ingest_trees import write_tree
+from tests.helpers.training_corpus import write_source
 
 pytestmark = [pytest.mark.services, pytest.mark.slow]
 QUICKSTART = Path(__file__).resolve().parents[1] / "configs" / "quickstart.yaml"

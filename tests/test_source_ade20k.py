@@ -14,7 +14,7 @@ from ingest.resize import resize_sample
 from ingest.shard_task import write_shard
 from pipeline.manifest import verify_shard
 from pipeline.shards import IGNORE_LABEL, SEG_MEMBER, ShardWriter, iter_shard, iter_shard_members, shard_url
-from tests.adapter_tools import H, W, adapter, encode, rgb, write_tree
+from tests.helpers.adapter_tools import H, W, adapter, encode, rgb, write_tree
 
 ROOT = "ADEChallengeData2016"
 

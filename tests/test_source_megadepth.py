@@ -5,7 +5,7 @@ import pytest
 
 from ingest.assemble import RejectedSample, assemble_sample
 from ingest.formats.h5 import write_h5
-from tests.adapter_tools import H, W, adapter, encode, rgb, round_trip, write_tree
+from tests.helpers.adapter_tools import H, W, adapter, encode, rgb, round_trip, write_tree
 
 
 def depth(seed: int) -> np.ndarray:

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from ingest.assemble import RejectedSample, assemble_sample
-from tests.adapter_tools import H, W, adapter, encode, rgb, round_trip, write_tree
+from tests.helpers.adapter_tools import H, W, adapter, encode, rgb, round_trip, write_tree
 
 SKY = 10000.0  # TartanAir renders the sky thousands of metres away
 

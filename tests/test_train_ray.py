@@ -14,8 +14,8 @@ import pytest
 
 from pipeline import storage
 from pipeline.config import load_config
+from tests.helpers.training_corpus import write_source
 from tests.services import BIN
-from tests.training_corpus import write_source
 from training.config import TrainConfig
 from training.model import load_model
 from training.train import fit

@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 
 from pipeline.tracking_spill import SpillFile
+from tests.helpers.training_corpus import write_source
 from tests.services import BIN, RestartableMlflow
-from tests.training_corpus import write_source
 
 pytestmark = [pytest.mark.services, pytest.mark.slow]
 ROOT = Path(__file__).resolve().parents[1]
