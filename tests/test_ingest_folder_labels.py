@@ -3,29 +3,19 @@
 
 import numpy as np
 import pytest
-from PIL import Image
 
 from ingest.assemble import RejectedSample, assemble_sample
 from ingest.sources import get_source
 from pipeline.shards import IGNORE_LABEL
-from tests.helpers.adapter_tools import H, W, encode, rgb, write_tree
-
-
-def _palette_png(indices: np.ndarray) -> bytes:
-    import io
-
-    img = Image.fromarray(indices, mode="P")
-    img.putpalette([v for i in range(256) for v in ((37 * i) % 256, i, 255 - i)])
-    buf = io.BytesIO()
-    img.save(buf, format="PNG")
-    return buf.getvalue()
+from tests.helpers.adapter_tools import H, W, rgb, write_tree
+from tests.helpers.images import encode, palette_png
 
 
 def test_label_maps_become_seg_png_with_ignore(tmp_path):
     labels = (np.arange(H * W).reshape(H, W) % 7).astype(np.uint8)
     labels[0] = 255  # the dataset's own "void"
     write_tree(str(tmp_path), {"s1/img/0.jpg": encode(rgb(0), "JPEG"), "s1/lab/0.png": encode(labels),
-                               "s1/img/1.jpg": encode(rgb(1), "JPEG"), "s1/lab/1.png": _palette_png(labels),
+                               "s1/img/1.jpg": encode(rgb(1), "JPEG"), "s1/lab/1.png": palette_png(labels),
                                "s1/img/2.jpg": encode(rgb(2), "JPEG"), "s1/lab/2.png": encode(labels * 0 + 254)})
     source = get_source("folder")(str(tmp_path), image_glob="*/img/*.jpg", target_glob="*/lab/*.png",
                                   target="semantic_labels", invalid_value=255, name="mine")

@@ -19,7 +19,8 @@ from ingest.sources.folder import FolderAdapter
 from pipeline import storage
 from pipeline.manifest import read_manifest, read_rejects, verify_directory
 from pipeline.shards import MANIFEST_NAME, REJECTS_NAME, iter_shard, iter_shard_members
-from tests.helpers.ingest_trees import FOLDER_ARGS, dpt, frame, jpeg, png, write_tree
+from tests.helpers.images import jpeg, npy, png
+from tests.helpers.ingest_trees import FOLDER_ARGS, dpt, frame, write_tree
 
 pytestmark = [pytest.mark.services, pytest.mark.slow]
 
@@ -119,11 +120,6 @@ def write_bad_inputs(root) -> dict[str, str]:
         path = root / relative
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(data)
-
-    def npy(array) -> bytes:
-        buf = io.BytesIO()
-        np.save(buf, array)
-        return buf.getvalue()
 
     put("s/rgb/good.jpg", good_rgb)
     put("s/depth/good.png", good_depth)

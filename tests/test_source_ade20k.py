@@ -1,11 +1,8 @@
 """ADE20K adapter: images/<split>/*.jpg + annotations/<split>/*.png label maps (0 = other -> 255 ignore,
 k -> k - 1), official split from the folder, written as seg.png shards (local and s3)."""
 
-import io
-
 import numpy as np
 import pytest
-from PIL import Image
 
 from ingest.assemble import RejectedSample, assemble_sample
 from ingest.conversion import TargetKind
@@ -14,7 +11,8 @@ from ingest.resize import resize_sample
 from ingest.shard_task import write_shard
 from pipeline.manifest import verify_shard
 from pipeline.shards import IGNORE_LABEL, SEG_MEMBER, ShardWriter, iter_shard, iter_shard_members, shard_url
-from tests.helpers.adapter_tools import H, W, adapter, encode, rgb, write_tree
+from tests.helpers.adapter_tools import H, W, adapter, rgb, write_tree
+from tests.helpers.images import encode, palette_png
 
 ROOT = "ADEChallengeData2016"
 
@@ -26,14 +24,6 @@ def annotation(seed: int) -> np.ndarray:
     values[1, 1] = 150  # the last class
     values[2, 2] = 1  # the first class
     return values.astype(np.uint8)
-
-
-def palette_png(indices: np.ndarray) -> bytes:
-    img = Image.fromarray(indices, mode="P")
-    img.putpalette([v for i in range(256) for v in (i, 255 - i, (7 * i) % 256)])
-    buf = io.BytesIO()
-    img.save(buf, format="PNG")
-    return buf.getvalue()
 
 
 @pytest.fixture

@@ -8,7 +8,8 @@ import pytest
 
 from ingest.assemble import RejectedSample, assemble_sample
 from ingest.formats.png import write_png16
-from tests.helpers.adapter_tools import H, W, adapter, encode, rgb, round_trip, write_tree
+from tests.helpers.adapter_tools import H, W, adapter, rgb, round_trip, write_tree
+from tests.helpers.images import encode
 
 NAME = "171206_034559609_Camera_5"
 

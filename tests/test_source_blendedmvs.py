@@ -5,7 +5,8 @@ import pytest
 
 from ingest.assemble import RejectedSample, assemble_sample
 from ingest.formats.pfm import write_pfm
-from tests.helpers.adapter_tools import H, W, adapter, encode, rgb, round_trip, write_tree
+from tests.helpers.adapter_tools import H, W, adapter, rgb, round_trip, write_tree
+from tests.helpers.images import encode
 
 SCENE_A = "5a3ca9cb270f0e3f14d0eddb"
 SCENE_B = "5bf18642c50e6f7f8bdbd492"

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 from ingest.assemble import RejectedSample, assemble_sample
-from tests.helpers.adapter_tools import H, W, adapter, encode, rgb, round_trip, write_tree
+from tests.helpers.adapter_tools import H, W, adapter, rgb, round_trip, write_tree
+from tests.helpers.images import encode
 
 
 def gt(seed: int) -> np.ndarray:

@@ -1,20 +1,13 @@
 """TartanAir adapter: <env>/<Easy|Hard>/P###/image_left/*_left.png + depth_left/*_left_depth.npy (metres)."""
 
-import io
-
 import numpy as np
 import pytest
 
 from ingest.assemble import RejectedSample, assemble_sample
-from tests.helpers.adapter_tools import H, W, adapter, encode, rgb, round_trip, write_tree
+from tests.helpers.adapter_tools import H, W, adapter, rgb, round_trip, write_tree
+from tests.helpers.images import encode, npy
 
 SKY = 10000.0  # TartanAir renders the sky thousands of metres away
-
-
-def npy(array) -> bytes:
-    buf = io.BytesIO()
-    np.save(buf, array)
-    return buf.getvalue()
 
 
 def depth(seed: int) -> np.ndarray:

@@ -5,7 +5,8 @@ import pytest
 from ingest.conversion import TargetKind
 from ingest.sources import available_sources, get_source
 from ingest.sources.base import SampleReadError, SampleRef
-from tests.helpers.adapter_tools import encode, rgb, write_tree
+from tests.helpers.adapter_tools import rgb, write_tree
+from tests.helpers.images import encode
 
 MIX6 = {
     "redweb": TargetKind.INVERSE_DEPTH, "diml": TargetKind.METRIC_DEPTH, "movies3d": TargetKind.STEREO_DISPARITY,

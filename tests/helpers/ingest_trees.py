@@ -7,37 +7,24 @@ the command line is ``--image-glob '*/rgb/*.jpg' --target-glob '*/depth/*.png' -
 
 from __future__ import annotations
 
-import io
 import os
 import subprocess
 
 import numpy as np
-from PIL import Image
 
 from pipeline import storage
+from tests.helpers.images import jpeg, png
 from tests.services import BIN
 
 FOLDER_ARGS = ["--image-glob", "*/rgb/*.jpg", "--target-glob", "*/depth/*.png",
                "--target", "metric_depth", "--target-divisor", "1000"]
 
 
-def jpeg(rgb: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    Image.fromarray(rgb).save(buf, format="JPEG", quality=90)
-    return buf.getvalue()
-
-
-def png(array: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    Image.fromarray(array).save(buf, format="PNG")
-    return buf.getvalue()
-
-
 def frame(rng: np.random.Generator, height: int, width: int) -> tuple[bytes, bytes]:
     """(JPEG bytes, 16-bit PNG of depth in millimetres 500..5000)."""
     rgb = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
     depth = rng.integers(500, 5000, (height, width)).astype(np.uint16)
-    return jpeg(rgb), png(depth)
+    return jpeg(rgb, quality=90), png(depth)
 
 
 def write_tree(root: str, scenes: int = 4, frames: int = 3, height: int = 24, width: int = 32,
