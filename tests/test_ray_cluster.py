@@ -24,7 +24,7 @@ import pytest
 from pipeline import ray_cluster
 from pipeline.ray_cluster import RayUnreachable, Target, resolve
 from tests.helpers.checkpoints import train_checkpoint
-from tests.helpers.ingest_trees import FOLDER_ARGS, write_tree
+from tests.helpers.ingest_trees import FOLDER_ARGS, write_folder_dataset
 from tests.services import BIN, free_port
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -224,7 +224,7 @@ def test_stages_run_on_a_loopback_instance_of_their_own_despite_a_stale_record(t
     stale = f"127.0.0.1:{free_port()}"  # what `ray start` recorded, long gone
     (ray_tmp / "ray").mkdir()
     (ray_tmp / "ray" / "ray_current_cluster").write_text(stale)
-    write_tree(str(tmp_path / "raw"), scenes=2, frames=2)
+    write_folder_dataset(str(tmp_path / "raw"), scenes=2, frames=2)
     write_tum(str(tmp_path / "bench" / "tum"), 2, (48, 64))
     write_kitti(str(tmp_path / "bench" / "kitti"), 2, (48, 64))
     save_checkpoint(build_model("dpt_tiny"), str(tmp_path / "tiny.safetensors"), name="dpt_tiny")

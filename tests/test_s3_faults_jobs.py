@@ -15,7 +15,7 @@ from pipeline import storage
 from pipeline.config import load_config
 from tests.conftest import S3_TEST_CREDENTIALS
 from tests.helpers.fault_proxy import Fault, FaultProxy
-from tests.helpers.ingest_trees import write_tree
+from tests.helpers.ingest_trees import write_folder_dataset
 from tests.helpers.training_corpus import write_source
 
 pytestmark = [pytest.mark.services, pytest.mark.slow]
@@ -38,7 +38,7 @@ def test_ingest_to_s3_through_faults_writes_the_same_corpus(ray_head, s3_server,
     import ray
 
     raw = f"{s3_bucket}/raw"
-    write_tree(raw, scenes=4, frames=2)
+    write_folder_dataset(raw, scenes=4, frames=2)
     settings = IngestSettings(val_fraction=0.25, samples_per_shard=3)
     # As `dpt ingest` does: the endpoint travels to the workers in S3Options; the rest in their environment.
     env = {**S3_TEST_CREDENTIALS, "DPT_S3_READ_TIMEOUT": "2"}

@@ -11,7 +11,7 @@ from ingest.resize import resize_sample
 from ingest.shard_task import write_shard
 from pipeline.manifest import verify_shard
 from pipeline.shards import IGNORE_LABEL, SEG_MEMBER, ShardWriter, iter_shard, iter_shard_members, shard_url
-from tests.helpers.adapter_tools import H, W, adapter, rgb, write_tree
+from tests.helpers.adapter_tools import H, W, adapter, rgb, write_files
 from tests.helpers.images import encode, palette_png
 
 ROOT = "ADEChallengeData2016"
@@ -48,7 +48,7 @@ def ade_root(storage_root):
     # Released alongside, never read as samples: the class list and the unlabelled test images.
     files[f"{ROOT}/objectInfo150.txt"] = b"Idx\tRatio\tTrain\tVal\tName\n1\t0.1576\t11664\t1172\twall\n"
     files[f"{ROOT}/images/testing/ADE_test_00000001.jpg"] = encode(rgb(7), "JPEG")
-    write_tree(root, files)
+    write_files(root, files)
     return root
 
 
@@ -96,7 +96,7 @@ def test_bad_inputs_have_reasons(ade_root):
 
 def test_an_all_other_image_is_kept(tmp_path):
     # Segmentation scores every labelled pixel of every image: no minimum labelled fraction.
-    write_tree(str(tmp_path), {"images/training/a.jpg": encode(rgb(), "JPEG"),
+    write_files(str(tmp_path), {"images/training/a.jpg": encode(rgb(), "JPEG"),
                                "annotations/training/a.png": encode(np.zeros((H, W), np.uint8))})
     source = adapter("ade20k", str(tmp_path))
     sample = assemble_sample(source, source.list_samples()[0], "train", min_valid_fraction=0.5)

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from ingest.assemble import RejectedSample, assemble_sample
-from tests.helpers.adapter_tools import H, W, adapter, rgb, round_trip, write_tree
+from tests.helpers.adapter_tools import H, W, adapter, rgb, round_trip, write_files
 from tests.helpers.images import encode
 
 
@@ -32,7 +32,7 @@ def hrwsi_root(storage_root):
     files["HR-WSI/val/imgs/00003.jpg"] = encode(rgb(4), "JPEG")
     files["HR-WSI/val/gts/00003.png"] = encode(gt(4))
     files["HR-WSI/val/valid_masks/00003.png"] = encode(mask(4)[:, :5])
-    write_tree(root, files)
+    write_files(root, files)
     return root
 
 

@@ -5,7 +5,7 @@ import pytest
 
 from ingest.assemble import RejectedSample, assemble_sample
 from ingest.formats.exr import write_exr
-from tests.helpers.adapter_tools import H, W, adapter, rgb, round_trip, write_tree
+from tests.helpers.adapter_tools import H, W, adapter, rgb, round_trip, write_files
 from tests.helpers.images import encode
 
 
@@ -37,7 +37,7 @@ def irs_root(storage_root):
     files["IRSDataset/Office/Meeting01/l_3.png"] = encode(rgb(3))
     files["IRSDataset/Office/Meeting01/d_3.exr"] = write_exr({"R": disparity(3), "G": disparity(3) * 2})
     files["IRSDataset/Office/Meeting01/l_4.png"] = encode(rgb(4))  # no disparity
-    write_tree(root, files)
+    write_files(root, files)
     return root
 
 

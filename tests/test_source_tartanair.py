@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from ingest.assemble import RejectedSample, assemble_sample
-from tests.helpers.adapter_tools import H, W, adapter, rgb, round_trip, write_tree
+from tests.helpers.adapter_tools import H, W, adapter, rgb, round_trip, write_files
 from tests.helpers.images import encode, npy
 
 SKY = 10000.0  # TartanAir renders the sky thousands of metres away
@@ -31,7 +31,7 @@ def tartanair_root(storage_root):
     files["amusement/Easy/P008/depth_left/000018_left_depth.npy"] = npy(depth(4)[:, :-1])  # size mismatch
     files["amusement/Easy/P008/image_left/000019_left.png"] = encode(rgb(5))
     files["amusement/Easy/P008/depth_left/000019_left_depth.npy"] = npy(depth(5).astype(object))  # pickled
-    write_tree(root, files)
+    write_files(root, files)
     return root
 
 

@@ -5,7 +5,7 @@ import pytest
 from ingest.conversion import TargetKind
 from ingest.sources import available_sources, get_source
 from ingest.sources.base import SampleReadError, SampleRef
-from tests.helpers.adapter_tools import rgb, write_tree
+from tests.helpers.adapter_tools import rgb, write_files
 from tests.helpers.images import encode
 
 MIX6 = {
@@ -29,7 +29,7 @@ def test_registered_with_kind_and_documented_layout(name, tmp_path):
 
 @pytest.mark.parametrize("path", ["../outside/x.png", "/etc/passwd", "Imgs/../../x.jpg"])
 def test_paths_never_escape_the_root(path, tmp_path):
-    write_tree(str(tmp_path), {"outside/x.png": encode(rgb()), "root/Imgs/a.jpg": encode(rgb(), "JPEG")})
+    write_files(str(tmp_path), {"outside/x.png": encode(rgb()), "root/Imgs/a.jpg": encode(rgb(), "JPEG")})
     source = get_source("redweb")(str(tmp_path / "root"))
     ref = SampleRef("a", {"image": path, "target": path}, group="a")
     with pytest.raises(SampleReadError, match="escapes the source root"):

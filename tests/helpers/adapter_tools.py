@@ -20,7 +20,8 @@ def rgb(seed: int = 0, h: int = H, w: int = W) -> np.ndarray:
     return np.clip(base, 0, 255).astype(np.uint8)
 
 
-def write_tree(root: str, files: dict[str, bytes]) -> None:
+def write_files(root: str, files: dict[str, bytes]) -> None:
+    """Write each ``{relative path: bytes}`` of ``files`` under ``root`` (local or s3://)."""
     for relative, data in files.items():
         storage.write_bytes(storage.join(root, relative), data)
 

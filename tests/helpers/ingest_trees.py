@@ -12,7 +12,7 @@ import subprocess
 
 import numpy as np
 
-from pipeline import storage
+from tests.helpers.adapter_tools import write_files
 from tests.helpers.images import jpeg, png
 from tests.services import BIN
 
@@ -27,9 +27,10 @@ def frame(rng: np.random.Generator, height: int, width: int) -> tuple[bytes, byt
     return jpeg(rgb, quality=90), png(depth)
 
 
-def write_tree(root: str, scenes: int = 4, frames: int = 3, height: int = 24, width: int = 32,
-               seed: int = 0) -> dict[str, bytes]:
-    """Write the tree under ``root`` (local or s3://); returns {relative path: bytes}."""
+def write_folder_dataset(root: str, scenes: int = 4, frames: int = 3, height: int = 24, width: int = 32,
+                         seed: int = 0) -> dict[str, bytes]:
+    """Write ``scenes`` x ``frames`` samples in the ``folder`` layout under ``root`` (local or s3://); returns
+    {relative path: bytes}."""
     rng = np.random.default_rng(seed)
     files = {}
     for s in range(scenes):
@@ -37,8 +38,7 @@ def write_tree(root: str, scenes: int = 4, frames: int = 3, height: int = 24, wi
             rgb, depth = frame(rng, height, width)
             files[f"scene{s}/rgb/{f:04d}.jpg"] = rgb
             files[f"scene{s}/depth/{f:04d}.png"] = depth
-    for relative, data in files.items():
-        storage.write_bytes(storage.join(root, relative), data)
+    write_files(root, files)
     return files
 
 
