@@ -18,7 +18,8 @@ import torch
 
 from evaluation.protocol import PROTOCOLS
 from tests.helpers import eval_data
-from tests.helpers.checkpoints import ray_temp_dir, run_dpt, train_checkpoint
+from tests.helpers.checkpoints import train_checkpoint
+from tests.helpers.cli import ray_temp_dir, run_dpt
 
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,8 @@ import pytest
 
 from pipeline import storage
 from pipeline.shards import MANIFEST_NAME, REJECTS_NAME
-from tests.helpers.ingest_trees import FOLDER_ARGS, dpt, write_folder_dataset
+from tests.helpers.cli import dpt
+from tests.helpers.ingest_trees import FOLDER_ARGS, write_folder_dataset
 from tests.test_ingest_resume import kept, mtimes, state
 
 SHARDS = 8  # inputs, one per shard

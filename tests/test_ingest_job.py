@@ -19,8 +19,9 @@ from ingest.sources.folder import FolderAdapter
 from pipeline import storage
 from pipeline.manifest import read_manifest, read_rejects, verify_directory
 from pipeline.shards import MANIFEST_NAME, REJECTS_NAME, iter_shard, iter_shard_members
+from tests.helpers.cli import dpt
 from tests.helpers.images import jpeg, npy, png
-from tests.helpers.ingest_trees import FOLDER_ARGS, dpt, frame, write_folder_dataset
+from tests.helpers.ingest_trees import FOLDER_ARGS, frame, write_folder_dataset
 
 pytestmark = [pytest.mark.services, pytest.mark.slow]
 

@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from pipeline.shards import MANIFEST_NAME
-from tests.helpers.ingest_trees import FOLDER_ARGS, dpt, write_folder_dataset
+from tests.helpers.cli import dpt
+from tests.helpers.ingest_trees import FOLDER_ARGS, write_folder_dataset
 from tests.services import BIN
 from tests.test_ingest_job import digests
 

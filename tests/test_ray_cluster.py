@@ -24,8 +24,9 @@ import pytest
 from pipeline import ray_cluster
 from pipeline.ray_cluster import RayUnreachable, Target, resolve
 from tests.helpers.checkpoints import train_checkpoint
+from tests.helpers.cli import dpt
 from tests.helpers.ingest_trees import FOLDER_ARGS, write_folder_dataset
-from tests.services import BIN, free_port
+from tests.services import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -104,9 +105,8 @@ def test_dpt_eval_fails_in_one_line_naming_the_address(kind, tmp_path):
     checkpoint = train_checkpoint(str(tmp_path / "train"))  # inputs that pass dpt eval's own checks
     (tmp_path / "bench" / "tum").mkdir(parents=True)
     (tmp_path / "bench" / "tum" / "rgb.txt").write_text("# listed frames\n")
-    out = subprocess.run([str(BIN / "dpt"), "eval", "--checkpoint", checkpoint,
-                          "--data-root", str(tmp_path / "bench"), "--benchmarks", "tum"],
-                         env=clean_env(RAY_ADDRESS=address), capture_output=True, text=True, timeout=120)
+    out = dpt("eval", "--checkpoint", checkpoint, "--data-root", str(tmp_path / "bench"), "--benchmarks", "tum",
+              env=clean_env(RAY_ADDRESS=address), timeout=120)
     assert out.returncode == 1
     errors = [line for line in out.stderr.splitlines() if line.startswith("dpt eval: error:")]
     assert len(errors) == 1, out.stderr

@@ -17,7 +17,7 @@ from pipeline import storage
 from pipeline.arrow_s3 import RetryingS3FileSystem
 from pipeline.shards import iter_shard_members, shard_dir
 from tests.helpers.fault_proxy import Fault, FaultProxy
-from tests.helpers.ingest_trees import dpt
+from tests.helpers.cli import dpt
 from tests.helpers.training_corpus import write_source
 
 RETRY_ENV = ("AWS_RETRY_MODE", "AWS_MAX_ATTEMPTS", "DPT_S3_CONNECT_TIMEOUT", "DPT_S3_READ_TIMEOUT")

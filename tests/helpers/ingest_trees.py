@@ -7,14 +7,10 @@ the command line is ``--image-glob '*/rgb/*.jpg' --target-glob '*/depth/*.png' -
 
 from __future__ import annotations
 
-import os
-import subprocess
-
 import numpy as np
 
 from tests.helpers.adapter_tools import write_files
 from tests.helpers.images import jpeg, png
-from tests.services import BIN
 
 FOLDER_ARGS = ["--image-glob", "*/rgb/*.jpg", "--target-glob", "*/depth/*.png",
                "--target", "metric_depth", "--target-divisor", "1000"]
@@ -41,7 +37,3 @@ def write_folder_dataset(root: str, scenes: int = 4, frames: int = 3, height: in
     write_files(root, files)
     return files
 
-
-def dpt(*args: str, env: dict | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
-    return subprocess.run([str(BIN / "dpt"), *args], capture_output=True, text=True, timeout=timeout,
-                          env=dict(os.environ) if env is None else env)
