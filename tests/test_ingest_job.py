@@ -39,7 +39,7 @@ def ray_workers(ray_head, s3_server):
     The workers get the (fake) test credentials and the moto endpoint for the S3 cases; real clusters
     give workers their own credentials (instance role, environment).
     """
-    from tests.conftest import S3_TEST_CREDENTIALS
+    from tests.services import S3_TEST_CREDENTIALS
 
     with pytest.MonkeyPatch.context() as patch:
         ray_head.connect_client(patch)  # also for the `dpt ingest` subprocesses

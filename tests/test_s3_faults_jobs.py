@@ -13,10 +13,10 @@ from ingest.plan import IngestSettings
 from ingest.sources.folder import FolderAdapter
 from pipeline import storage
 from pipeline.config import load_config
-from tests.conftest import S3_TEST_CREDENTIALS
 from tests.helpers.fault_proxy import Fault, FaultProxy
 from tests.helpers.ingest_trees import write_folder_dataset
 from tests.helpers.training_corpus import write_source
+from tests.services import S3_TEST_CREDENTIALS
 
 pytestmark = [pytest.mark.services, pytest.mark.slow]
 QUICKSTART = Path(__file__).resolve().parents[1] / "configs" / "quickstart.yaml"
