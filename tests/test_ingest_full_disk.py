@@ -19,8 +19,7 @@ import pytest
 from pipeline import storage
 from pipeline.shards import MANIFEST_NAME, REJECTS_NAME
 from tests.helpers.cli import dpt
-from tests.helpers.ingest_trees import FOLDER_ARGS, write_folder_dataset
-from tests.test_ingest_resume import kept, mtimes, state
+from tests.helpers.ingest_trees import FOLDER_ARGS, kept, mtimes, state, write_folder_dataset
 
 SHARDS = 8  # inputs, one per shard
 PAGE = 4096

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import io
 import os
 import re
@@ -21,7 +20,7 @@ from pipeline.manifest import read_manifest, read_rejects, verify_directory
 from pipeline.shards import MANIFEST_NAME, REJECTS_NAME, iter_shard, iter_shard_members
 from tests.helpers.cli import dpt
 from tests.helpers.images import jpeg, npy, png
-from tests.helpers.ingest_trees import FOLDER_ARGS, frame, write_folder_dataset
+from tests.helpers.ingest_trees import FOLDER_ARGS, digests, frame, write_folder_dataset
 
 pytestmark = [pytest.mark.services, pytest.mark.slow]
 
@@ -51,12 +50,6 @@ def ray_workers(ray_head, s3_server):
             yield ray_head
         finally:
             ray.shutdown()
-
-
-def digests(directory: str) -> dict[str, bytes]:
-    """{file name: sha256} of the shards, manifest and rejects of one split directory."""
-    names = [u for u in storage.list_files(directory) if "/_progress/" not in u]
-    return {storage.basename(u): hashlib.sha256(storage.read_bytes(u)).digest() for u in names}
 
 
 def test_tree_is_ingested_with_disparity_and_scene_split(storage_root, ray_workers):

@@ -4,7 +4,6 @@ that was never interrupted; and ``ray job submit -- dpt ingest ...``."""
 from __future__ import annotations
 
 import os
-import re
 import signal
 import subprocess
 import time
@@ -14,9 +13,8 @@ import pytest
 
 from pipeline.shards import MANIFEST_NAME
 from tests.helpers.cli import dpt
-from tests.helpers.ingest_trees import FOLDER_ARGS, write_folder_dataset
+from tests.helpers.ingest_trees import FOLDER_ARGS, kept, mtimes, state, write_folder_dataset
 from tests.services import BIN
-from tests.test_ingest_job import digests
 
 pytestmark = [pytest.mark.services, pytest.mark.slow]
 
@@ -24,18 +22,6 @@ pytestmark = [pytest.mark.services, pytest.mark.slow]
 def ingest_args(raw: Path, out: Path) -> list[str]:
     return ["ingest", "folder", "--root", str(raw), "--out", str(out), *FOLDER_ARGS, "--val-fraction", "0.25",
             "--samples-per-shard", "2", "--workers", "1", "--no-progress"]
-
-
-def state(out: Path) -> dict[str, dict[str, bytes]]:
-    return {split.name: digests(str(split)) for split in sorted((out / "folder").iterdir())}
-
-
-def mtimes(out: Path) -> dict[str, int]:
-    return {str(p.relative_to(out)): p.stat().st_mtime_ns for p in out.rglob("shard-*.tar")}
-
-
-def kept(stdout: str) -> int:
-    return int(re.search(r"\((\d+) kept from an earlier run\)", stdout).group(1))
 
 
 def test_sigkill_mid_run_then_resume_equals_an_uninterrupted_run(tmp_path, ray_cluster):

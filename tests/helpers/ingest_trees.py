@@ -3,12 +3,20 @@
 ``<root>/scene<k>/rgb/<frame>.jpg`` with ``<root>/scene<k>/depth/<frame>.png`` (16-bit millimetres), so
 the command line is ``--image-glob '*/rgb/*.jpg' --target-glob '*/depth/*.png' --target metric_depth
 --target-divisor 1000``. Depth values are random but seeded: the same call writes the same bytes.
+
+What an ingest wrote, to compare two runs: ``digests`` of one split, ``state`` of every split, ``mtimes`` of
+the shards, and how many shards a resumed run ``kept``.
 """
 
 from __future__ import annotations
 
+import hashlib
+import re
+from pathlib import Path
+
 import numpy as np
 
+from pipeline import storage
 from tests.helpers.adapter_tools import write_files
 from tests.helpers.images import jpeg, png
 
@@ -37,3 +45,20 @@ def write_folder_dataset(root: str, scenes: int = 4, frames: int = 3, height: in
     write_files(root, files)
     return files
 
+
+def digests(directory: str) -> dict[str, bytes]:
+    """{file name: sha256} of the shards, manifest and rejects of one split directory."""
+    names = [u for u in storage.list_files(directory) if "/_progress/" not in u]
+    return {storage.basename(u): hashlib.sha256(storage.read_bytes(u)).digest() for u in names}
+
+
+def state(out: Path) -> dict[str, dict[str, bytes]]:
+    return {split.name: digests(str(split)) for split in sorted((out / "folder").iterdir())}
+
+
+def mtimes(out: Path) -> dict[str, int]:
+    return {str(p.relative_to(out)): p.stat().st_mtime_ns for p in out.rglob("shard-*.tar")}
+
+
+def kept(stdout: str) -> int:
+    return int(re.search(r"\((\d+) kept from an earlier run\)", stdout).group(1))
