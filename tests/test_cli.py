@@ -2,17 +2,11 @@
 
 from __future__ import annotations
 
-import subprocess
-
 import pytest
 
-from tests.services import BIN
+from tests.helpers.cli import dpt
 
 COMMANDS = ["ingest", "train", "eval", "predict", "export", "compare", "pipeline", "shards", "tracking"]
-
-
-def dpt(*args: str, env=None) -> subprocess.CompletedProcess:
-    return subprocess.run([str(BIN / "dpt"), *args], capture_output=True, text=True, timeout=300, env=env)
 
 
 def test_help_lists_every_stage():

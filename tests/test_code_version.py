@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import shutil
-import subprocess
 
 from pipeline import code_version as cv
-from tests.services import BIN
+from tests.helpers.cli import dpt
 
 
 def _copy_sources(dest):
@@ -40,7 +39,7 @@ def test_source_hash_changes_with_any_source_byte(tmp_path):
 
 
 def test_dpt_version_prints_both():
-    out = subprocess.run([str(BIN / "dpt"), "version"], capture_output=True, text=True, timeout=120)
+    out = dpt("version", timeout=120)
     assert out.returncode == 0, out.stderr
     assert f"sources-sha256 {cv.source_sha256()}" in out.stdout
     assert out.stdout.startswith("commit ")

@@ -147,13 +147,10 @@ def test_the_file_is_blamed_for_its_own_errors_whatever_the_overrides(tmp_path):
 
 def test_dpt_train_blames_a_bad_override_on_the_command_line(tmp_path):
     """The user journey: the real `dpt train` with the quickstart config and a mistyped value."""
-    import subprocess
-
-    from tests.services import BIN
+    from tests.helpers.cli import dpt
 
     config = Path(__file__).resolve().parents[1] / "configs" / "quickstart.yaml"
-    out = subprocess.run([str(BIN / "dpt"), "train", "--config", str(config), "optim.lr_decoder=abc"],
-                         capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    out = dpt("train", "--config", str(config), "optim.lr_decoder=abc", cwd=tmp_path, timeout=120)
     assert out.returncode == 1
     assert out.stderr.strip() == "dpt train: error: override optim.lr_decoder=abc: expected a number, got 'abc'"
     assert list(tmp_path.iterdir()) == []  # no runs/, no mlflow.db

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.training_corpus import write_source
+from tests.helpers.training_corpus import write_source
 from training import augment
 from training.data import (DataConfig, LoaderConfig, ShardsConfig, StreamConfig, make_loader, source_counts,
                            source_manifests, source_stream, validation_batches)

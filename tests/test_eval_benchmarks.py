@@ -1,5 +1,5 @@
 """Each benchmark reader parses its benchmark's native files: real ones from ../shared/fixtures where
-they exist (KITTI 16-bit PNG, TUM depth PNG), faithful tiny ones otherwise (tests/eval_data.py)."""
+they exist (KITTI 16-bit PNG, TUM depth PNG), faithful tiny ones otherwise (tests/helpers/eval_data.py)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,8 @@ from evaluation.benchmarks.diw import parse_diw_csv
 from evaluation.benchmarks.kitti import parse_eigen_line
 from evaluation.benchmarks.sintel import read_dpt
 from evaluation.benchmarks.tum import associate
-from tests import eval_data
+from tests.helpers import eval_data
+from tests.helpers.images import png
 
 
 @pytest.mark.parametrize("name", sorted(eval_data.WRITERS))
@@ -64,7 +65,7 @@ def test_kitti_split_intersection_and_wrong_size_ground_truth(tmp_path):
     np.testing.assert_allclose(sample.depth[sample.valid], expected[sample.valid])
     assert not sample.valid[: eval_data.H // 3].any()
     gt = tmp_path / "kitti/data_depth_annotated/val/2011_09_26_drive_0002_sync/proj_depth/groundtruth/image_02/0000000000.png"
-    eval_data._put(root, str(gt.relative_to(tmp_path)), eval_data._png(np.zeros((5, 5), np.uint16)))
+    eval_data._put(root, str(gt.relative_to(tmp_path)), png(np.zeros((5, 5), np.uint16)))
     with pytest.raises(BenchmarkError, match=r"0000000000.png: ground truth is 5x5 but its image is 24x32"):
         reader.load(ids[0])
 

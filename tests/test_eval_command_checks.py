@@ -17,8 +17,9 @@ import pytest
 import torch
 
 from evaluation.protocol import PROTOCOLS
-from tests import eval_data
-from tests.checkpoints import ray_temp_dir, run_dpt, train_checkpoint
+from tests.helpers import eval_data
+from tests.helpers.checkpoints import train_checkpoint
+from tests.helpers.cli import ray_temp_dir, run_dpt
 
 
 @pytest.fixture(scope="module")

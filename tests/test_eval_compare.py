@@ -14,7 +14,7 @@ import pytest
 from evaluation import compare
 from evaluation.protocol import PROTOCOLS
 from pipeline.cli import main
-from tests import eval_data
+from tests.helpers import eval_data
 
 
 def _runs_frame(rows: list[dict]) -> pd.DataFrame:

@@ -15,7 +15,7 @@ from evaluation.job import EvalOptions, evaluate
 from evaluation.predict import Preprocessing, network_size, predict_disparity, prepare
 from evaluation.protocol import PROTOCOLS
 from evaluation.tracking import log_outcome, start_run
-from tests import eval_data
+from tests.helpers import eval_data
 
 
 @pytest.mark.parametrize("shape, expected", [

@@ -9,7 +9,6 @@ import mlflow
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 from torch import nn
 
 from evaluation.benchmarks import BenchmarkError, make_reader
@@ -19,14 +18,9 @@ from evaluation.protocol import SEGMENTATION_PROTOCOLS, get_protocol
 from evaluation.segmentation import predict_labels
 from evaluation.segmentation_metrics import confusion_matrix, mean_iou, pixel_accuracy
 from pipeline import storage
+from tests.helpers.images import jpeg, png
 
 COLOURS = np.array([[200, 30, 30], [30, 200, 30], [30, 30, 200]], np.uint8)  # classes 0, 1, 2 (ADE 1, 2, 3)
-
-
-def _png(array: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    Image.fromarray(array).save(buf, format="PNG" if array.ndim == 2 else "JPEG", quality=98)
-    return buf.getvalue()
 
 
 def write_ade(root: str, images: int = 4, nested: bool = True, h: int = 40, w: int = 56) -> list[str]:
@@ -40,11 +34,11 @@ def write_ade(root: str, images: int = 4, nested: bool = True, h: int = 40, w: i
             annotation[:, band * w // 4:(band + 1) * w // 4] = (band + n) % 4  # 0 = other, 1..3 = classes 0..2
         rgb = np.where(annotation[..., None] > 0, COLOURS[np.maximum(annotation, 1) - 1], 128).astype(np.uint8)
         sid = f"ADE_val_{n + 1:08d}"
-        storage.write_bytes(storage.join(base, "images", "validation", f"{sid}.jpg"), _png(rgb))
-        storage.write_bytes(storage.join(base, "annotations", "validation", f"{sid}.png"), _png(annotation))
+        storage.write_bytes(storage.join(base, "images", "validation", f"{sid}.jpg"), jpeg(rgb, quality=98))
+        storage.write_bytes(storage.join(base, "annotations", "validation", f"{sid}.png"), png(annotation))
         ids.append(sid)
-    storage.write_bytes(storage.join(base, "images", "training", "ADE_train_00000001.jpg"), _png(np.zeros((8, 8, 3),
-                                                                                                      np.uint8)))
+    storage.write_bytes(storage.join(base, "images", "training", "ADE_train_00000001.jpg"),
+                        jpeg(np.zeros((8, 8, 3), np.uint8), quality=98))
     return ids
 
 
@@ -94,7 +88,7 @@ def test_reader_errors_name_the_file(tmp_path):
     base = tmp_path / "ade20k" / "ADEChallengeData2016" / "annotations" / "validation"
     (base / f"{ids[0]}.png").unlink()
     bad = np.full((40, 56), 151, np.uint8)
-    (base / f"{ids[1]}.png").write_bytes(_png(bad))
+    (base / f"{ids[1]}.png").write_bytes(png(bad))
     reader = make_reader("ade20k", str(tmp_path))
     with pytest.raises(BenchmarkError, match=f"{ids[0]}.png: annotation missing"):
         reader.load(ids[0])

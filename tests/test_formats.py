@@ -11,7 +11,8 @@ from ingest.formats.h5 import read_h5, write_h5
 from ingest.formats.npy import read_npy_2d
 from ingest.formats.pfm import read_pfm, write_pfm
 from ingest.formats.png import read_png16, read_png_gray, write_png16
-from tests.adapter_tools import encode, rgb
+from tests.helpers.adapter_tools import rgb
+from tests.helpers.images import encode
 
 MIDDLEBURY = "middlebury2014/trainingQ/Motorcycle/disp0GT.pfm"
 

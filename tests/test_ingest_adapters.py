@@ -19,6 +19,7 @@ from ingest.sources import get_source
 from pipeline import storage
 from pipeline.manifest import read_manifest, read_rejects, verify_directory
 from pipeline.shards import iter_shard, make_key, shard_dir
+from tests.helpers.adapter_tools import write_files
 
 pytestmark = [pytest.mark.services, pytest.mark.slow]
 
@@ -52,8 +53,7 @@ def build_tree(request, source: str, storage_root: str) -> str:
         pytest.skip(f"{module_name}.{name} (the {source} adapter's tree) is not available")
     if name == "video_tree":
         root = storage.join(storage_root, source)
-        for relative, data in builder("film").items():
-            storage.write_bytes(storage.join(root, relative), data)
+        write_files(root, builder("film"))
         return root
     # A pytest fixture of the adapter's test module: run it as pytest would, for this storage root.
     return request.getfixturevalue(name)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import io
 import re
 import sys
 import textwrap
@@ -14,22 +13,16 @@ import pytest
 from ingest.assemble import assemble_sample
 from ingest.bad_input import BadInput
 from ingest.conversion import TargetKind
+from ingest.formats.pfm import write_pfm
 from ingest.sources import ENTRY_POINT_GROUP, _REGISTRY, available_sources, get_source
 from ingest.sources.folder import FolderAdapter, glob_to_regex
-from tests.ingest_trees import jpeg, png
+from tests.helpers.images import jpeg, npy, png
 
 
 def put(root, relative, data: bytes):
     path = root / relative
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(data)
-
-
-def pfm(array: np.ndarray, little_endian: bool) -> bytes:
-    h, w = array.shape
-    scale = -1.0 if little_endian else 1.0
-    body = np.flipud(array).astype("<f4" if little_endian else ">f4").tobytes()
-    return f"Pf\n{w} {h}\n{scale}\n".encode() + body
 
 
 def exr(path, array: np.ndarray, channel: str = "Y") -> bytes:
@@ -88,7 +81,7 @@ def test_png16_millimetres_become_disparity_in_inverse_metres(tmp_path):
 def test_pfm_disparity_is_read_bottom_up_in_either_byte_order(tmp_path, little_endian):
     disp = np.array([[1.5, 2.0, 0.0], [3.0, 4.25, 8.0]], np.float32)
     put(tmp_path, "s/rgb/0.jpg", jpeg(RGB))
-    put(tmp_path, "s/disp/0.pfm", pfm(disp, little_endian))
+    put(tmp_path, "s/disp/0.pfm", write_pfm(disp, little_endian))
     adapter = folder(tmp_path, target_glob="*/disp/*.pfm", target="disparity", invalid_value=0)
     assert adapter.kind is TargetKind.STEREO_DISPARITY
     (ref,) = adapter.list_samples()
@@ -101,9 +94,7 @@ def test_npy_exr_and_mask_glob(tmp_path):
     inv = np.array([[0.1, 0.2, 0.3], [0.4, 0.5, 0.6]], np.float32)
     put(tmp_path, "s/rgb/0.jpg", jpeg(RGB))
     put(tmp_path, "s/rgb/1.jpg", jpeg(RGB))
-    buf = io.BytesIO()
-    np.save(buf, inv[:, :, None])
-    put(tmp_path, "s/t/0.npy", buf.getvalue())
+    put(tmp_path, "s/t/0.npy", npy(inv[:, :, None]))
     exr(tmp_path / "s/t/1.exr", inv * 2)
     put(tmp_path, "s/m/0.png", png(np.array([[255, 0, 255], [255, 255, 255]], np.uint8)))
     put(tmp_path, "s/m/1.png", png(np.full((2, 3), 1, np.uint8)))
@@ -117,9 +108,7 @@ def test_npy_exr_and_mask_glob(tmp_path):
 
 def test_relative_depth_with_nan_is_rejected_with_the_reason(tmp_path):
     put(tmp_path, "s/rgb/0.jpg", jpeg(RGB))
-    buf = io.BytesIO()
-    np.save(buf, np.array([[1.0, np.nan, 2.0], [1.0, 1.0, 1.0]], np.float32))
-    put(tmp_path, "s/t/0.npy", buf.getvalue())
+    put(tmp_path, "s/t/0.npy", npy(np.array([[1.0, np.nan, 2.0], [1.0, 1.0, 1.0]], np.float32)))
     adapter = folder(tmp_path, target_glob="*/t/*.npy", target="relative_depth")
     (ref,) = adapter.list_samples()
     with pytest.raises(BadInput, match="1 valid pixels are NaN or Inf"):

@@ -3,30 +3,20 @@
 
 import numpy as np
 import pytest
-from PIL import Image
 
 from ingest.assemble import assemble_sample
 from ingest.bad_input import BadInput
 from ingest.sources import get_source
 from pipeline.shards import IGNORE_LABEL
-from tests.adapter_tools import H, W, encode, rgb, write_tree
-
-
-def _palette_png(indices: np.ndarray) -> bytes:
-    import io
-
-    img = Image.fromarray(indices, mode="P")
-    img.putpalette([v for i in range(256) for v in ((37 * i) % 256, i, 255 - i)])
-    buf = io.BytesIO()
-    img.save(buf, format="PNG")
-    return buf.getvalue()
+from tests.helpers.adapter_tools import H, W, rgb, write_files
+from tests.helpers.images import encode, palette_png
 
 
 def test_label_maps_become_seg_png_with_ignore(tmp_path):
     labels = (np.arange(H * W).reshape(H, W) % 7).astype(np.uint8)
     labels[0] = 255  # the dataset's own "void"
-    write_tree(str(tmp_path), {"s1/img/0.jpg": encode(rgb(0), "JPEG"), "s1/lab/0.png": encode(labels),
-                               "s1/img/1.jpg": encode(rgb(1), "JPEG"), "s1/lab/1.png": _palette_png(labels),
+    write_files(str(tmp_path), {"s1/img/0.jpg": encode(rgb(0), "JPEG"), "s1/lab/0.png": encode(labels),
+                               "s1/img/1.jpg": encode(rgb(1), "JPEG"), "s1/lab/1.png": palette_png(labels),
                                "s1/img/2.jpg": encode(rgb(2), "JPEG"), "s1/lab/2.png": encode(labels * 0 + 254)})
     source = get_source("folder")(str(tmp_path), image_glob="*/img/*.jpg", target_glob="*/lab/*.png",
                                   target="semantic_labels", invalid_value=255, name="mine")
@@ -44,7 +34,7 @@ def test_label_options_are_checked(tmp_path):
     cls = get_source("folder")
     with pytest.raises(ValueError, match="--target-divisor must be 1"):
         cls(str(tmp_path), image_glob="*/a/*.jpg", target_glob="*/b/*.png", target="semantic_labels", divisor=1000)
-    write_tree(str(tmp_path), {"s/img/0.jpg": encode(rgb(0), "JPEG"),
+    write_files(str(tmp_path), {"s/img/0.jpg": encode(rgb(0), "JPEG"),
                                "s/lab/0.png": encode(np.full((H, W), 255, np.uint8))})
     source = cls(str(tmp_path), image_glob="*/img/*.jpg", target_glob="*/lab/*.png", target="semantic_labels")
     with pytest.raises(BadInput, match=r"class ids outside 0..254"):  # 255 without --invalid-value 255

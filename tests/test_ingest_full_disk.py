@@ -18,8 +18,8 @@ import pytest
 
 from pipeline import storage
 from pipeline.shards import MANIFEST_NAME, REJECTS_NAME
-from tests.ingest_trees import FOLDER_ARGS, dpt, write_tree
-from tests.test_ingest_resume import kept, mtimes, state
+from tests.helpers.cli import dpt
+from tests.helpers.ingest_trees import FOLDER_ARGS, kept, mtimes, state, write_folder_dataset
 
 SHARDS = 8  # inputs, one per shard
 PAGE = 4096
@@ -69,7 +69,7 @@ def corpus(tmp_path_factory, ray_head):
     session's Ray head (every ``dpt ingest`` here runs its tasks there)."""
     base = tmp_path_factory.mktemp("full-disk")
     raw, reference = base / "raw", base / "reference"
-    write_tree(str(raw), scenes=4, frames=2)  # 8 inputs, all train
+    write_folder_dataset(str(raw), scenes=4, frames=2)  # 8 inputs, all train
     env = {**os.environ, **ray_head.env, "RAY_ADDRESS": ray_head.address}
     result = dpt(*ingest_args(raw, reference), env=env, timeout=180)
     assert result.returncode == 0, result.stderr

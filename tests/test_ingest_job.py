@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import io
 import os
 import re
@@ -19,7 +18,9 @@ from ingest.sources.folder import FolderAdapter
 from pipeline import storage
 from pipeline.manifest import read_manifest, read_rejects, verify_directory
 from pipeline.shards import MANIFEST_NAME, REJECTS_NAME, iter_shard, iter_shard_members
-from tests.ingest_trees import FOLDER_ARGS, dpt, frame, jpeg, png, write_tree
+from tests.helpers.cli import dpt
+from tests.helpers.images import jpeg, npy, png
+from tests.helpers.ingest_trees import FOLDER_ARGS, digests, frame, write_folder_dataset
 
 pytestmark = [pytest.mark.services, pytest.mark.slow]
 
@@ -37,7 +38,7 @@ def ray_workers(ray_head, s3_server):
     The workers get the (fake) test credentials and the moto endpoint for the S3 cases; real clusters
     give workers their own credentials (instance role, environment).
     """
-    from tests.conftest import S3_TEST_CREDENTIALS
+    from tests.services import S3_TEST_CREDENTIALS
 
     with pytest.MonkeyPatch.context() as patch:
         ray_head.connect_client(patch)  # also for the `dpt ingest` subprocesses
@@ -51,15 +52,9 @@ def ray_workers(ray_head, s3_server):
             ray.shutdown()
 
 
-def digests(directory: str) -> dict[str, bytes]:
-    """{file name: sha256} of the shards, manifest and rejects of one split directory."""
-    names = [u for u in storage.list_files(directory) if "/_progress/" not in u]
-    return {storage.basename(u): hashlib.sha256(storage.read_bytes(u)).digest() for u in names}
-
-
 def test_tree_is_ingested_with_disparity_and_scene_split(storage_root, ray_workers):
     raw, out = storage.join(storage_root, "raw"), storage.join(storage_root, "corpus")
-    files = write_tree(raw, scenes=6, frames=3)
+    files = write_folder_dataset(raw, scenes=6, frames=3)
     summary = run_ingest(tree_adapter(raw), out, IngestSettings(val_fraction=0.4, samples_per_shard=4),
                          progress=False)
     assert (summary.inputs, summary.written, summary.rejected) == (18, 18, 0)
@@ -86,7 +81,7 @@ def test_tree_is_ingested_with_disparity_and_scene_split(storage_root, ray_worke
 
 def test_float32_stores_the_conversion_exactly(tmp_path, ray_workers):
     raw, out = str(tmp_path / "raw"), str(tmp_path / "corpus")
-    files = write_tree(raw, scenes=2, frames=2)
+    files = write_folder_dataset(raw, scenes=2, frames=2)
     run_ingest(tree_adapter(raw), out, IngestSettings(disparity_dtype="float32"), progress=False)
     samples = [s for shard in read_manifest(storage.join(out, "folder", "train")) for s in iter_shard(shard.url)]
     assert len(samples) == 4
@@ -98,7 +93,7 @@ def test_float32_stores_the_conversion_exactly(tmp_path, ray_workers):
 
 def test_same_input_gives_byte_identical_shards_and_manifest(tmp_path, ray_workers):
     raw = str(tmp_path / "raw")
-    write_tree(raw, scenes=3, frames=3, height=40, width=60)
+    write_folder_dataset(raw, scenes=3, frames=3, height=40, width=60)
     runs = []
     for name, workers in (("a", 1), ("b", 2)):
         settings = IngestSettings(val_fraction=0.3, max_side=30, shard_size_mb=0.01, workers=workers)
@@ -119,11 +114,6 @@ def write_bad_inputs(root) -> dict[str, str]:
         path = root / relative
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(data)
-
-    def npy(array) -> bytes:
-        buf = io.BytesIO()
-        np.save(buf, array)
-        return buf.getvalue()
 
     put("s/rgb/good.jpg", good_rgb)
     put("s/depth/good.png", good_depth)
@@ -184,7 +174,7 @@ class EscapingAdapter(FolderAdapter):
 def test_paths_escaping_the_root_are_rejected_not_read(tmp_path, ray_workers):
     import cloudpickle
 
-    write_tree(str(tmp_path / "raw"), scenes=1, frames=2)
+    write_folder_dataset(str(tmp_path / "raw"), scenes=1, frames=2)
     (tmp_path / "secret.jpg").write_bytes(b"outside the root")
     cloudpickle.register_pickle_by_value(sys.modules[__name__])  # the workers cannot import this test module
     try:
@@ -201,7 +191,7 @@ def test_paths_escaping_the_root_are_rejected_not_read(tmp_path, ray_workers):
 
 def test_wrong_options_fail_at_once_and_write_nothing(tmp_path, s3_bucket):
     raw = tmp_path / "raw"
-    write_tree(str(raw), scenes=1, frames=1)
+    write_folder_dataset(str(raw), scenes=1, frames=1)
     (tmp_path / "empty").mkdir()
     out = tmp_path / "out"
     cases = [
@@ -233,7 +223,7 @@ def test_wrong_options_fail_at_once_and_write_nothing(tmp_path, s3_bucket):
 
 
 def test_summary_line_of_the_command(tmp_path, ray_workers):
-    write_tree(str(tmp_path / "raw"), scenes=2, frames=2)
+    write_folder_dataset(str(tmp_path / "raw"), scenes=2, frames=2)
     result = dpt("ingest", "folder", "--root", str(tmp_path / "raw"), "--out", str(tmp_path / "out"), *FOLDER_ARGS,
                  "--name", "mine", "--samples-per-shard", "3")
     assert result.returncode == 0, result.stderr

@@ -4,7 +4,6 @@ that was never interrupted; and ``ray job submit -- dpt ingest ...``."""
 from __future__ import annotations
 
 import os
-import re
 import signal
 import subprocess
 import time
@@ -13,9 +12,9 @@ from pathlib import Path
 import pytest
 
 from pipeline.shards import MANIFEST_NAME
-from tests.ingest_trees import FOLDER_ARGS, dpt, write_tree
+from tests.helpers.cli import dpt
+from tests.helpers.ingest_trees import FOLDER_ARGS, kept, mtimes, state, write_folder_dataset
 from tests.services import BIN
-from tests.test_ingest_job import digests
 
 pytestmark = [pytest.mark.services, pytest.mark.slow]
 
@@ -25,21 +24,10 @@ def ingest_args(raw: Path, out: Path) -> list[str]:
             "--samples-per-shard", "2", "--workers", "1", "--no-progress"]
 
 
-def state(out: Path) -> dict[str, dict[str, bytes]]:
-    return {split.name: digests(str(split)) for split in sorted((out / "folder").iterdir())}
-
-
-def mtimes(out: Path) -> dict[str, int]:
-    return {str(p.relative_to(out)): p.stat().st_mtime_ns for p in out.rglob("shard-*.tar")}
-
-
-def kept(stdout: str) -> int:
-    return int(re.search(r"\((\d+) kept from an earlier run\)", stdout).group(1))
-
-
 def test_sigkill_mid_run_then_resume_equals_an_uninterrupted_run(tmp_path, ray_cluster):
     raw = tmp_path / "raw"
-    write_tree(str(raw), scenes=8, frames=3, height=48, width=64)  # 24 inputs: train 15, val 9 -> 13 shards of <= 2
+    # 24 inputs: train 15, val 9 -> 13 shards of <= 2
+    write_folder_dataset(str(raw), scenes=8, frames=3, height=48, width=64)
     reference, out = tmp_path / "reference", tmp_path / "out"
     assert dpt(*ingest_args(raw, reference)).returncode == 0
 
@@ -76,7 +64,7 @@ def test_sigkill_mid_run_then_resume_equals_an_uninterrupted_run(tmp_path, ray_c
 
 def test_ray_job_submit_runs_the_ingest_on_the_cluster(tmp_path, ray_cluster):
     raw, out = tmp_path / "raw", tmp_path / "out"
-    write_tree(str(raw), scenes=2, frames=2)
+    write_folder_dataset(str(raw), scenes=2, frames=2)
     result = ray_cluster.submit_job([str(BIN / "dpt"), *ingest_args(raw, out)], timeout=300)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-4000:]
     assert "ingested folder: 4 inputs = 4 written + 0 rejected" in result.stdout

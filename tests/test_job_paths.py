@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 from pathlib import Path
 
 import pytest
 import yaml
 
 from pipeline.job_paths import JOB_ENV_VAR, JobPathError, check_job_path
-from tests.services import BIN
+from tests.helpers.cli import dpt
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -31,7 +30,7 @@ def test_relative_paths_are_refused_only_inside_a_job(monkeypatch):
 def _dpt(args, env_extra, cwd):
     env = {**os.environ, **env_extra}
     env.pop("MLFLOW_TRACKING_URI", None)
-    return subprocess.run([str(BIN / "dpt"), *args], capture_output=True, text=True, timeout=300, env=env, cwd=cwd)
+    return dpt(*args, env=env, cwd=cwd)
 
 
 def test_train_in_a_job_refuses_a_relative_corpus_before_ray(tmp_path):
@@ -55,8 +54,7 @@ def test_train_in_a_job_without_a_tracking_server_says_how_to_give_one(tmp_path)
     from pipeline.shards import shard_dir
 
     corpus = tmp_path / "corpus"
-    subprocess.run([str(BIN / "dpt"), "shards", "demo", "--out", str(corpus), "--samples", "2"], check=True,
-                   capture_output=True, timeout=120)
+    dpt("shards", "demo", "--out", str(corpus), "--samples", "2", timeout=120).check_returncode()
     assert (Path(shard_dir(str(corpus), "demo", "train")) / "manifest.parquet").exists()
     out = _dpt(["train", "--config", str(ROOT / "configs/quickstart.yaml"), f"data.shards.prefix={corpus}",
                 "data.shards.sources=[demo]", f"storage.path={tmp_path}/train"], {JOB_ENV_VAR: "{}"}, tmp_path)

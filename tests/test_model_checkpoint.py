@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from training.model import build_model, load_checkpoint, load_model, save_checkpoint
-from tests.checkpoints import train_checkpoint
+from tests.helpers.checkpoints import train_checkpoint
 from training.model.checkpoint import load_state, read_safetensors_metadata
 
 

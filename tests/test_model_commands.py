@@ -8,7 +8,8 @@ import torch
 from PIL import Image
 
 from pipeline.cli import main
-from tests.checkpoints import run_dpt, train_checkpoint
+from tests.helpers.checkpoints import train_checkpoint
+from tests.helpers.cli import run_dpt
 from training.model import build_model, save_checkpoint
 
 

@@ -5,12 +5,12 @@ into the MLflow server: tests/test_readme.py)."""
 from __future__ import annotations
 
 import os
-import subprocess
 from pathlib import Path
 
 import yaml
 
-from tests.services import BIN, free_port
+from tests.helpers.cli import dpt
+from tests.services import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -18,8 +18,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_bad_pipeline_config_names_the_key(tmp_path):
     path = tmp_path / "p.yaml"
     path.write_text("name: x\nworkdir: w\ntrain: {config: c.yaml, overides: []}\n")
-    out = subprocess.run([str(BIN / "dpt"), "pipeline", "run", "--config", str(path)], capture_output=True,
-                         text=True, timeout=120)
+    out = dpt("pipeline", "run", "--config", str(path), timeout=120)
     assert out.returncode == 1 and "unknown key train.overides" in out.stderr
 
 
@@ -29,8 +28,8 @@ def test_a_bad_training_override_fails_before_any_stage(tmp_path):
     path.write_text(yaml.safe_dump({
         "name": "x", "workdir": str(workdir), "sample_data": {"per_source": 2, "per_benchmark": 1},
         "train": {"config": "configs/quickstart.yaml", "overrides": ["optim.lr_decoder=abc"]}}))
-    out = subprocess.run([str(BIN / "dpt"), "pipeline", "run", "--config", str(path)], capture_output=True,
-                         text=True, timeout=120, cwd=ROOT, env={**os.environ, "MLFLOW_TRACKING_URI": ""})
+    out = dpt("pipeline", "run", "--config", str(path), env={**os.environ, "MLFLOW_TRACKING_URI": ""}, cwd=ROOT,
+              timeout=120)
     assert out.returncode == 1
     assert "override optim.lr_decoder=abc: expected a number, got 'abc'" in out.stderr
     assert not (workdir / "data").exists()  # no stage ran: no sample data was written
@@ -45,8 +44,7 @@ def test_an_absent_tracking_server_ends_the_pipeline_in_one_line_that_says_how_t
         "train": {"config": "configs/quickstart.yaml"}}))
     # One attempt per request: the client's default retries (minutes) are what the pipeline waits in production.
     env = {**os.environ, "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "5"}
-    out = subprocess.run([str(BIN / "dpt"), "pipeline", "run", "--config", str(path)], capture_output=True,
-                         text=True, timeout=120, cwd=ROOT, env=env)
+    out = dpt("pipeline", "run", "--config", str(path), env=env, cwd=ROOT, timeout=120)
     assert out.returncode == 1
     assert out.stderr.splitlines()[-1] == (
         f"dpt pipeline: error: MLflow at {uri} failed (connection refused); what is done is kept in "

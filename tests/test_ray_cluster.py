@@ -23,9 +23,10 @@ import pytest
 
 from pipeline import ray_cluster
 from pipeline.ray_cluster import RayUnreachable, Target, resolve
-from tests.checkpoints import train_checkpoint
-from tests.ingest_trees import FOLDER_ARGS, write_tree
-from tests.services import BIN, free_port
+from tests.helpers.checkpoints import train_checkpoint
+from tests.helpers.cli import dpt
+from tests.helpers.ingest_trees import FOLDER_ARGS, write_folder_dataset
+from tests.services import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -104,9 +105,8 @@ def test_dpt_eval_fails_in_one_line_naming_the_address(kind, tmp_path):
     checkpoint = train_checkpoint(str(tmp_path / "train"))  # inputs that pass dpt eval's own checks
     (tmp_path / "bench" / "tum").mkdir(parents=True)
     (tmp_path / "bench" / "tum" / "rgb.txt").write_text("# listed frames\n")
-    out = subprocess.run([str(BIN / "dpt"), "eval", "--checkpoint", checkpoint,
-                          "--data-root", str(tmp_path / "bench"), "--benchmarks", "tum"],
-                         env=clean_env(RAY_ADDRESS=address), capture_output=True, text=True, timeout=120)
+    out = dpt("eval", "--checkpoint", checkpoint, "--data-root", str(tmp_path / "bench"), "--benchmarks", "tum",
+              env=clean_env(RAY_ADDRESS=address), timeout=120)
     assert out.returncode == 1
     errors = [line for line in out.stderr.splitlines() if line.startswith("dpt eval: error:")]
     assert len(errors) == 1, out.stderr
@@ -224,7 +224,7 @@ def test_stages_run_on_a_loopback_instance_of_their_own_despite_a_stale_record(t
     stale = f"127.0.0.1:{free_port()}"  # what `ray start` recorded, long gone
     (ray_tmp / "ray").mkdir()
     (ray_tmp / "ray" / "ray_current_cluster").write_text(stale)
-    write_tree(str(tmp_path / "raw"), scenes=2, frames=2)
+    write_folder_dataset(str(tmp_path / "raw"), scenes=2, frames=2)
     write_tum(str(tmp_path / "bench" / "tum"), 2, (48, 64))
     write_kitti(str(tmp_path / "bench" / "kitti"), 2, (48, 64))
     save_checkpoint(build_model("dpt_tiny"), str(tmp_path / "tiny.safetensors"), name="dpt_tiny")

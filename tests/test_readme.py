@@ -3,7 +3,7 @@
 Every ```` ```bash ```` block of README.md and infra/README.md is run in one bash session, as a newcomer types
 them into one terminal, against the real services the README itself starts (its `infra/local/` scripts: a
 token-authenticated Ray head, `mlflow server`, moto's S3 server), `ray job submit` included. Blocks that cannot
-run on one machine say why (see tests/readme_blocks.py). No shortcut the README does not show, with two
+run on one machine say why (see tests/helpers/readme_blocks.py). No shortcut the README does not show, with two
 exceptions forced by the test machine, both stated here: the fresh copy's `.venv` is this session's virtualenv
 (a link, dated so that `make` finds it installed: installing PyTorch again would take minutes and gigabytes),
 and the machine has no network, so MLflow's telemetry is off.
@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.readme_blocks import Block, read_blocks
+from tests.helpers.readme_blocks import Block, read_blocks
 
 ROOT = Path(__file__).resolve().parents[1]
 MANUALS = [ROOT / "README.md", ROOT / "infra" / "README.md"]

@@ -1,4 +1,4 @@
-"""Ingest and training on S3 through injected faults (tests/fault_proxy.py) on the real Ray head and moto:
+"""Ingest and training on S3 through injected faults (tests/helpers/fault_proxy.py) on the real Ray head and moto:
 the jobs finish, their output is what it is without faults, and no Ray worker restarts."""
 
 from __future__ import annotations
@@ -13,10 +13,10 @@ from ingest.plan import IngestSettings
 from ingest.sources.folder import FolderAdapter
 from pipeline import storage
 from pipeline.config import load_config
-from tests.conftest import S3_TEST_CREDENTIALS
-from tests.fault_proxy import Fault, FaultProxy
-from tests.ingest_trees import write_tree
-from tests.training_corpus import write_source
+from tests.helpers.fault_proxy import Fault, FaultProxy
+from tests.helpers.ingest_trees import write_folder_dataset
+from tests.helpers.training_corpus import write_source
+from tests.services import S3_TEST_CREDENTIALS
 
 pytestmark = [pytest.mark.services, pytest.mark.slow]
 QUICKSTART = Path(__file__).resolve().parents[1] / "configs" / "quickstart.yaml"
@@ -38,7 +38,7 @@ def test_ingest_to_s3_through_faults_writes_the_same_corpus(ray_head, s3_server,
     import ray
 
     raw = f"{s3_bucket}/raw"
-    write_tree(raw, scenes=4, frames=2)
+    write_folder_dataset(raw, scenes=4, frames=2)
     settings = IngestSettings(val_fraction=0.25, samples_per_shard=3)
     # As `dpt ingest` does: the endpoint travels to the workers in S3Options; the rest in their environment.
     env = {**S3_TEST_CREDENTIALS, "DPT_S3_READ_TIMEOUT": "2"}

@@ -1,11 +1,8 @@
 """ADE20K adapter: images/<split>/*.jpg + annotations/<split>/*.png label maps (0 = other -> 255 ignore,
 k -> k - 1), official split from the folder, written as seg.png shards (local and s3)."""
 
-import io
-
 import numpy as np
 import pytest
-from PIL import Image
 
 from ingest.assemble import assemble_sample
 from ingest.bad_input import BadInput
@@ -15,7 +12,8 @@ from ingest.resize import resize_sample
 from ingest.shard_task import write_shard
 from pipeline.manifest import verify_shard
 from pipeline.shards import IGNORE_LABEL, SEG_MEMBER, ShardWriter, iter_shard, iter_shard_members, shard_url
-from tests.adapter_tools import H, W, adapter, encode, rgb, write_tree
+from tests.helpers.adapter_tools import H, W, adapter, rgb, write_files
+from tests.helpers.images import encode, palette_png
 
 ROOT = "ADEChallengeData2016"
 
@@ -27,14 +25,6 @@ def annotation(seed: int) -> np.ndarray:
     values[1, 1] = 150  # the last class
     values[2, 2] = 1  # the first class
     return values.astype(np.uint8)
-
-
-def palette_png(indices: np.ndarray) -> bytes:
-    img = Image.fromarray(indices, mode="P")
-    img.putpalette([v for i in range(256) for v in (i, 255 - i, (7 * i) % 256)])
-    buf = io.BytesIO()
-    img.save(buf, format="PNG")
-    return buf.getvalue()
 
 
 @pytest.fixture
@@ -59,7 +49,7 @@ def ade_root(storage_root):
     # Released alongside, never read as samples: the class list and the unlabelled test images.
     files[f"{ROOT}/objectInfo150.txt"] = b"Idx\tRatio\tTrain\tVal\tName\n1\t0.1576\t11664\t1172\twall\n"
     files[f"{ROOT}/images/testing/ADE_test_00000001.jpg"] = encode(rgb(7), "JPEG")
-    write_tree(root, files)
+    write_files(root, files)
     return root
 
 
@@ -107,7 +97,7 @@ def test_bad_inputs_have_reasons(ade_root):
 
 def test_an_all_other_image_is_kept(tmp_path):
     # Segmentation scores every labelled pixel of every image: no minimum labelled fraction.
-    write_tree(str(tmp_path), {"images/training/a.jpg": encode(rgb(), "JPEG"),
+    write_files(str(tmp_path), {"images/training/a.jpg": encode(rgb(), "JPEG"),
                                "annotations/training/a.png": encode(np.zeros((H, W), np.uint8))})
     source = adapter("ade20k", str(tmp_path))
     sample = assemble_sample(source, source.list_samples()[0], "train", min_valid_fraction=0.5)

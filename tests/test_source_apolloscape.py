@@ -9,7 +9,8 @@ import pytest
 from ingest.assemble import assemble_sample
 from ingest.bad_input import BadInput
 from ingest.formats.png import write_png16
-from tests.adapter_tools import H, W, adapter, encode, rgb, round_trip, write_tree
+from tests.helpers.adapter_tools import H, W, adapter, rgb, round_trip, write_files
+from tests.helpers.images import encode
 
 NAME = "171206_034559609_Camera_5"
 
@@ -43,7 +44,7 @@ def apollo_root(storage_root):
     files["stereo_train_002/disparity/180310_101010102_Camera_5.png"] = write_png16(disparity(3))  # no image
     files["stereo_train_002/camera_5/180310_101010103_Camera_5.jpg"] = encode(rgb(4), "JPEG")
     files["stereo_train_002/disparity/180310_101010103_Camera_5.png"] = encode(disparity(4).astype(np.uint8))
-    write_tree(root, files)
+    write_files(root, files)
     return root
 
 

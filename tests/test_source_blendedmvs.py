@@ -6,7 +6,8 @@ import pytest
 from ingest.assemble import assemble_sample
 from ingest.bad_input import BadInput
 from ingest.formats.pfm import write_pfm
-from tests.adapter_tools import H, W, adapter, encode, rgb, round_trip, write_tree
+from tests.helpers.adapter_tools import H, W, adapter, rgb, round_trip, write_files
+from tests.helpers.images import encode
 
 SCENE_A = "5a3ca9cb270f0e3f14d0eddb"
 SCENE_B = "5bf18642c50e6f7f8bdbd492"
@@ -48,7 +49,7 @@ def blended_root(storage_root):
     files[f"{SCENE_B}/blended_images/00000003.jpg"] = encode(rgb(5), "JPEG")
     files[f"{SCENE_B}/rendered_depth_maps/00000003.pfm"] = write_pfm(depth(5))
     files[f"{SCENE_B}/cams/00000003_cam.txt"] = b"extrinsic\n1 0 0 0\n"  # no intrinsic block
-    write_tree(root, files)
+    write_files(root, files)
     return root
 
 

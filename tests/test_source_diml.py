@@ -6,7 +6,8 @@ import pytest
 from ingest.assemble import assemble_sample
 from ingest.bad_input import BadInput
 from ingest.formats.png import write_png16
-from tests.adapter_tools import H, W, adapter, encode, rgb, round_trip, write_tree
+from tests.helpers.adapter_tools import H, W, adapter, rgb, round_trip, write_files
+from tests.helpers.images import encode
 
 
 def depth_mm(seed: int) -> np.ndarray:
@@ -28,7 +29,7 @@ def diml_root(storage_root):
     files["indoor/train/HR/12. Livingroom/color/in_k_00_180924_000003_c.png"] = encode(rgb(3))  # no depth
     files["indoor/test/HR/20.Office/depth_filled/in_k_01_181011_000002_depth_filled.png"] = encode(rgb(4))  # 8-bit RGB
     files["indoor/test/HR/20.Office/color/in_k_01_181011_000002_c.png"] = encode(rgb(4))
-    write_tree(root, files)
+    write_files(root, files)
     return root
 
 

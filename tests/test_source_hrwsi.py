@@ -5,7 +5,8 @@ import pytest
 
 from ingest.assemble import assemble_sample
 from ingest.bad_input import BadInput
-from tests.adapter_tools import H, W, adapter, encode, rgb, round_trip, write_tree
+from tests.helpers.adapter_tools import H, W, adapter, rgb, round_trip, write_files
+from tests.helpers.images import encode
 
 
 def gt(seed: int) -> np.ndarray:
@@ -32,7 +33,7 @@ def hrwsi_root(storage_root):
     files["HR-WSI/val/imgs/00003.jpg"] = encode(rgb(4), "JPEG")
     files["HR-WSI/val/gts/00003.png"] = encode(gt(4))
     files["HR-WSI/val/valid_masks/00003.png"] = encode(mask(4)[:, :5])
-    write_tree(root, files)
+    write_files(root, files)
     return root
 
 

@@ -6,7 +6,8 @@ import pytest
 from ingest.assemble import assemble_sample
 from ingest.bad_input import BadInput
 from ingest.formats.exr import write_exr
-from tests.adapter_tools import H, W, adapter, encode, rgb, round_trip, write_tree
+from tests.helpers.adapter_tools import H, W, adapter, rgb, round_trip, write_files
+from tests.helpers.images import encode
 
 
 def disparity(seed: int) -> np.ndarray:
@@ -37,7 +38,7 @@ def irs_root(storage_root):
     files["IRSDataset/Office/Meeting01/l_3.png"] = encode(rgb(3))
     files["IRSDataset/Office/Meeting01/d_3.exr"] = write_exr({"R": disparity(3), "G": disparity(3) * 2})
     files["IRSDataset/Office/Meeting01/l_4.png"] = encode(rgb(4))  # no disparity
-    write_tree(root, files)
+    write_files(root, files)
     return root
 
 

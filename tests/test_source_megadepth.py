@@ -6,7 +6,8 @@ import pytest
 from ingest.assemble import assemble_sample
 from ingest.bad_input import BadInput
 from ingest.formats.h5 import write_h5
-from tests.adapter_tools import H, W, adapter, encode, rgb, round_trip, write_tree
+from tests.helpers.adapter_tools import H, W, adapter, rgb, round_trip, write_files
+from tests.helpers.images import encode
 
 
 def depth(seed: int) -> np.ndarray:
@@ -23,7 +24,7 @@ def megadepth_root(storage_root):
     nan_depth[3, 3] = np.nan
     ordinal = np.full((H, W), -1.0, np.float32)  # an ordinal-only image: -1 everywhere but labelled parts
     ordinal[:4] = 1.0
-    write_tree(root, {
+    write_files(root, {
         "MegaDepth_v1/0001/dense0/imgs/1234_a.jpg": encode(rgb(0), "JPEG"),
         "MegaDepth_v1/0001/dense0/depths/1234_a.h5": write_h5({"depth": depth(0)}),
         "MegaDepth_v1/0001/dense1/imgs/77_b.jpg": encode(rgb(1), "JPEG"),

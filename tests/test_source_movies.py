@@ -8,7 +8,8 @@ from ingest.assemble import assemble_sample
 from ingest.bad_input import BadInput
 from ingest.formats.pfm import write_pfm
 from ingest.formats.png import write_png16
-from tests.adapter_tools import H, W, adapter, encode, rgb, round_trip, write_tree
+from tests.helpers.adapter_tools import H, W, adapter, rgb, round_trip, write_files
+from tests.helpers.images import encode
 
 
 def disparity(seed: int) -> np.ndarray:
@@ -45,7 +46,7 @@ def video_tree(name: str) -> dict[str, bytes]:
 @pytest.mark.parametrize("source_name", ["movies3d", "wsvd"])
 def test_listing_and_conversion(source_name, storage_root):
     root = f"{storage_root}/{source_name}"
-    write_tree(root, video_tree("film"))
+    write_files(root, video_tree("film"))
     source = adapter(source_name, root)
     refs = source.list_samples()
     assert [r.id for r in refs] == ["film_a/clip_0001/000010", "film_a/clip_0002/000001",
@@ -71,13 +72,13 @@ def test_listing_and_conversion(source_name, storage_root):
 
 def test_bad_inputs_have_reasons(tmp_path):
     root = str(tmp_path / "movies")
-    write_tree(root, video_tree("film"))
+    write_files(root, video_tree("film"))
     source = adapter("movies3d", root)
     refs = source.list_samples()
     with pytest.raises(BadInput, match=r"film_b/disparity/scale.txt: PNG disparity scale missing"):
         assemble_sample(source, refs[2], "train")
     with pytest.raises(BadInput, match=r"1 valid pixels are negative"):
         assemble_sample(source, refs[3], "train")
-    write_tree(root, {"film_b/disparity/scale.txt": b"two hundred"})
+    write_files(root, {"film_b/disparity/scale.txt": b"two hundred"})
     with pytest.raises(BadInput, match=r"scale.txt: disparity scale must be one positive number"):
         assemble_sample(adapter("movies3d", root), refs[2], "train")

@@ -5,7 +5,8 @@ import pytest
 
 from ingest.assemble import assemble_sample
 from ingest.bad_input import BadInput
-from tests.adapter_tools import H, W, adapter, encode, rgb, round_trip, write_tree
+from tests.helpers.adapter_tools import H, W, adapter, rgb, round_trip, write_files
+from tests.helpers.images import encode
 
 
 def rd_map(seed: int) -> np.ndarray:
@@ -17,7 +18,7 @@ def rd_map(seed: int) -> np.ndarray:
 @pytest.fixture
 def redweb_root(storage_root):
     root = f"{storage_root}/ReDWeb"
-    write_tree(root, {
+    write_files(root, {
         "ReDWeb_V1/Imgs/b_200.jpg": encode(rgb(1), "JPEG"),
         "ReDWeb_V1/RDs/b_200.png": encode(rd_map(1)),
         "ReDWeb_V1/Imgs/a_100.jpg": encode(rgb(0), "JPEG"),

@@ -1,21 +1,14 @@
 """TartanAir adapter: <env>/<Easy|Hard>/P###/image_left/*_left.png + depth_left/*_left_depth.npy (metres)."""
 
-import io
-
 import numpy as np
 import pytest
 
 from ingest.assemble import assemble_sample
 from ingest.bad_input import BadInput
-from tests.adapter_tools import H, W, adapter, encode, rgb, round_trip, write_tree
+from tests.helpers.adapter_tools import H, W, adapter, rgb, round_trip, write_files
+from tests.helpers.images import encode, npy
 
 SKY = 10000.0  # TartanAir renders the sky thousands of metres away
-
-
-def npy(array) -> bytes:
-    buf = io.BytesIO()
-    np.save(buf, array)
-    return buf.getvalue()
 
 
 def depth(seed: int) -> np.ndarray:
@@ -39,7 +32,7 @@ def tartanair_root(storage_root):
     files["amusement/Easy/P008/depth_left/000018_left_depth.npy"] = npy(depth(4)[:, :-1])  # size mismatch
     files["amusement/Easy/P008/image_left/000019_left.png"] = encode(rgb(5))
     files["amusement/Easy/P008/depth_left/000019_left_depth.npy"] = npy(depth(5).astype(object))  # pickled
-    write_tree(root, files)
+    write_files(root, files)
     return root
 
 

@@ -9,7 +9,8 @@ from ingest.bad_input import BadInput
 from ingest.conversion import TargetKind
 from ingest.sources import MIX6, available_sources, get_source
 from ingest.sources.base import SampleRef
-from tests.adapter_tools import encode, rgb, write_tree
+from tests.helpers.adapter_tools import rgb, write_files
+from tests.helpers.images import encode
 
 KINDS = {
     "redweb": TargetKind.INVERSE_DEPTH, "diml": TargetKind.METRIC_DEPTH, "movies3d": TargetKind.STEREO_DISPARITY,
@@ -46,7 +47,7 @@ def test_mix6_is_ten_sources_and_the_shipped_mix6_configs_use_exactly_them():
 
 @pytest.mark.parametrize("path", ["../outside/x.png", "/etc/passwd", "Imgs/../../x.jpg"])
 def test_paths_never_escape_the_root(path, tmp_path):
-    write_tree(str(tmp_path), {"outside/x.png": encode(rgb()), "root/Imgs/a.jpg": encode(rgb(), "JPEG")})
+    write_files(str(tmp_path), {"outside/x.png": encode(rgb()), "root/Imgs/a.jpg": encode(rgb(), "JPEG")})
     source = get_source("redweb")(str(tmp_path / "root"))
     ref = SampleRef("a", {"image": path, "target": path}, group="a")
     with pytest.raises(BadInput, match="escapes the source root"):

@@ -1,6 +1,6 @@
 """S3 through transient faults: one client configuration, reads that resume at their offset, uploads that retry.
 
-Faults are real: tests/fault_proxy.py sits on 127.0.0.1 between boto3 and the moto server and cuts, resets,
+Faults are real: tests/helpers/fault_proxy.py sits on 127.0.0.1 between boto3 and the moto server and cuts, resets,
 stalls or answers 503 on a schedule. Every test compares what came through the faults with what is stored.
 """
 
@@ -16,9 +16,9 @@ import pytest
 from pipeline import storage
 from pipeline.arrow_s3 import RetryingS3FileSystem
 from pipeline.shards import iter_shard_members, shard_dir
-from tests.fault_proxy import Fault, FaultProxy
-from tests.ingest_trees import dpt
-from tests.training_corpus import write_source
+from tests.helpers.fault_proxy import Fault, FaultProxy
+from tests.helpers.cli import dpt
+from tests.helpers.training_corpus import write_source
 
 RETRY_ENV = ("AWS_RETRY_MODE", "AWS_MAX_ATTEMPTS", "DPT_S3_CONNECT_TIMEOUT", "DPT_S3_READ_TIMEOUT")
 

@@ -15,7 +15,7 @@ from PIL import Image
 from pipeline.config import ConfigError, load_config
 from pipeline.demo import demo_samples
 from pipeline.shards import IGNORE_LABEL, Sample
-from tests.training_corpus import TinyDepthNet
+from tests.helpers.training_corpus import TinyDepthNet
 from training.config import TrainConfig
 from training.data import DataConfig, ShardsConfig
 from training.loop import sum_across_ranks

@@ -177,8 +177,8 @@ def test_an_outbox_delivers_what_an_earlier_process_kept_first(mlflow_server, tm
 
 
 def test_dpt_train_without_its_tracking_server_fails_fast_in_one_line_before_ray_starts(tmp_path):
-    from tests.checkpoints import run_dpt
-    from tests.training_corpus import write_source
+    from tests.helpers.cli import run_dpt
+    from tests.helpers.training_corpus import write_source
 
     write_source(str(tmp_path / "corpus"), "alpha", 2, per_shard=2)
     uri = f"http://127.0.0.1:{free_port()}"  # nothing listens there

@@ -17,8 +17,8 @@ import pytest
 from pipeline.config import load_config
 from pipeline.manifest import read_manifest
 from pipeline.shards import ShardError, ShardIntegrityError, iter_shard_members, shard_dir, shard_url
+from tests.helpers.training_corpus import flip_member_bytes, flip_padding_byte, truncate_shard, write_source
 from tests.test_train_resume import STEPS, _config, _run
-from tests.training_corpus import flip_member_bytes, flip_padding_byte, truncate_shard, write_source
 from training import augment
 from training.bad_shards import ShardReader, Skip, skipped_shard_tag, warning_line
 from training.config import TrainConfig

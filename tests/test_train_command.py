@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from pathlib import Path
+
+from tests.helpers import cli
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def dpt(*args: str) -> subprocess.CompletedProcess:
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
-    return subprocess.run([sys.executable, "-m", "pipeline.cli", *args], env=env, capture_output=True, text=True,
-                          timeout=120, cwd=ROOT)
+    """This checkout's `dpt ARGS` in its root, where the configs/ paths below resolve."""
+    return cli.dpt(*args, env=dict(os.environ, PYTHONPATH=str(ROOT)), cwd=ROOT, timeout=120)
 
 
 def test_help_names_config_and_overrides():

@@ -8,7 +8,7 @@ import time
 import pytest
 import torch
 
-from tests.training_corpus import write_source
+from tests.helpers.training_corpus import write_source
 from training import augment
 from training.data import DataConfig, LoaderConfig, ShardsConfig, StreamConfig, make_loader, validation_batches
 from training.loop import OptimConfig, build_optimizer, build_scheduler, train_step

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from pipeline.demo import render_scene
-from tests.training_corpus import TinyDepthNet
+from tests.helpers.training_corpus import TinyDepthNet
 from training.loop import OptimConfig, build_optimizer, build_scheduler, load_state, lr_factor, save_state, train_step
 from training.tasks.relative_depth import LossConfig, RelativeDepthConfig, RelativeDepthTask
 

@@ -14,8 +14,9 @@ import pytest
 
 from pipeline import storage
 from pipeline.config import load_config
+from tests.helpers.training_corpus import write_source
+from tests.helpers.cli import dpt
 from tests.services import BIN
-from tests.training_corpus import write_source
 from training.config import TrainConfig
 from training.model import load_model
 from training.train import fit
@@ -184,8 +185,7 @@ def test_a_worker_sigterm_checkpoints_the_current_step_and_a_sigkill_resumes_fro
     config = _config(corpus, str(tmp_path / "ckpt"), "faults", *common, "run.max_failures=2")
     thread, outcome, pids = _train_in_background(config, mlflow_tracking, after_step=3)
     run_id = _run_id(mlflow_tracking)
-    hook = subprocess.run([str(BIN / "dpt"), "preempt", "--wait", "120"], env={**os.environ, **ray_cluster.env},
-                          capture_output=True, text=True, timeout=180)
+    hook = dpt("preempt", "--wait", "120", env={**os.environ, **ray_cluster.env}, timeout=180)
     assert hook.returncode == 0, hook.stdout + hook.stderr
     assert hook.stdout.strip() == "dpt preempt: SIGTERM to 2 training workers; all have checkpointed and exited"
     assert not set(pids) & set(_train_worker_pids())

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from pipeline.config import from_dict
-from tests.training_corpus import TinyDepthNet, write_source
+from tests.helpers.training_corpus import TinyDepthNet, write_source
 from training.config import TrainConfig
 from training.data import DataPosition, ShardsConfig, StreamConfig, source_counts, source_stream
 from training.loop import build_optimizer, build_scheduler, load_state, save_state, train_step

@@ -15,8 +15,9 @@ from pathlib import Path
 import pytest
 
 from pipeline.tracking_spill import SpillFile
+from tests.helpers.cli import dpt
+from tests.helpers.training_corpus import write_source
 from tests.services import BIN, RestartableMlflow
-from tests.training_corpus import write_source
 
 pytestmark = [pytest.mark.services, pytest.mark.slow]
 ROOT = Path(__file__).resolve().parents[1]
@@ -151,14 +152,12 @@ def test_an_mlflow_that_never_returns_leaves_a_spill_file_that_replay_delivers_o
     server.start()
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     env.pop("MLFLOW_TRACKING_URI", None)  # the spill file names its server
-    replay = subprocess.run([str(BIN / "dpt"), "tracking", "replay", path], env=env, capture_output=True,
-                            text=True, timeout=300)
+    replay = dpt("tracking", "replay", path, env=env)
     assert replay.returncode == 0, replay.stderr
     assert f"delivered {pending.metric_values} metric values" in replay.stdout
     assert _loss_steps(server.url, run_id) == list(range(1, steps + 1))
     run = client.get_run(run_id)
     assert run.info.status == "FINISHED" and run.data.tags["dpt.restarts"] == "0"
-    again = subprocess.run([str(BIN / "dpt"), "tracking", "replay", path], env=env, capture_output=True,
-                           text=True, timeout=300)
+    again = dpt("tracking", "replay", path, env=env)
     assert again.returncode == 0 and "nothing to deliver" in again.stdout
     assert _loss_steps(server.url, run_id) == list(range(1, steps + 1))  # nothing twice

@@ -1,7 +1,7 @@
 """DDP training across a REAL two-node Ray cluster on loopback: a head and a second `ray start --address` node,
 each with one CPU of its own, so the two training workers can only run one per node.
 
-Both nodes live in a private network namespace whose only interface is ``lo`` (tests/netns.py explains why):
+Both nodes live in a private network namespace whose only interface is ``lo`` (tests/helpers/netns.py explains why):
 they are started with ``--node-ip-address=127.0.0.1`` and token authentication, and the run is the documented
 entry point, ``python -m training.train``, started inside the namespace as a user would on the head node.
 """
@@ -17,9 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.netns import NetworkNamespace
+from tests.helpers.netns import NetworkNamespace
+from tests.helpers.training_corpus import write_source
 from tests.services import BIN, Server, generate_ray_token, ray_env
-from tests.training_corpus import write_source
 
 pytestmark = [pytest.mark.services, pytest.mark.slow]
 ROOT = Path(__file__).resolve().parents[1]

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from tests.services import BIN
+from tests.helpers.cli import dpt
 from training import worker_pids
 
 # A stand-in for a training worker: registers itself, then on SIGTERM takes `grace` seconds (its checkpoint)
@@ -43,7 +43,7 @@ def _worker(grace: float) -> subprocess.Popen:
 
 
 def _preempt(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([str(BIN / "dpt"), "preempt", *args], capture_output=True, text=True, timeout=60)
+    return dpt("preempt", *args, timeout=60)
 
 
 def test_preempt_signals_the_registered_workers_and_waits_for_their_exit(registry):

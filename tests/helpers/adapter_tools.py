@@ -3,10 +3,7 @@ contract round trip (assemble -> ShardWriter -> iter_shard) every adapter must s
 
 from __future__ import annotations
 
-import io
-
 import numpy as np
-from PIL import Image
 
 from ingest.assemble import assemble_sample
 from ingest.sources import get_source
@@ -23,13 +20,8 @@ def rgb(seed: int = 0, h: int = H, w: int = W) -> np.ndarray:
     return np.clip(base, 0, 255).astype(np.uint8)
 
 
-def encode(array: np.ndarray, fmt: str = "PNG") -> bytes:
-    buf = io.BytesIO()
-    Image.fromarray(array).save(buf, format=fmt, **({"quality": 95} if fmt == "JPEG" else {}))
-    return buf.getvalue()
-
-
-def write_tree(root: str, files: dict[str, bytes]) -> None:
+def write_files(root: str, files: dict[str, bytes]) -> None:
+    """Write each ``{relative path: bytes}`` of ``files`` under ``root`` (local or s3://)."""
     for relative, data in files.items():
         storage.write_bytes(storage.join(root, relative), data)
 

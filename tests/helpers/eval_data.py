@@ -7,14 +7,13 @@ HDF5 + v5 ``splits.mat``, DIW CSV + JPEG ``.thumb``), so that tests exercise the
 
 from __future__ import annotations
 
-import io
 import struct
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 from pipeline import storage
+from tests.helpers.images import jpeg, png
 
 H, W = 24, 32
 
@@ -36,16 +35,9 @@ def scene_rgb(depth: np.ndarray) -> np.ndarray:
     return np.stack([v, 255 - v, np.full_like(v, 128)], axis=-1)
 
 
-def _png(array: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    Image.fromarray(array).save(buf, format="PNG")
-    return buf.getvalue()
-
-
 def _jpeg(array: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    Image.fromarray(array).save(buf, format="JPEG", quality=100, subsampling=0)
-    return buf.getvalue()
+    """Nearly lossless (full quality, no chroma subsampling): RedChannelDisparity reads the scene back from it."""
+    return jpeg(array, quality=100, subsampling=0)
 
 
 def _put(root: str, rel: str, data: bytes) -> None:
@@ -64,7 +56,7 @@ def write_sintel(root: str, frames: int = 3) -> list[str]:
         depth = scene_depth(i)
         depth[0, 0] = 150.0  # far sky: beyond the 72 m protocol range
         rel = f"{scene}/frame_{i + 1:04d}"
-        _put(root, f"sintel/training/final/{rel}.png", _png(scene_rgb(depth)))
+        _put(root, f"sintel/training/final/{rel}.png", png(scene_rgb(depth)))
         _put(root, f"sintel/training/depth/{rel}.dpt", dpt_bytes(depth))
         ids.append(rel)
     return ids
@@ -90,9 +82,9 @@ def write_kitti(root: str, frames: int = 2) -> list[str]:
         depth = scene_depth(20 + i, far=60.0)
         raw = np.round(depth * 256).astype(np.uint16)
         raw[: H // 3] = 0  # sky: no lidar return
-        _put(root, f"kitti/raw/{date}/{drive}/image_02/data/{frame}.png", _png(scene_rgb(depth)))
+        _put(root, f"kitti/raw/{date}/{drive}/image_02/data/{frame}.png", png(scene_rgb(depth)))
         if i < frames:  # the last test image has no annotated ground truth: not in the benchmark
-            _put(root, f"kitti/data_depth_annotated/val/{drive}/proj_depth/groundtruth/image_02/{frame}.png", _png(raw))
+            _put(root, f"kitti/data_depth_annotated/val/{drive}/proj_depth/groundtruth/image_02/{frame}.png", png(raw))
             ids.append(f"{date}/{drive}/image_02/{frame}")
         lines.append(f"{date}/{drive} {i * 10} l")
     _put(root, "kitti/eigen_test_files.txt", ("\n".join(lines) + "\n").encode())
@@ -107,8 +99,8 @@ def write_tum(root: str, frames: int = 2) -> list[str]:
         depth = scene_depth(30 + i, far=9.0)
         raw = np.round(depth * 5000).astype(np.uint16)
         raw[-1, :] = 0
-        _put(root, f"tum/{seq}/rgb/{t:.6f}.png", _png(scene_rgb(depth)))
-        _put(root, f"tum/{seq}/depth/{t + 0.011:.6f}.png", _png(raw))
+        _put(root, f"tum/{seq}/rgb/{t:.6f}.png", png(scene_rgb(depth)))
+        _put(root, f"tum/{seq}/depth/{t + 0.011:.6f}.png", png(raw))
         rgb_lines.append(f"{t:.6f} rgb/{t:.6f}.png")
         depth_lines.append(f"{t + 0.011:.6f} depth/{t + 0.011:.6f}.png")
         ids.append(f"{seq}/{t:.6f}")

@@ -35,7 +35,7 @@ from typing import Literal
 
 SOCKET_TIMEOUT = 60.0  # seconds any proxy socket waits for the peer before the proxy drops the connection
 SERVICE_UNAVAILABLE = (b'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>ServiceUnavailable</Code>'
-                       b'<Message>injected by tests/fault_proxy.py</Message></Error>')
+                       b'<Message>injected by tests/helpers/fault_proxy.py</Message></Error>')
 
 
 @dataclasses.dataclass

@@ -1,9 +1,8 @@
-"""Checkpoints as the user gets them, and the real `dpt` command run as a user runs it.
+"""The real `dpt` console script, run in a subprocess as a user runs it.
 
-``train_checkpoint`` writes a checkpoint directory with the code `dpt train` uses (``training.loop.save_state``:
-model.safetensors, train_state.pt, meta.json) at the path Ray Train gives it. ``run_dpt`` runs the console
-script in a folder of its own, with Ray's temporary folder pointed at a fresh place, so that a test can tell
-that a command created nothing: no file in its working directory and no Ray session.
+``dpt`` runs a command and returns what it printed. ``run_dpt`` runs one in a folder of its own, with Ray's
+temporary folder pointed at a fresh place, so that a test can tell that a command created nothing: no file in
+its working directory and no Ray session.
 """
 
 from __future__ import annotations
@@ -18,23 +17,11 @@ from pathlib import Path
 from tests.services import BIN
 
 
-def train_checkpoint(root: str, model=None) -> str:
-    """A `dpt train` checkpoint directory of ``model`` (default: a dpt_tiny) under ``root`` (local or s3://)."""
-    import torch
-
-    from pipeline import storage
-    from training.loop import save_state
-    from training.model import build_model
-
-    model = model if model is not None else build_model("dpt_tiny")
-    optimizer = torch.optim.Adam(model.parameters())
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
-    directory = storage.join(root, "dpt", "TorchTrainer_0", "checkpoint_000002")
-    with tempfile.TemporaryDirectory() as local:
-        save_state(local, model, optimizer, scheduler, {"step": 2, "model": "dpt_tiny"})
-        for name in sorted(os.listdir(local)):
-            storage.write_bytes(storage.join(directory, name), Path(local, name).read_bytes())
-    return directory
+def dpt(*args: str, env: dict[str, str] | None = None, cwd: str | Path | None = None,
+        timeout: float = 300) -> subprocess.CompletedProcess:
+    """``dpt ARGS`` with ``env`` (default: this process's environment) in ``cwd``; stdout and stderr as text."""
+    return subprocess.run([str(BIN / "dpt"), *args], capture_output=True, text=True, timeout=timeout, env=env,
+                          cwd=cwd)
 
 
 @dataclasses.dataclass
@@ -65,8 +52,7 @@ def run_dpt(cwd: Path, *args: str, env: dict[str, str] | None = None, ray_addres
     if ray_address:
         env["RAY_ADDRESS"] = ray_address
     try:
-        out = subprocess.run([str(BIN / "dpt"), *args], cwd=cwd, env=env, capture_output=True, text=True,
-                             timeout=timeout)
+        out = dpt(*args, env=env, cwd=cwd, timeout=timeout)
         created = sorted(str(p.relative_to(cwd)) for p in cwd.iterdir())
         if (ray_tmp / "ray").exists():
             created.append(f"Ray session {sorted(p.name for p in (ray_tmp / 'ray').iterdir())}")
