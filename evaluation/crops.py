@@ -7,7 +7,7 @@ that defined it (BTS ``utils/eval_with_pngs.py``, whose output the paper's Table
 | crop | rows, columns | on |
 |---|---|---|
 | Eigen (Eigen et al. 2014) | ``45:471, 41:601`` | NYUv2's 480 x 640 frames (at other sizes: the fractions, rounded) |
-| Garg (Garg et al. 2016) | ``int(0.40810811 h) : int(0.99189189 h)``, ``int(0.03594771 w) : int(0.96405229 w)`` | KITTI |
+| Garg (Garg et al. 2016) | ``int(0.40810811 h):int(0.99189189 h)``, ``int(0.03594771 w):int(0.96405229 w)`` | KITTI |
 
 The KITTI benchmark (KB) crop is not a scoring crop: the official KITTI evaluation (isl-org/DPT
 ``run_monodepth.py --kitti_crop``, BTS ``--do_kb_crop``) runs the network on the bottom 352 rows and the central

@@ -34,7 +34,8 @@ def official_hybrid_state(model) -> dict[str, torch.Tensor]:
     Identity for the ResNet stages (no weights), ``act_postprocess3`` is readout (0) + 1x1 conv (3),
     ``act_postprocess4`` adds the stride-2 conv (4); ``scratch`` as in the ViT models."""
     ours = model.state_dict()
-    official = {"pretrained.model." + k[len("backbone.vit."):]: v for k, v in ours.items() if k.startswith("backbone.vit.")}
+    vit = "backbone.vit."
+    official = {"pretrained.model." + k[len(vit):]: v for k, v in ours.items() if k.startswith(vit)}
     for i in range(4):
         n = i + 1
         official[f"scratch.layer{n}_rn.weight"] = ours[f"reassemble.{i}.to_features.weight"]
@@ -54,11 +55,12 @@ def official_hybrid_state(model) -> dict[str, torch.Tensor]:
     for index, name in ((0, "reduce"), (2, "refine"), (4, "predict")):
         for p in ("weight", "bias"):
             official[f"scratch.output_conv.{index}.{p}"] = ours[f"head.{name}.{p}"]
-    dim = model.backbone.embed_dim
-    official["pretrained.model.norm.weight"] = torch.ones_like(ours["backbone.vit.cls_token"]).reshape(dim)
-    official["pretrained.model.norm.bias"] = torch.zeros_like(official["pretrained.model.norm.weight"])
-    official["pretrained.model.head.weight"] = torch.randn(1000, dim, device=ours["backbone.vit.cls_token"].device)
-    official["pretrained.model.head.bias"] = torch.randn(1000, device=ours["backbone.vit.cls_token"].device)
+    # weights the official modules carry and DPT never uses: the final ViT norm and the ImageNet classifier
+    dim, device = model.backbone.embed_dim, ours["backbone.vit.cls_token"].device  # device: meta in one test
+    official["pretrained.model.norm.weight"] = torch.ones(dim, device=device)
+    official["pretrained.model.norm.bias"] = torch.zeros(dim, device=device)
+    official["pretrained.model.head.weight"] = torch.randn(1000, dim, device=device)
+    official["pretrained.model.head.bias"] = torch.randn(1000, device=device)
     return official
 
 
