@@ -19,6 +19,7 @@ from typing import ClassVar, Literal
 import numpy as np
 
 from evaluation import metrics, segmentation_metrics
+from evaluation.crops import EIGEN_NYU_CROP
 from pipeline.shards import ADE20K_CLASSES
 
 Metric = Literal["abs_rel", "delta_error", "whdr"]
@@ -78,7 +79,7 @@ PROTOCOLS: dict[str, BenchmarkProtocol] = {
                           161, max_depth=80.0),
         BenchmarkProtocol("nyu", "NYU Depth v2", "delta_error", "official labeled test split, raw depth",
                           654, max_depth=10.0, max_valid_depth=10.0,
-                          crop=(45 / 480, 471 / 480, 41 / 640, 601 / 640)),
+                          crop=EIGEN_NYU_CROP.fractions),
         BenchmarkProtocol("tum", "TUM RGB-D", "delta_error", "dynamic sequences with people",
                           1815, max_depth=10.0),
     )

@@ -9,6 +9,11 @@ Foreign files are read with ``torch.load(weights_only=True)`` (official ``.pt``)
 ``model.safetensors``), renamed through the tables in ``key_maps`` (depth or segmentation, told apart by the
 file's head keys) and loaded strictly: unknown keys (not in any
 table) and missing keys (the model has them, the file does not) raise ``ValueError`` listing them.
+
+One exception to "missing": the metric output transform of a metric variant (``metric_output.scale``,
+``metric_output.shift``). Our checkpoints of a metric model carry its fitted values; a file without them (the
+official ``dpt_hybrid_nyu-2ce69ec7.pt`` / ``dpt_hybrid_kitti-cb926ef4.pt``, which keep the constants in code, or a
+relative checkpoint that fine-tuning starts from) leaves the model's own, the variant's constants.
 """
 
 from __future__ import annotations
@@ -29,6 +34,8 @@ from training.model.config import DPTConfig
 from training.model.key_maps import RULES, convert, head_of
 
 FORMAT = "dpt-pipeline"
+# The metric output transform's buffers (training.model.metric_output), optional in a file.
+METRIC_OUTPUT_KEYS = ("metric_output.scale", "metric_output.shift")
 # The safetensors format caps its JSON header at 100 MB; a larger length means "not safetensors".
 _MAX_HEADER = 100_000_000
 
@@ -192,6 +199,9 @@ def load_state(model: nn.Module, state: Mapping[str, torch.Tensor], source: str 
     """Load a native, official or transformers state dict into ``model`` strictly (see module doc)."""
     native = to_native(state, source)
     expected = model.state_dict()
+    for key in METRIC_OUTPUT_KEYS:  # not in the file: keep the model's transform (see module doc)
+        if key in expected and key not in native:
+            native[key] = expected[key]
     missing = sorted(set(expected) - set(native))
     unexpected = sorted(set(native) - set(expected))
     if missing or unexpected:

@@ -38,6 +38,10 @@ class DPTConfig:
             output, run only when ``forward(x, return_aux=True)`` asks for it (segmentation training).
         fused_attention: scaled-dot-product attention kernels (timm's ``fused_attn``) instead of explicit softmax.
         timm_kwargs: extra ``timm.create_model`` arguments (the small CPU variants shrink depth and width).
+        metric_output: ``(scale, shift)`` of the metric output transform (``training.model.metric_output``):
+            the model returns depth in metres ``1 / max(scale * f + shift, 1e-8)`` instead of disparity ``f``;
+            None (relative depth, segmentation) leaves the head's output as is. These are the variant's
+            constants; a fine-tuned model's own values are in its state dict (``metric_output.scale/shift``).
     """
 
     timm_name: str
@@ -53,6 +57,7 @@ class DPTConfig:
     fused_attention: bool = True
     timm_kwargs: dict[str, Any] = dataclasses.field(default_factory=dict)
     preprocess: Preprocess = Preprocess()
+    metric_output: tuple[float, float] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-able dict (for checkpoint metadata)."""
@@ -69,6 +74,8 @@ class DPTConfig:
         for key in ("block_taps", "channels", "resnet_taps"):
             if key in data:
                 data[key] = tuple(data[key])
+        if data.get("metric_output") is not None:
+            data["metric_output"] = tuple(data["metric_output"])
         if isinstance(data.get("preprocess"), dict):
             pre = data["preprocess"]
             data["preprocess"] = Preprocess(**{k: tuple(v) if isinstance(v, list) else v for k, v in pre.items()})

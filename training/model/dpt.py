@@ -6,6 +6,7 @@
                 -> head -> [B,1,H,W] non-negative disparity (depth task)
                         or [B,C,H,W] class logits (segmentation task; an auxiliary head on the
                         penultimate fusion output [B,256,H/4,W/4] adds a second output in training)
+                -> metric_output (metric depth variants only) -> [B,1,H,W] depth in metres
 
 A pure ``nn.Module``: no decoding, resizing or device choice; ``model.preprocess`` says how to prepare inputs.
 """
@@ -19,6 +20,7 @@ from training.model.backbone import ViTBackbone
 from training.model.config import DPTConfig
 from training.model.fusion import FeatureFusionBlock
 from training.model.heads import HEADS
+from training.model.metric_output import MetricOutput
 from training.model.reassemble import READOUT_MODES, Reassemble
 
 # Resampling of each stage relative to the 1/16 token grid: 1/4, 1/8, 1/16, 1/32 of the input.
@@ -37,6 +39,9 @@ class DPT(nn.Module):
             raise ValueError(f"readout must be one of {READOUT_MODES}, got {config.readout!r}")
         if config.head not in HEADS:
             raise ValueError(f"unknown head {config.head!r}; known: {sorted(HEADS)}")
+        if config.metric_output is not None and (config.head != "depth" or len(config.metric_output) != 2):
+            raise ValueError(f"metric_output {config.metric_output} must be (scale, shift) on the depth head, "
+                             f"got head {config.head!r}")
         self.config = config
         self.preprocess = config.preprocess
         timm_kwargs = dict(config.timm_kwargs)
@@ -56,6 +61,8 @@ class DPT(nn.Module):
         self.head = HEADS[config.head](config.features, **config.head_kwargs)
         # Segmentation training's auxiliary loss (paper Sec. 4.2); absent (None) for depth.
         self.aux_head = HEADS[config.head](config.features, **config.head_kwargs) if config.aux_head else None
+        # Metric variants (fine-tuned on NYUv2 / KITTI): disparity -> depth in metres; absent (None) otherwise.
+        self.metric_output = MetricOutput(*config.metric_output) if config.metric_output is not None else None
 
     def set_grad_checkpointing(self, enable: bool = True) -> None:
         """Recompute transformer blocks in backward (less activation memory, ~1/3 more compute)."""
@@ -81,7 +88,8 @@ class DPT(nn.Module):
         return self.forward_fusion(maps)[-1]
 
     def forward(self, x: torch.Tensor, return_aux: bool = False):
-        """``x [B, 3, H, W] -> [B, 1, H, W]`` disparity (depth) or ``[B, C, H, W]`` logits (segmentation).
+        """``x [B, 3, H, W] -> [B, 1, H, W]`` disparity (depth), depth in metres (a variant with
+        ``metric_output``, float32) or ``[B, C, H, W]`` logits (segmentation).
 
         ``return_aux=True`` (segmentation training; through ``forward`` so that DDP sees it) returns
         ``(logits, aux_logits)``, the auxiliary head's logits on the penultimate fusion output upsampled to
@@ -90,6 +98,8 @@ class DPT(nn.Module):
         size = tuple(x.shape[-2:])
         fused = self.forward_fusion(self.forward_features(x))
         out = self.head(fused[-1], size=size)
+        if self.metric_output is not None:
+            out = self.metric_output(out)
         if not return_aux:
             return out
         if self.aux_head is None:

@@ -7,6 +7,8 @@ Reassemble layers are ``pretrained.act_postprocess{1..4}`` (a Sequential: 0 read
 blocks ``scratch.refinenet{1..4}`` (``resConfUnit1`` on the skip input, ``resConfUnit2``, ``out_conv``) and the
 head ``scratch.output_conv`` (Sequential indices 0, 2, 4 hold the convolutions; in a segmentation model 0 is
 the 3x3 conv, 1 its batch norm, 4 the classifier, and ``auxlayer`` is the auxiliary head, same indices).
+The fine-tuned metric files (``dpt_hybrid_nyu-2ce69ec7.pt``, ``dpt_hybrid_kitti-cb926ef4.pt``) have exactly the
+``dpt_hybrid`` layout: their output transform's scale and shift are constants in the official code, not weights.
 
 transformers ``DPTForDepthEstimation`` (``transformers/models/dpt/modeling_dpt.py``): ViT under ``dpt.``
 with separate query/key/value projections (fused here into timm's ``qkv``), the reassemble stage under

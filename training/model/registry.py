@@ -42,6 +42,27 @@ VARIANTS.update({
 })
 
 
+# Metric depth (paper Sec. 4.1, Tables 2 and 3): DPT-Hybrid fine-tuned on NYUv2 and on KITTI, with the official
+# output transform depth = 1 / max(scale * f + shift, 1e-8) and its constants (isl-org/DPT run_monodepth.py,
+# DPTDepthModel(invert=True)). Inputs: the official network sizes, 640 x 480 and 1216 x 352 (width x height), with
+# its Resize(keep_aspect_ratio=True, ensure_multiple_of=32, resize_method="minimal"): on NYUv2's 640 x 480 frames
+# and on KITTI's benchmark crop (1216 x 352; raw frames of ~1242 x 375 give 1216 x 352 as well) that is the longer
+# side at 640 / 1216, which is what Preprocess.size says.
+NYU_METRIC_OUTPUT = (0.000305, 0.1378)
+KITTI_METRIC_OUTPUT = (0.00006016, 0.00579)
+
+
+def _metric(base: DPTConfig, scale_shift: tuple[float, float], size: int) -> DPTConfig:
+    return dataclasses.replace(base, metric_output=scale_shift,
+                               preprocess=dataclasses.replace(base.preprocess, size=size))
+
+
+VARIANTS.update({
+    "dpt_hybrid_nyu": _metric(VARIANTS["dpt_hybrid"], NYU_METRIC_OUTPUT, size=640),
+    "dpt_hybrid_kitti": _metric(VARIANTS["dpt_hybrid"], KITTI_METRIC_OUTPUT, size=1216),
+})
+
+
 def list_models() -> list[str]:
     return sorted(VARIANTS)
 
@@ -63,7 +84,8 @@ def build_model(name: str, pretrained: bool | str = False, **overrides) -> nn.Mo
     Args:
         name: ``dpt_base``, ``dpt_large``, ``dpt_hybrid`` (the paper's) or ``dpt_small``, ``dpt_tiny`` (CPU work);
             segmentation (150 ADE20K classes): ``dpt_hybrid_ade20k``, ``dpt_large_ade20k``, ``dpt_base_ade20k``,
-            ``dpt_tiny_ade20k``.
+            ``dpt_tiny_ade20k``; metric depth in metres (fine-tuned DPT-Hybrid): ``dpt_hybrid_nyu``,
+            ``dpt_hybrid_kitti`` (any depth variant with ``metric_output=(scale, shift)``, e.g. a tiny one for CPU).
         pretrained: False builds from random initialisation with no download; True loads timm's ImageNet
             weights for the backbone (needs the network); a path loads a local timm backbone checkpoint.
         overrides: DPTConfig fields, e.g. ``readout="add"``, ``features=128``, ``fused_attention=False``.
