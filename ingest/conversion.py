@@ -8,7 +8,7 @@ only place where a kind becomes disparity.
 =====================  ==============================================  ============================
 kind                   target as the adapter returns it                disparity
 =====================  ==============================================  ============================
-``metric_depth``       depth along the optical axis, metres            ``1 / depth``
+``metric_depth``       depth along the optical axis, metres            ``1 / depth``, 1/metre
 ``relative_depth``     depth up to an unknown scale (SfM, MVS)         ``1 / depth``
 ``stereo_disparity``   disparity in pixels (stereo matching, GT)       as is
 ``inverse_depth``      inverse depth up to scale (larger = nearer)     as is
@@ -16,6 +16,11 @@ kind                   target as the adapter returns it                disparity
 
 A label map (kind ``semantic_labels``, for segmentation) is not a depth target: :func:`to_labels` turns the
 adapter's class ids and labelled-pixel mask into the contract's ``seg.png`` (uint8, 255 = ignore).
+
+Metric depth keeps its metres (the metric contract of :mod:`pipeline.shards`): its disparity is exactly
+``1 / depth`` in 1/metre, never rescaled or normalised, so metric fine-tuning recovers depth in metres as
+``1 / disparity``. Here that is one correctly rounded float32 division (``np.float32(1) / depth`` for a
+float32 target); what the stored dtype keeps of it is said in :mod:`pipeline.shards`.
 
 Pixels very far away (sky at thousands of metres) stay valid with a disparity near zero: that is what
 the loss should learn for them, rather than ignoring them.

@@ -16,6 +16,15 @@ member              content
 ==================  ==========================================================================
 
 A depth sample has ``disp.npy`` and ``mask.png``; a segmentation sample has ``seg.png`` (and may have both).
+
+Disparity is defined up to an unknown scale and shift, except in a ``metric_depth`` sample (its ``kind``):
+there it is exactly ``1 / depth`` in 1/metre, never rescaled, so that metric fine-tuning recovers depth in
+metres as ``1 / disparity``. Stored as float32 it is the correctly rounded float32 reciprocal of the
+adapter's depth, so ``1 / disparity`` gives that depth back within one float32 rounding (and a source's
+integer code, millimetres or 1/256 m, exactly once rounded); stored as float16 (the ingest default)
+``1 / disparity`` is within 2**-11 (0.05 %) of the depth, for depths up to 16384 m (float16's normal range;
+a sample float16 cannot hold is stored as float32). A sample shrunk by ``--max-side`` holds, per pixel, the
+mean of the valid ``1 / depth`` under it.
 Decoding returns :class:`Sample` with ``rgb`` uint8 ``[H, W, 3]``, ``disparity`` float32 ``[H, W]`` and
 ``mask`` bool ``[H, W]`` (None without a depth target), ``segmentation`` uint8 ``[H, W]`` or None.
 Every violation raises :class:`ShardError` naming the shard and the key.
@@ -84,8 +93,8 @@ class ShardIntegrityError(ShardError):
 class Sample:
     """One training sample.
 
-    rgb: uint8 ``[H, W, 3]``. disparity: float32 ``[H, W]``, inverse depth up to unknown scale and shift,
-    0 where invalid. mask: bool ``[H, W]``, True where the target is valid. meta: the ``.json`` member.
+    rgb: uint8 ``[H, W, 3]``. disparity: float32 ``[H, W]``, inverse depth up to unknown scale and shift
+    (exactly ``1 / depth`` in 1/metre when ``meta["kind"]`` is ``metric_depth``), 0 where invalid. mask: bool ``[H, W]``, True where the target is valid. meta: the ``.json`` member.
     ``rgb_bytes``/``rgb_format`` keep the source's encoded image so that writing does not re-encode it.
     segmentation: uint8 ``[H, W]`` class ids with :data:`IGNORE_LABEL` for unlabelled pixels. A sample
     has a depth target (disparity + mask), a segmentation target, or both.

@@ -94,3 +94,44 @@ def test_integer_targets_and_nan_outside_valid():
     assert ok.tolist() == [[False, False, True]] and disp.tolist() == [[0, 0, 2.0]]
     with pytest.raises(BadInput, match="1 valid pixels are negative"):
         to_disparity(target, np.array([[False, True, True]]), "inverse_depth")
+
+
+def metric_depths() -> dict[str, tuple[np.ndarray, int | None]]:
+    """Depths in metres as metric sources store them, with their integer code's scale: every value of a
+    16-bit PNG in millimetres (NYUv2's sync dump, DIML) and in 1/256 m (KITTI), and float metres (TartanAir)."""
+    codes = np.arange(1, 65536, dtype=np.uint16).reshape(255, 257)
+    floats = np.exp(np.random.default_rng(0).uniform(np.log(0.05), np.log(16000.0), codes.shape)).astype(np.float32)
+    return {"mm": (codes.astype(np.float32) / np.float32(1000), 1000),
+            "kitti": (codes.astype(np.float32) / np.float32(256), 256), "metres": (floats, None)}
+
+
+@pytest.mark.parametrize("dtype", ["float16", "float32"])
+@pytest.mark.parametrize("encoding", ["mm", "kitti", "metres"])
+def test_metric_depth_comes_back_as_one_over_the_stored_disparity(dtype, encoding):
+    """The metric contract (pipeline.shards): a metric_depth sample's disparity is exactly 1 / depth in 1/metre,
+    so 1 / disparity, as stored and read back, is the depth: within float16's 2**-11 for the default dtype,
+    within one float32 rounding (the integer codes exactly) for float32."""
+    import io
+
+    from ingest.plan import IngestSettings
+    from pipeline.shards import DISP_MEMBER, Sample, decode_sample, encode_sample
+
+    assert IngestSettings().disparity_dtype == "float16"  # the default the contract's float16 bound is for
+    depth, scale = metric_depths()[encoding]
+    disparity, valid = to_disparity(depth, np.ones(depth.shape, bool), "metric_depth")
+    meta = {"source": "nyu", "id": "0", "split": "train", "kind": "metric_depth"}
+    sample = Sample("nyu-0", np.zeros((*depth.shape, 3), np.uint8), disparity, valid, meta)
+    members = encode_sample(sample, dtype)
+    assert np.load(io.BytesIO(members[DISP_MEMBER])).dtype == dtype  # stored as asked: it fits float16
+    stored = decode_sample({**members, "__key__": "nyu-0"}).disparity
+    back = np.float32(1) / stored
+    if dtype == "float32":
+        np.testing.assert_array_equal(stored, np.float32(1) / depth)  # bitwise: 1 / depth, rounded once
+        np.testing.assert_array_max_ulp(back, depth, maxulp=1)  # 1 / (1 / d) rounds twice: d or a neighbour
+        if scale:
+            codes = np.rint(scale / stored.astype(np.float64))
+            np.testing.assert_array_equal(codes, np.arange(1, 65536).reshape(depth.shape))
+    else:
+        error = np.abs(back.astype(np.float64) / depth - 1)
+        assert error.max() <= 2**-11 * (1 + 2**-9)  # float16's rounding, plus two float32 ones
+        assert error.max() > 2**-12  # and it is float16's: the bound is nearly reached

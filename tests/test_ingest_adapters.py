@@ -36,6 +36,8 @@ TREES = {
     "irs": ("tests.test_source_irs", "irs_root"),
     "movies3d": ("tests.test_source_movies", "video_tree"),
     "wsvd": ("tests.test_source_movies", "video_tree"),
+    "nyu": ("tests.test_source_nyu", "labeled_root"),
+    "kitti": ("tests.test_source_kitti", "kitti_root"),
 }
 
 # The adapter tests' tree fixtures become fixtures of this module too (pytest finds them by name here).

@@ -10,10 +10,7 @@ pickle, so that each Ray worker builds its own from the folder URL.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import io
-import os
-import tempfile
 
 import numpy as np
 from PIL import Image
@@ -99,24 +96,3 @@ def check_size(rgb: np.ndarray, depth: np.ndarray, gt_url: str) -> None:
             f"{gt_url}: ground truth is {depth.shape[0]}x{depth.shape[1]} but its image is "
             f"{rgb.shape[0]}x{rgb.shape[1]}"
         )
-
-
-def local_copy(url: str) -> str:
-    """A local path for ``url``: itself when local, else a cached download (for files that libraries
-    must open by path, such as NYU's HDF5 ``.mat``). The cache lives under ``$DPT_CACHE`` (default
-    ``~/.cache/dpt``) and is written atomically, so concurrent workers on a node share one copy."""
-    if not storage.is_s3(url):
-        if not os.path.exists(url):
-            raise FileNotFoundError(f"{url}: no such file")
-        return url
-    cache = os.environ.get("DPT_CACHE", os.path.join(os.path.expanduser("~"), ".cache", "dpt"))
-    digest = hashlib.sha256(url.encode()).hexdigest()[:16]
-    path = os.path.join(cache, "benchmarks", f"{digest}-{storage.basename(url)}")
-    if os.path.exists(path) and os.path.getsize(path) == storage.size(url):
-        return path
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    with storage.open_read(url) as src, tempfile.NamedTemporaryFile(dir=os.path.dirname(path), delete=False) as dst:
-        while chunk := src.read(1 << 24):
-            dst.write(chunk)
-    os.replace(dst.name, path)
-    return path

@@ -7,7 +7,8 @@ release ``{train,test}/{HR,LR}/<scene>/...``); any folder prefix is allowed::
     [<prefix>/]<scene>/depth_filled/<name>_depth_filled.png   16-bit depth, millimetres
 
 Units: uint16 millimetres; 0 = no measurement (invalid). The target is metres (``value / 1000``) of kind
-``metric_depth``; conversion gives ``1 / metres``.
+``metric_depth``; the shard's disparity is exactly ``1 / depth`` in 1/metre (the metric contract of
+:mod:`pipeline.shards`).
 
 Split: a ``train`` or ``test`` folder in the prefix is the official split. Group: the scene folder, so
 frames of one room never straddle the train/val split.

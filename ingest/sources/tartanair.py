@@ -5,10 +5,10 @@ Native layout (as downloaded and unpacked; any folder prefix allowed)::
     <env>/<Easy|Hard>/<P###>/image_left/<frame>_left.png              RGB, 640x480
     <env>/<Easy|Hard>/<P###>/depth_left/<frame>_left_depth.npy        float32 [H, W], metres
 
-Units: metres along the optical axis (kind ``metric_depth``); conversion gives ``1 / depth``. The sky is
-rendered very far away (thousands of metres): it stays VALID and becomes a disparity near zero, which is
-what the model should learn there. Only depth ``<= 0`` is invalid; NaN/Inf make conversion reject the
-sample with its reason.
+Units: metres along the optical axis (kind ``metric_depth``); the shard's disparity is exactly ``1 / depth``
+in 1/metre (the metric contract of :mod:`pipeline.shards`). The sky is rendered very far away (thousands
+of metres): it stays VALID and becomes a disparity near zero, which is what the model should learn there.
+Only depth ``<= 0`` is invalid; NaN/Inf make conversion reject the sample with its reason.
 
 Camera (TartanAir documentation): fx = fy = 320, cx = 320, cy = 240 for 640x480, stereo baseline 0.25 m.
 Group: the environment, because all trajectories of one environment fly through the same place.

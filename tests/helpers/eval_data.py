@@ -112,9 +112,10 @@ def write_tum(root: str, frames: int = 2) -> list[str]:
 MATLAB_HEADER = b"MATLAB 7.3 MAT-file, Platform: GLNXA64, Created on: Tue Oct  4 12:00:00 2011 HDF5 schema 1.00 ."
 
 
-def write_nyu(root: str, frames: int = 3, test: tuple[int, ...] = (2, 3)) -> list[str]:
+def write_nyu(root: str, frames: int = 3, test: tuple[int, ...] = (2, 3), scenes: tuple[str, ...] = ()) -> list[str]:
     """A labeled ``.mat`` in MATLAB v7.3 layout (HDF5 with a 512-byte MATLAB userblock, column-major
-    arrays stored transposed) and a v5 ``splits.mat``; ``test`` are the 1-based test frames."""
+    arrays stored transposed) and a v5 ``splits.mat``; ``test`` are the 1-based test frames. ``scenes`` (one
+    name a frame) are written as MATLAB writes a cell array of strings: references to uint16 character arrays."""
     import tempfile
 
     import h5py
@@ -129,6 +130,10 @@ def write_nyu(root: str, frames: int = 3, test: tuple[int, ...] = (2, 3)) -> lis
             f.create_dataset("images", data=images).attrs["MATLAB_class"] = np.bytes_("uint8")
             f.create_dataset("rawDepths", data=raw).attrs["MATLAB_class"] = np.bytes_("single")
             f.create_dataset("depths", data=np.stack([d.T for d in depths])).attrs["MATLAB_class"] = np.bytes_("single")
+            if scenes:
+                names = [f.create_dataset(f"#refs#/{i}", data=np.array([[ord(c) for c in name]], np.uint16).T)
+                         for i, name in enumerate(scenes)]
+                f.create_dataset("scenes", data=np.array([[n.ref for n in names]], dtype=h5py.ref_dtype))
         with open(mat, "r+b") as f:
             f.write(MATLAB_HEADER.ljust(116) + b"\x00" * 8 + b"\x00\x02IM")
         splits = Path(tmp) / "splits.mat"
