@@ -11,7 +11,8 @@ import pytest
 from ingest.assemble import assemble_sample
 from ingest.bad_input import BadInput
 from ingest.formats.png import write_png16
-from tests.adapter_tools import adapter, encode, rgb, round_trip, write_tree
+from tests.helpers.adapter_tools import adapter, rgb, round_trip, write_files
+from tests.helpers.images import encode
 
 DATE, DRIVE = "2011_09_26", "2011_09_26_drive_0023_sync"
 IMAGE = f"{DATE}/{DRIVE}/image_02/data/0000000005.png"
@@ -32,7 +33,7 @@ def kitti_root(storage_root, shared_fixtures):
     root = f"{storage_root}/kitti_dataset"
     raw = shared_fixtures / "kitti/raw"
     drive2 = "2011_09_26_drive_0002_sync"
-    write_tree(root, {
+    write_files(root, {
         IMAGE: (raw / IMAGE).read_bytes(),
         f"{DATE}/calib_cam_to_cam.txt": (raw / DATE / "calib_cam_to_cam.txt").read_bytes(),
         f"data_depth_annotated/train/{gt(DRIVE, '0000000005')}": (shared_fixtures / STAND_IN).read_bytes(),
@@ -106,13 +107,13 @@ def test_frames_without_ground_truth_are_rejected_with_the_reason(kitti_root):
 ])
 def test_bad_list_lines_are_named(line, message, tmp_path):
     root = str(tmp_path / "kitti")
-    write_tree(root, {"eigen_train_files_with_gt.txt": line.encode()})
+    write_files(root, {"eigen_train_files_with_gt.txt": line.encode()})
     with pytest.raises(ValueError, match=message):
         adapter("kitti", root).list_samples()
 
 
 def test_raw_frames_without_a_list_are_not_guessed(tmp_path):
     root = str(tmp_path / "kitti")
-    write_tree(root, {IMAGE: encode(rgb())})
+    write_files(root, {IMAGE: encode(rgb())})
     with pytest.raises(ValueError, match=r"holds frames but no file list naming them \(eigen_train_files_with_gt"):
         adapter("kitti", root).list_samples()

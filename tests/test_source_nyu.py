@@ -12,8 +12,9 @@ from ingest.bad_input import BadInput
 from ingest.formats.png import write_png16
 from ingest.plan import input_path
 from pipeline import storage
-from tests import eval_data
-from tests.adapter_tools import adapter, encode, rgb, round_trip, write_tree
+from tests.helpers import eval_data
+from tests.helpers.adapter_tools import adapter, rgb, round_trip, write_files
+from tests.helpers.images import encode
 
 SCENES = ("kitchen_0028b", "kitchen_0028b", "office_0004")
 TRAIN_LIST = "sync/nyudepthv2_train_files_with_gt.txt"
@@ -82,7 +83,7 @@ def kinect_frame(fixtures) -> tuple[bytes, np.ndarray]:
 def sync_root(tmp_path, shared_fixtures):
     root = str(tmp_path / "nyu_depth_v2")
     jpeg, mm = kinect_frame(shared_fixtures)
-    write_tree(root, {
+    write_files(root, {
         "sync/kitchen_0028b/rgb_00045.jpg": jpeg, "sync/kitchen_0028b/sync_depth_00045.png": write_png16(mm),
         "sync/kitchen_0028b/rgb_00046.jpg": encode(rgb(1), "JPEG"),  # its depth is missing
         "sync/office_0004/rgb_00001.jpg": encode(rgb(2), "JPEG"),
@@ -133,14 +134,14 @@ def test_sync_dump_by_file_list_on_the_real_kinect_frame(sync_root, tmp_path):
 ])
 def test_bad_list_lines_are_named(line, message, tmp_path):
     root = str(tmp_path / "nyu")
-    write_tree(root, {TRAIN_LIST: line})
+    write_files(root, {TRAIN_LIST: line})
     with pytest.raises(ValueError, match=message):
         adapter("nyu", root).list_samples()
 
 
 def test_frames_without_a_list_are_not_guessed(tmp_path):
     root = str(tmp_path / "nyu")
-    write_tree(root, {"sync/a/rgb_00001.jpg": encode(rgb(), "JPEG"), "sync/a/sync_depth_00001.png": write_png16(
+    write_files(root, {"sync/a/rgb_00001.jpg": encode(rgb(), "JPEG"), "sync/a/sync_depth_00001.png": write_png16(
         np.full((8, 12), 1000, np.uint16))})
     with pytest.raises(ValueError, match=r"holds frames but no file list naming them \(nyudepthv2_train_files"):
         adapter("nyu", root).list_samples()
