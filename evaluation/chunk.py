@@ -15,9 +15,10 @@ import torch
 
 from evaluation.benchmarks import BenchmarkReader, make_reader
 from evaluation.pictures import Picture, shrink
-from evaluation.predict import Preprocessing, predict_disparity
 from evaluation.protocol import (MetricSums, SegmentationProtocol, evaluate_dense, evaluate_pairs, get_protocol,
                                  valid_mask)
+from training.model import Preprocess
+from training.model.inference import predict_images
 
 @dataclasses.dataclass
 class ChunkResult:
@@ -50,7 +51,7 @@ def _row(benchmark: str, metric: str, sample_id: str, result) -> dict:
             "shift": result.shift, "reason": result.reason}
 
 
-def run_chunk(model: torch.nn.Module, pre: Preprocessing, benchmark: str, data_root: str, ids: Sequence[str],
+def run_chunk(model: torch.nn.Module, pre: Preprocess, benchmark: str, data_root: str, ids: Sequence[str],
               picture_ids: Sequence[str] = (), device: str = "cpu", batch_size: int = 4,
               reader: BenchmarkReader | None = None) -> ChunkResult:
     """Evaluate ``ids`` of ``benchmark``; any exception propagates (the caller records it).
@@ -70,7 +71,7 @@ def run_chunk(model: torch.nn.Module, pre: Preprocessing, benchmark: str, data_r
     sums, rows, pictures = MetricSums(), [], []
     for start in range(0, len(ids), batch_size):
         samples = [reader.load(i) for i in ids[start:start + batch_size]]
-        preds = predict_disparity(model, [s.rgb for s in samples], pre, device=device, batch_size=batch_size)
+        preds = predict_images(model, [s.rgb for s in samples], pre, batch_size=batch_size)  # on the model's device
         for sample, pred in zip(samples, preds):
             if sample.pairs is not None:
                 result = evaluate_pairs(pred, sample.pairs)
