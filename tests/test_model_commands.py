@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -183,7 +185,9 @@ def test_export_onnx_matches_pytorch(checkpoint, tmp_path):
     # sizes other than the export size: dynamic height, width and batch
     assert check_onnx(model, str(out), [(64, 64), (96, 32), (32, 128)], batch=3) < 1e-3
     session = onnxruntime.InferenceSession(str(out), providers=["CPUExecutionProvider"])
-    assert "dpt.preprocess" in session.get_modelmeta().custom_metadata_map
+    metadata = session.get_modelmeta().custom_metadata_map
+    assert "dpt.preprocess" in metadata
+    assert json.loads(metadata["dpt.resize_back"]) == {"mode": "bicubic", "align_corners": False, "min": 0.0}
 
 
 @pytest.mark.parametrize("args, line", [
