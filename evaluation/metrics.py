@@ -8,7 +8,8 @@
 
 All functions take one image ``[H, W]`` (or a batch ``[B, H, W]``, whose valid pixels are pooled);
 the evaluation job calls them once per image and averages the per-image values, as MiDaS/DPT did.
-:func:`align_scale_shift` (in :mod:`evaluation.alignment`) is re-exported here by its public name.
+:func:`align_scale_shift` (in :mod:`pipeline.alignment`, shared with the training loss) is re-exported here by
+its public name.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from evaluation.alignment import align_scale_shift, apply_scale_shift
+from pipeline.alignment import align_scale_shift, apply_scale_shift
 
 __all__ = ["align_scale_shift", "apply_scale_shift", "abs_rel", "delta_error", "whdr", "cap_and_invert"]
 
