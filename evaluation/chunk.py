@@ -15,10 +15,11 @@ import torch
 
 from evaluation.benchmarks import BenchmarkReader, make_reader
 from evaluation.pictures import Picture, shrink
-from evaluation.predict import Preprocessing, predict_disparity
 from evaluation.protocol import (BenchmarkProtocol, MetricSums, SegmentationProtocol, evaluate_dense, evaluate_pairs,
                                  get_protocol, valid_mask)
 from evaluation.segmentation import score_segmentation
+from training.model import Preprocess
+from training.model.inference import predict_images
 
 
 @dataclasses.dataclass
@@ -52,7 +53,7 @@ def _row(benchmark: str, metric: str, sample_id: str, result) -> dict:
             "shift": result.shift, "reason": result.reason}
 
 
-def score_depth(model: torch.nn.Module, pre: Preprocessing, protocol: BenchmarkProtocol, reader: BenchmarkReader,
+def score_depth(model: torch.nn.Module, pre: Preprocess, protocol: BenchmarkProtocol, reader: BenchmarkReader,
                 ids: Sequence[str], device: str = "cpu", batch_size: int = 4, picture_ids: Sequence[str] = ()
                 ) -> tuple[MetricSums, list[dict], list[Picture]]:
     """Predict and score ``ids`` of a depth benchmark (Table 1): ``(sums of the per-image values, rows, pictures
@@ -60,7 +61,7 @@ def score_depth(model: torch.nn.Module, pre: Preprocessing, protocol: BenchmarkP
     sums, rows, pictures = MetricSums(), [], []
     for start in range(0, len(ids), batch_size):
         samples = [reader.load(i) for i in ids[start:start + batch_size]]
-        preds = predict_disparity(model, [s.rgb for s in samples], pre, device=device, batch_size=batch_size)
+        preds = predict_images(model, [s.rgb for s in samples], pre, batch_size=batch_size)  # on the model's device
         for sample, pred in zip(samples, preds):
             if sample.pairs is not None:
                 result = evaluate_pairs(pred, sample.pairs)
@@ -80,7 +81,7 @@ def score_depth(model: torch.nn.Module, pre: Preprocessing, protocol: BenchmarkP
 SCORE = {BenchmarkProtocol: score_depth, SegmentationProtocol: score_segmentation}
 
 
-def run_chunk(model: torch.nn.Module, pre: Preprocessing, benchmark: str, data_root: str, ids: Sequence[str],
+def run_chunk(model: torch.nn.Module, pre: Preprocess, benchmark: str, data_root: str, ids: Sequence[str],
               picture_ids: Sequence[str] = (), device: str = "cpu", batch_size: int = 4,
               reader: BenchmarkReader | None = None) -> ChunkResult:
     """Evaluate ``ids`` of ``benchmark`` with its protocol's scoring (:data:`SCORE`); any exception propagates

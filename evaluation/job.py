@@ -1,7 +1,7 @@
 """The distributed evaluation job: benchmarks and chunks of images spread over Ray actors.
 
 Each actor builds the model once (from a picklable ``model_loader`` that returns ``(model,
-Preprocessing)``), then scores chunks of images (:func:`evaluation.chunk.run_chunk`). Listing each
+Preprocess)``), then scores chunks of images (:func:`evaluation.chunk.run_chunk`). Listing each
 benchmark's split also runs on the cluster, next to the data. The driver adds up the chunks'
 :class:`~evaluation.protocol.MetricSums` (sums and counts, never means) and reports each benchmark as soon
 as its last chunk is in, so a benchmark that fails (missing folder, unreadable file, wrong-size ground
@@ -22,7 +22,7 @@ from evaluation.protocol import MetricSums, get_protocol
 from pipeline.progress import printing_beside, progress
 
 log = logging.getLogger(__name__)
-ModelLoader = Callable[[], tuple]  # () -> (torch.nn.Module, Preprocessing)
+ModelLoader = Callable[[], tuple]  # () -> (torch.nn.Module, training.model.Preprocess)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -8,7 +8,8 @@
 
 All functions take one image ``[H, W]`` (or a batch ``[B, H, W]``, whose valid pixels are pooled);
 the evaluation job calls them once per image and averages the per-image values, as MiDaS/DPT did.
-:func:`align_scale_shift` (in :mod:`evaluation.alignment`) is re-exported here by its public name.
+:func:`align_scale_shift` (in :mod:`pipeline.alignment`, shared with the training loss) is re-exported here by
+its public name.
 
 Metric depth (DPT's Tables 2 and 3, fine-tuned models; Eigen et al. 2014's set as BTS computes it):
 :func:`depth_metrics` gives ``d1, d2, d3, abs_rel, sq_rel, rmse, rmse_log, log10, silog`` of each image, averaged
@@ -21,7 +22,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from evaluation.alignment import align_scale_shift, apply_scale_shift
+from pipeline.alignment import align_scale_shift, apply_scale_shift
 
 __all__ = ["align_scale_shift", "apply_scale_shift", "abs_rel", "delta_error", "whdr", "cap_and_invert",
            "DEPTH_METRICS", "depth_metrics", "depth_metric_sums", "depth_metrics_from_sums"]

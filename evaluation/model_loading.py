@@ -1,15 +1,14 @@
-"""Turning a checkpoint into ``(model, Preprocessing)`` on each evaluation worker.
+"""Turning a checkpoint into ``(model, Preprocess)`` on each evaluation worker.
 
-The one place where evaluation touches training: it imports ``training.model``'s public builder and
-checkpoint loaders only (DESIGN.md). The loader is a small frozen dataclass so that Ray can ship it to the
-workers, each of which loads the weights itself (from a local path or ``s3://``).
+The one place where evaluation loads a model: it imports ``training.model``'s public builder and checkpoint
+loaders only (DESIGN.md). The preprocessing is the variant's own (``model.preprocess``), which
+:mod:`training.model.inference` applies for ``dpt predict`` too. The loader is a small frozen dataclass so that
+Ray can ship it to the workers, each of which loads the weights itself (from a local path or ``s3://``).
 """
 
 from __future__ import annotations
 
 import dataclasses
-
-from evaluation.predict import Preprocessing
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,14 +44,5 @@ class CheckpointLoader:
             raise
         except Exception as exc:
             raise ValueError(f"checkpoint {self.checkpoint} does not load: {exc}") from exc
-        return net, preprocessing_of(net, self.input_size)
-
-
-def preprocessing_of(model, input_size: int | None = None) -> Preprocessing:
-    """The evaluation :class:`Preprocessing` from the variant's own (``model.preprocess``)."""
-    own = getattr(model, "preprocess", None)
-    if own is None:
-        pre = Preprocessing()
-    else:
-        pre = Preprocessing(tuple(own.mean), tuple(own.std), int(own.size), int(own.multiple_of))
-    return dataclasses.replace(pre, size=input_size) if input_size else pre
+        pre = net.preprocess
+        return net, dataclasses.replace(pre, size=self.input_size) if self.input_size else pre

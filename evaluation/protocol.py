@@ -228,7 +228,7 @@ def evaluate_dense(pred_disparity: np.ndarray, gt_depth: np.ndarray, valid: np.n
         scale, shift = metrics.align_scale_shift(pred, gt_disparity, mask)
     else:
         scale, shift = 1.0, 0.0
-    aligned = scale * pred + shift
+    aligned = metrics.apply_scale_shift(pred, scale, shift)
     depth = metrics.cap_and_invert(aligned, protocol.max_depth)
     gt = np.where(mask, gt_depth, 1.0)  # placeholders outside the mask keep the metrics' checks simple
     if protocol.metric == "abs_rel":

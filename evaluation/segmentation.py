@@ -1,10 +1,10 @@
 """Semantic segmentation evaluation: single- and multi-scale inference and one chunk's confusion matrix.
 
 Inference (the protocol's ``scales`` and ``flip``, the model's preprocessing ``size``): for each scale ``s`` the
-image goes in with its longer side ``round(size * s)`` and both sides multiples of 32 (:func:`evaluation.predict.network_size`, the depth
-protocol's own resizing); the class probabilities (softmax of the logits, and of the mirrored image's mirrored
-logits with ``flip``) are resized bilinearly to the image's own size and summed over scales; the prediction
-is their argmax. Single-scale is ``scales=(1.0,)`` without flip.
+image goes in with its longer side ``round(size * s)`` and both sides multiples of 32
+(:func:`training.model.inference.prepare`, the depth protocol's own resizing); the class probabilities (softmax
+of the logits, and of the mirrored image's mirrored logits with ``flip``) are resized bilinearly to the image's
+own size and summed over scales; the prediction is their argmax. Single-scale is ``scales=(1.0,)`` without flip.
 
 A chunk sends back a confusion matrix (:mod:`evaluation.segmentation_metrics`) inside its
 :class:`~evaluation.protocol.MetricSums`, so the driver's sum over chunks and Ray workers is exact.
@@ -12,6 +12,7 @@ A chunk sends back a confusion matrix (:mod:`evaluation.segmentation_metrics`) i
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 
 import numpy as np
@@ -19,10 +20,11 @@ import torch
 import torch.nn.functional as F
 
 from evaluation.pictures import Picture, shrink
-from evaluation.predict import Preprocessing, network_size, prepare
 from evaluation.protocol import MetricSums, SegmentationProtocol
 from evaluation.segmentation_metrics import confusion_matrix, pixel_accuracy
 from pipeline.shards import IGNORE_LABEL
+from training.model import Preprocess
+from training.model.inference import prepare, target_size
 
 
 def _probabilities(model: torch.nn.Module, x: torch.Tensor, flip: bool, num_classes: int | None) -> torch.Tensor:
@@ -39,7 +41,7 @@ def _probabilities(model: torch.nn.Module, x: torch.Tensor, flip: bool, num_clas
 
 
 @torch.inference_mode()
-def predict_labels(model: torch.nn.Module, images: Sequence[np.ndarray], pre: Preprocessing,
+def predict_labels(model: torch.nn.Module, images: Sequence[np.ndarray], pre: Preprocess,
                    scales: Sequence[float] = (1.0,), flip: bool = False, device: torch.device | str = "cpu",
                    batch_size: int = 4, num_classes: int | None = None) -> list[np.ndarray]:
     """Class ids int64 ``[H, W]`` for each uint8 ``[H, W, 3]`` image (see the module docstring).
@@ -50,11 +52,10 @@ def predict_labels(model: torch.nn.Module, images: Sequence[np.ndarray], pre: Pr
     """
     totals: list[torch.Tensor | None] = [None] * len(images)
     for scale in scales:
-        scaled = Preprocessing(pre.mean, pre.std, max(pre.multiple_of, round(pre.size * scale)), pre.multiple_of)
+        scaled = dataclasses.replace(pre, size=max(pre.multiple_of, round(pre.size * scale)))
         groups: dict[tuple[int, int], list[int]] = {}
         for i, image in enumerate(images):
-            groups.setdefault(network_size(image.shape[0], image.shape[1], scaled.size, scaled.multiple_of),
-                              []).append(i)
+            groups.setdefault(target_size(image.shape[0], image.shape[1], scaled), []).append(i)
         for members in groups.values():
             for start in range(0, len(members), batch_size):
                 batch = members[start:start + batch_size]
@@ -81,7 +82,7 @@ def _picture(sample, pred: np.ndarray, value: float, classes: int) -> Picture:
                    shrink(pred.astype(np.float32), "nearest")[0], value=value, classes=classes)
 
 
-def score_segmentation(model: torch.nn.Module, pre: Preprocessing, protocol: SegmentationProtocol, reader,
+def score_segmentation(model: torch.nn.Module, pre: Preprocess, protocol: SegmentationProtocol, reader,
                        ids: Sequence[str], device: str = "cpu", batch_size: int = 4,
                        picture_ids: Sequence[str] = ()) -> tuple[MetricSums, list[dict], list[Picture]]:
     """Predict and score ``ids`` of a segmentation benchmark: ``(sums with the summed confusion matrix, rows,

@@ -12,10 +12,11 @@ import pytest
 
 from evaluation.chunk import run_chunk
 from evaluation.job import EvalOptions, evaluate
-from evaluation.predict import Preprocessing, network_size, predict_disparity, prepare
 from evaluation.protocol import PROTOCOLS
 from evaluation.tracking import log_outcome, start_run
 from tests.helpers import eval_data
+from training.model import Preprocess
+from training.model.inference import predict_images, prepare, target_size
 
 
 @pytest.mark.parametrize("shape, expected", [
@@ -23,15 +24,15 @@ from tests.helpers import eval_data
     ((4032, 6048), (256, 384)), ((640, 480), (384, 288)), ((10, 1000), (32, 384)),
 ])
 def test_network_size_longer_side_384_shorter_multiple_of_32(shape, expected):
-    assert network_size(*shape) == expected
+    assert target_size(*shape, Preprocess()) == expected
 
 
 def test_prepare_and_predict_return_ground_truth_size():
     rgb = np.zeros((30, 50, 3), np.uint8)
-    x = prepare(rgb, Preprocessing())
+    x = prepare(rgb, Preprocess())
     assert x.shape == (3, 224, 384) and float(x.min()) == pytest.approx(-1.0)
     model, pre = eval_data.RedChannelDisparity(size=64)()
-    preds = predict_disparity(model, [rgb, np.zeros((20, 20, 3), np.uint8), rgb], pre, batch_size=2)
+    preds = predict_images(model, [rgb, np.zeros((20, 20, 3), np.uint8), rgb], pre, batch_size=2)
     assert [p.shape for p in preds] == [(30, 50), (20, 20), (30, 50)]
 
 
@@ -102,10 +103,10 @@ def test_checkpoint_loader_with_and_without_variant_name(tmp_path):
     path = str(tmp_path / "tiny.safetensors")
     save_checkpoint(build_model("dpt_tiny"), path, name="dpt_tiny")
     model, pre = CheckpointLoader(path)()
-    assert pre == Preprocessing(size=64)  # the variant's own preprocessing travels with it
+    assert pre == Preprocess(size=64)  # the variant's own preprocessing travels with it
     model, pre = CheckpointLoader(path, "dpt_tiny", input_size=96)()
     assert pre.size == 96 and pre.multiple_of == 32
-    out = predict_disparity(model.eval(), [np.zeros((40, 60, 3), np.uint8)], pre)
+    out = predict_images(model.eval(), [np.zeros((40, 60, 3), np.uint8)], pre)
     assert out[0].shape == (40, 60)
     garbage = tmp_path / "garbage.pt"
     garbage.write_bytes(b"\x80\x02not a pickle")

@@ -1,4 +1,4 @@
-"""Alignment, metrics and the per-image protocol against hand computations on small arrays."""
+"""Metrics and the per-image protocol against hand computations on small arrays (alignment: test_alignment.py)."""
 
 from __future__ import annotations
 
@@ -9,39 +9,8 @@ import pytest
 import torch
 
 from evaluation import metrics
-from evaluation.metrics import abs_rel, align_scale_shift, cap_and_invert, delta_error, whdr
+from evaluation.metrics import abs_rel, cap_and_invert, delta_error, whdr
 from evaluation.protocol import PROTOCOLS, BenchmarkProtocol, MetricSums, evaluate_dense, evaluate_pairs, valid_mask
-
-
-def test_known_scale_and_shift_recovered_exactly_numpy_and_torch():
-    rng = np.random.default_rng(0)
-    pred = rng.uniform(0.1, 5.0, size=(3, 7, 9))
-    scales, shifts = np.array([2.5, 0.01, 40.0]), np.array([-0.3, 1.7, 0.0])
-    target = scales[:, None, None] * pred + shifts[:, None, None]
-    mask = rng.uniform(size=pred.shape) > 0.3
-    target[~mask] = np.nan  # invalid pixels may hold garbage: they must not leak into the fit
-    s, t = align_scale_shift(pred, target, mask)
-    np.testing.assert_allclose(s, scales, rtol=1e-10)
-    np.testing.assert_allclose(t, shifts, atol=1e-10)
-    st, tt = align_scale_shift(torch.tensor(pred, dtype=torch.float32), torch.tensor(target), torch.tensor(mask))
-    assert isinstance(st, torch.Tensor) and st.shape == (3,)
-    np.testing.assert_allclose(st.numpy(), scales, rtol=1e-5)
-    np.testing.assert_allclose(tt.numpy(), shifts, atol=1e-5)
-
-
-def test_alignment_is_least_squares_by_hand():
-    # pred [0, 1, 2], target [1, 2, 4]: normal equations [[5, 3], [3, 3]] [s, t] = [10, 7] -> s=1.5, t=5/6
-    s, t = align_scale_shift(np.array([[0.0, 1.0, 2.0]]), np.array([[1.0, 2.0, 4.0]]), np.ones((1, 3), bool))
-    assert s == pytest.approx(1.5) and t == pytest.approx(5 / 6)
-
-
-def test_alignment_singular_and_empty_images():
-    pred = np.full((2, 2, 2), 3.0)
-    target = np.array([[[1.0, 2.0], [3.0, 4.0]], [[1.0, 1.0], [1.0, 1.0]]])
-    mask = np.array([np.ones((2, 2), bool), np.zeros((2, 2), bool)])
-    s, t = align_scale_shift(pred, target, mask)
-    assert s[0] == 0 and t[0] == pytest.approx(2.5)  # constant prediction: best constant = mean target
-    assert s[1] == 0 and t[1] == 0
 
 
 def test_abs_rel_by_hand():

@@ -13,12 +13,12 @@ from torch import nn
 
 from evaluation.benchmarks import BenchmarkError, make_reader
 from evaluation.chunk import run_chunk
-from evaluation.predict import Preprocessing
 from evaluation.protocol import SEGMENTATION_PROTOCOLS, get_protocol
 from evaluation.segmentation import predict_labels
 from evaluation.segmentation_metrics import confusion_matrix, mean_iou, pixel_accuracy
 from pipeline import storage
 from tests.helpers.images import jpeg, png
+from training.model import Preprocess
 
 COLOURS = np.array([[200, 30, 30], [30, 200, 30], [30, 30, 200]], np.uint8)  # classes 0, 1, 2 (ADE 1, 2, 3)
 
@@ -64,10 +64,10 @@ class ColourClassifier(nn.Module):
 
 
 class SwappingLoader:
-    """A picklable ``() -> (model, Preprocessing)`` for the Ray workers."""
+    """A picklable ``() -> (model, Preprocess)`` for the Ray workers."""
 
     def __call__(self):
-        return ColourClassifier(swap=True), Preprocessing(size=64)
+        return ColourClassifier(swap=True), Preprocess(size=64)
 
 
 def test_reader_lists_validation_and_maps_labels(tmp_path):
@@ -103,7 +103,7 @@ def test_predictions_single_and_multi_scale(name, tmp_path):
     ids = write_ade(str(tmp_path), images=3)
     reader, protocol = make_reader(name, str(tmp_path)), get_protocol(name)
     samples = [reader.load(i) for i in ids]
-    preds = predict_labels(ColourClassifier(), [s.rgb for s in samples], Preprocessing(size=64),
+    preds = predict_labels(ColourClassifier(), [s.rgb for s in samples], Preprocess(size=64),
                            scales=protocol.scales, flip=protocol.flip, num_classes=150)
     for sample, pred in zip(samples, preds):
         assert pred.shape == sample.labels.shape
@@ -119,7 +119,7 @@ def test_a_depth_model_is_refused():
             return x[:, :1]
 
     with pytest.raises(RuntimeError, match=r"expected \[B, C, H, W\] 150 class logits"):
-        predict_labels(Depth(), [np.zeros((20, 30, 3), np.uint8)], Preprocessing(), num_classes=150)
+        predict_labels(Depth(), [np.zeros((20, 30, 3), np.uint8)], Preprocess(), num_classes=150)
 
 
 def test_chunk_confusion_by_hand_and_parts_add_up(tmp_path):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -119,6 +121,27 @@ def test_predict_same_result_in_any_batch(checkpoint, tmp_path):
                                atol=1e-5)
 
 
+def test_predict_and_eval_give_the_same_map(checkpoint, tmp_path):
+    """One inference path: the disparity `dpt predict --npy` writes for an image is the map that `dpt eval`'s
+    workers (``EvalWorker`` with the ``CheckpointLoader`` it builds) score for the same image. DIW's picture holds
+    that map unaligned and, for an image this small, at full size."""
+    from evaluation.job import EvalWorker
+    from evaluation.model_loading import CheckpointLoader
+    from tests import eval_data
+
+    root = str(tmp_path / "benchmarks")
+    (image_id,) = eval_data.write_diw(root, frames=1)
+    assert main(["predict", f"{root}/diw/DIW_test/{image_id}", "--checkpoint", str(checkpoint),
+                 "--out", str(tmp_path / "maps"), "--npy", "--device", "cpu"]) == 0
+    predicted = np.load(tmp_path / "maps" / f"{image_id.removesuffix('.thumb')}.npy")
+    worker = EvalWorker(CheckpointLoader(str(checkpoint)), batch_size=1, threads=torch.get_num_threads())
+    result = worker.run("diw", root, [image_id], [image_id])
+    assert result.error is None, result.error
+    evaluated = result.pictures[0].pred
+    assert evaluated.shape == predicted.shape == (30, 40) and predicted.std() > 1e-3  # not a flat map
+    np.testing.assert_allclose(evaluated, predicted, rtol=0, atol=1e-5)
+
+
 def test_prepare_keeps_aspect_and_multiple_of_32():
     from training.model.config import Preprocess
     from training.model.inference import prepare, target_size
@@ -129,6 +152,14 @@ def test_prepare_keeps_aspect_and_multiple_of_32():
     assert target_size(1000, 10, pre) == (384, 32)
     x = prepare(np.full((10, 20, 3), 255, np.uint8), pre)
     assert x.shape == (3, 192, 384) and torch.allclose(x, torch.ones_like(x))  # (1 - 0.5) / 0.5
+
+
+def test_predict_refuses_a_model_that_returns_no_disparity_map():
+    from training.model.inference import predict
+
+    two_channels = torch.nn.Conv2d(3, 2, 1)  # class logits, say, not [B, 1, h, w] disparity
+    with pytest.raises(RuntimeError, match=r"model returned \(1, 2, 32, 64\) .* expected \[B, 1, H, W\] disparity"):
+        predict(two_channels, torch.zeros(1, 3, 32, 64), [(10, 20)])
 
 
 def test_predict_and_export_to_a_bucket_that_is_not_there(checkpoint, tmp_path, s3_env, capsys):
@@ -155,7 +186,9 @@ def test_export_onnx_matches_pytorch(checkpoint, tmp_path):
     # sizes other than the export size: dynamic height, width and batch
     assert check_onnx(model, str(out), [(64, 64), (96, 32), (32, 128)], batch=3) < 1e-3
     session = onnxruntime.InferenceSession(str(out), providers=["CPUExecutionProvider"])
-    assert "dpt.preprocess" in session.get_modelmeta().custom_metadata_map
+    metadata = session.get_modelmeta().custom_metadata_map
+    assert "dpt.preprocess" in metadata
+    assert json.loads(metadata["dpt.resize_back"]) == {"mode": "bicubic", "align_corners": False, "min": 0.0}
 
 
 @pytest.mark.parametrize("args, line", [

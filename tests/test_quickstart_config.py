@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from evaluation.predict import network_size
 from pipeline.config import load_config
 from pipeline.orchestrate import PipelineConfig
 from training.config import TrainConfig
-from training.model import get_config
+from training.model import Preprocess, get_config
+from training.model.inference import target_size
 
 ROOT = Path(__file__).resolve().parents[1]
 TRAIN = ROOT / "configs" / "quickstart.yaml"
@@ -44,4 +44,4 @@ def test_benchmarks_reach_the_network_at_the_training_scale(pipeline_and_train):
     args = pipeline.eval.args  # `dpt eval --input-size N`, else the variant's own size
     size = (int(args[args.index("--input-size") + 1]) if "--input-size" in args
             else get_config(train.model.name).preprocess.size)
-    assert network_size(height, width, size) == trained, "eval.args --input-size"
+    assert target_size(height, width, Preprocess(size=size)) == trained, "eval.args --input-size"

@@ -3,8 +3,10 @@
 The graph takes ``image [B, 3, H, W]`` (normalised as the variant's preprocessing says; H, W multiples of 16)
 and returns ``disparity [B, 1, H, W]``; batch and sides are dynamic. After export the graph is run with
 onnxruntime on a random input and compared with PyTorch: a relative error (max |diff| / max |torch|) above
-``--tolerance`` (default 1e-3) is an error and the file is not kept. The variant's preprocessing is stored in the
-ONNX metadata (``dpt.preprocess``) so that a consumer knows mean, std and sizes.
+``--tolerance`` (default 1e-3) is an error and the file is not kept. The rest of the one inference path
+(:mod:`training.model.inference`) is stored in the ONNX metadata so that a consumer reproduces ``dpt predict``'s
+maps: the variant's preprocessing (``dpt.preprocess``: mean, std and sizes) and how a map is resized back to its
+image (``dpt.resize_back``).
 
 ``--checkpoint`` is a checkpoint directory as ``dpt train`` prints it or a model file. The options, the
 checkpoint (its first bytes) and ``--out`` are checked before the model loads (:func:`check_inputs`).
@@ -53,9 +55,13 @@ def export_onnx(model, path: str, height: int, width: int, opset: int = 17) -> N
                           dynamic_axes=dynamic, opset_version=opset, dynamo=False)
     import onnx
 
+    from training.model.inference import RESIZE_BACK
+
     graph = onnx.load(path)
     entry = graph.metadata_props.add()
     entry.key, entry.value = "dpt.preprocess", json.dumps(dataclasses.asdict(model.preprocess))
+    entry = graph.metadata_props.add()
+    entry.key, entry.value = "dpt.resize_back", json.dumps(dataclasses.asdict(RESIZE_BACK))
     entry = graph.metadata_props.add()
     entry.key, entry.value = "dpt.config", json.dumps(model.config.to_dict())
     onnx.save(graph, path)

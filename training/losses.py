@@ -8,7 +8,8 @@ shift, per image, over the valid pixels:
              ``s`` (eq. 6-7); the loss is the absolute residual with the largest 20% per image trimmed (eq. 9):
              ``L = 1/(2M) * sum_{j <= U} |d^ - d^*|_(j)``, U = M - floor(0.2 M), residuals sorted ascending.
 ``ssimse``   the prediction is aligned to the target by the closed-form least-squares scale and shift
-             (eq. 4-5); the loss is ``L = 1/(2M) * sum (s d + t - d*)^2``.
+             (eq. 4-5; :mod:`pipeline.alignment`, the evaluation's alignment too); the loss is
+             ``L = 1/(2M) * sum (s d + t - d*)^2``.
 
 Both add the multi-scale gradient-matching term (eq. 11) on the aligned residual ``R = d^ - d^*``:
 ``L_reg = alpha * sum_k 1/M_k sum |grad_x R^k| + |grad_y R^k|`` over K scales, where scale ``k`` keeps
@@ -23,6 +24,8 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+
+from pipeline.alignment import apply_scale_shift, solve_scale_shift
 
 KINDS = ("ssitrim", "ssimse")
 TRIM_FRACTION = 0.2
@@ -69,18 +72,11 @@ def normalize_median_mad(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 
 
 def align_least_squares(prediction: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """``s * prediction + t`` with per-image (s, t) minimising the squared error over valid pixels (eq. 4)."""
-    m = mask.to(prediction.dtype)
-    dims = (-2, -1)
-    a00, a01, a11 = (m * prediction * prediction).sum(dims), (m * prediction).sum(dims), m.sum(dims)
-    b0, b1 = (m * prediction * target).sum(dims), (m * target).sum(dims)
-    det = a00 * a11 - a01 * a01
-    # A singular system (no valid pixel, or a constant prediction) leaves s = 0 and t = mean target.
-    ok = det.abs() > EPS * a11.clamp(min=1) ** 2
-    safe = torch.where(ok, det, torch.ones_like(det))
-    scale = torch.where(ok, (a11 * b0 - a01 * b1) / safe, torch.zeros_like(det))
-    shift = torch.where(ok, (a00 * b1 - a01 * b0) / safe, b1 / a11.clamp(min=1))
-    return scale[:, None, None] * prediction + shift[:, None, None]
+    """``s * prediction + t`` with per-image (s, t) minimising the squared error over valid pixels (eq. 4), in the
+    prediction's dtype; the gradient flows through s and t. A singular system (no valid pixel, one, or a constant
+    prediction) leaves s = 0 and t = mean target (:mod:`pipeline.alignment`)."""
+    scale, shift = solve_scale_shift(prediction, target, mask)
+    return apply_scale_shift(prediction, scale, shift)
 
 
 def trimmed_abs_sum(residual: torch.Tensor, mask: torch.Tensor, trim: float = TRIM_FRACTION) -> torch.Tensor:

@@ -172,7 +172,7 @@ def write_all(root: str) -> dict[str, list[str]]:
 
 
 class RedChannelDisparity:
-    """Picklable model loader for tests: ``() -> (model, Preprocessing)``.
+    """Picklable model loader for tests: ``() -> (model, Preprocess)``.
 
     The model reads disparity back from the red channel, where :func:`scene_rgb` wrote it (up to scale
     and shift), so after alignment its error is near zero; ``invert=True`` predicts the opposite order
@@ -184,7 +184,7 @@ class RedChannelDisparity:
     def __call__(self):
         import torch
 
-        from evaluation.predict import Preprocessing
+        from training.model import Preprocess
 
         if self.fail:
             raise ValueError("checkpoint /nowhere/model.safetensors does not load: missing keys ['head.0.weight']")
@@ -201,4 +201,4 @@ class RedChannelDisparity:
                     return self.gain / (red + 0.1)
                 return torch.relu(self.gain * red + 0.05)
 
-        return Model(self.invert), Preprocessing(size=self.size)
+        return Model(self.invert), Preprocess(size=self.size)
