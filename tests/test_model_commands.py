@@ -127,7 +127,7 @@ def test_predict_and_eval_give_the_same_map(checkpoint, tmp_path):
     that map unaligned and, for an image this small, at full size."""
     from evaluation.job import EvalWorker
     from evaluation.model_loading import CheckpointLoader
-    from tests import eval_data
+    from tests.helpers import eval_data
 
     root = str(tmp_path / "benchmarks")
     (image_id,) = eval_data.write_diw(root, frames=1)
