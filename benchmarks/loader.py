@@ -82,7 +82,8 @@ def rate(batches, count: int, batch_size: int) -> float:
 
 def step_rate(model_name: str, device: str, size: int, batch_size: int, steps: int = 3) -> float:
     """Samples/s that training steps of ``model_name`` consume (forward, SSI loss, backward, Adam)."""
-    from training.loop import OptimConfig, build_optimizer, build_scheduler, train_step
+    from training.optim import OptimConfig, build_optimizer, build_scheduler
+    from training.step import train_step
     from training.model import build_model
     from training.tasks.relative_depth import RelativeDepthTask
 

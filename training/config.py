@@ -12,7 +12,7 @@ import dataclasses
 from typing import Any, Literal
 
 from training.data import DataConfig
-from training.loop import OptimConfig
+from training.optim import OptimConfig
 from training.tasks import TaskConfig, get_task
 
 

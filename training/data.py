@@ -10,7 +10,7 @@ Streams are endless: each source restarts with a new shard order when it runs ou
 pass over a source no two slots (rank x loader worker) read the same sample (see ``training.mixing``). A rank's
 stream is a deterministic function of the seeds, the curriculum phase, the rank and the loader worker, and
 continues exactly after a given number of consumed batches (``DataPosition``, saved in checkpoints;
-``training.resume``).
+``training.curriculum``).
 
 A batch is a dict: ``image`` float ``[B, 3, S, S]`` normalised, ``disparity`` float ``[B, 1, S, S]``
 (inverse depth up to scale and shift), ``mask`` bool ``[B, 1, S, S]``, ``source`` and ``key``: lists of str.
@@ -204,7 +204,7 @@ class DataPosition:
 
     phase: the curriculum phase (index into ``training.config.phases``) the stream belongs to; salt: 0, or the
     step at which the stream was started afresh because the saved one could not continue (see
-    ``training.resume``); batches: how many batches the training step has taken from this stream, which is
+    ``training.curriculum``); batches: how many batches the training step has taken from this stream, which is
     all a rank's position is: with a DataLoader's round-robin over its workers it says how many batches each
     worker delivered (prefetched ones never count); layout: what else the stream is a function of (world size,
     loader workers, batch size, seed, sources, weights), so that a resume can tell whether it may continue;

@@ -25,7 +25,7 @@ from typing import ClassVar
 import numpy as np
 import torch
 
-from training.loop import to_device, unwrap
+from training.step import to_device, unwrap
 
 
 @dataclasses.dataclass
