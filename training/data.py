@@ -7,7 +7,7 @@ as it streams by, and every sample is decoded and checked against the shard cont
 ``pipeline.shards.decode_sample``; a bad shard is handled by ``data.on_bad_shard`` (``training.bad_shards``).
 Streams are endless: each source restarts with a new shard order when it runs out, so a run is a number of
 *steps*, every rank runs exactly the same number of them, and uneven shard counts cannot hang DDP. Within one
-pass over a source no two slots (rank x loader worker) read the same sample (see ``training.mixing``). A rank's
+pass over a source no two slots (rank x loader worker) read the same sample (see ``training.sampling``). A rank's
 stream is a deterministic function of the seeds, the curriculum phase, the rank and the loader worker, and
 continues exactly after a given number of consumed batches (``DataPosition``, saved in checkpoints;
 ``training.curriculum``).
@@ -34,8 +34,9 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from pipeline.manifest import read_manifest
 from pipeline.shards import ShardError, ShardInfo, decode_sample, shard_dir
-from training import augment, mixing
+from training import augment, sampling
 from training.bad_shards import SKIPPED, OnBadShard, ShardReader
+from training.sampling import WorkerPlace
 from training.seg_augment import SegmentationAugmentConfig
 from training.tasks import task_for_target
 
@@ -103,7 +104,7 @@ def _slot_samples(shards: Sequence[tuple[str, int]], slot: int, slots: int, want
     sample the shard did not give is :data:`SKIPPED` in its place, so every later index stays where it was."""
     offset = 0
     for url, count in shards:
-        first, last = mixing.kept_before(offset, slot, slots), mixing.kept_before(offset + count, slot, slots)
+        first, last = sampling.kept_before(offset, slot, slots), sampling.kept_before(offset + count, slot, slots)
         if any(wanted(i) for i in range(first, last)):
             read = 0
             try:
@@ -120,10 +121,10 @@ def _slot_samples(shards: Sequence[tuple[str, int]], slot: int, slots: int, want
         offset += count
 
 
-def source_stream(shards: Mapping[str, int], slot: tuple[int, int, int, int], stream: StreamConfig, seed: int,
+def source_stream(shards: Mapping[str, int], place: WorkerPlace, stream: StreamConfig, seed: int,
                   epochs: int | None = None, start: int = 0, order_seed: int | None = None,
                   reader: ShardReader | None = None) -> Iterator[dict | str]:
-    """Raw samples of one source for one slot ``(rank, world, worker, workers)``; endless unless ``epochs``.
+    """Raw samples of one source for the slot at ``place`` (a ``WorkerPlace``); endless unless ``epochs``.
 
     ``shards``: ``{url: samples}`` (the manifest). Epoch ``e`` deals the shards in ``epoch_order(order_seed, e)``
     (``order_seed`` defaults to ``stream.seed``; it must be the same on every slot) and streams the slot's
@@ -135,27 +136,27 @@ def source_stream(shards: Mapping[str, int], slot: tuple[int, int, int, int], st
     under ``skip`` a sample a bad shard did not give is :data:`SKIPPED`, which counts as delivered.
     """
     reader = reader or ShardReader()
-    rank, world, worker, workers = slot
+    place = WorkerPlace(*place)
     order_seed = stream.seed if order_seed is None else order_seed
     epoch = 0
     while epochs is None or epoch < epochs:
-        shard_order = mixing.epoch_order(list(shards), order_seed, epoch)
-        mine, split = mixing.slot_shards(shard_order, rank, world, worker, workers)
-        keep = (rank * workers + worker, world * workers) if split else (0, 1)
-        length = mixing.kept_before(sum(shards[url] for url in mine), *keep)
+        shard_order = sampling.epoch_order(list(shards), order_seed, epoch)
+        mine, split = sampling.slot_shards(shard_order, place)
+        keep = (place.slot, place.slots) if split else (0, 1)
+        length = sampling.kept_before(sum(shards[url] for url in mine), *keep)
         if length == 0:
-            raise ValueError(f"shards {list(shards)[:3]}...: no sample for slot {rank * workers + worker}")
+            raise ValueError(f"shards {list(shards)[:3]}...: no sample for slot {place.slot}")
         if start >= length:  # an epoch this stream already delivered: nothing to read
             start -= length
             epoch += 1
             continue
-        order = list(mixing.shuffle(range(length), stream.shuffle, random.Random(_seed(seed, epoch))))
+        order = list(sampling.shuffle(range(length), stream.shuffle, random.Random(_seed(seed, epoch))))
         position = [0] * length
         for index, item in enumerate(order):
             position[item] = index
         skip = start
         indexed = _slot_samples([(url, shards[url]) for url in mine], *keep, lambda i: position[i] >= skip, reader)
-        yield from mixing.reorder(indexed, order, start)
+        yield from sampling.reorder(indexed, order, start)
         start = 0
         epoch += 1
 
@@ -248,7 +249,7 @@ class MixedShardStream(IterableDataset):
 
     The stream is a deterministic function of the seeds, the phase of ``position``, the rank and the worker;
     ``position.batches`` (the batches already consumed) makes each worker fast-forward past what it delivered:
-    it replays its source draws without data (``mixing.skip_draws``), each source stream skips the samples
+    it replays its source draws without data (``sampling.skip_draws``), each source stream skips the samples
     it gave (``source_stream(start=...)``), and augmentation draws come from a generator per sample index, so
     none has to be replayed; draws that a bad shard left empty (``data.on_bad_shard: skip``) are counted per
     worker in ``position.skipped`` and replayed the same way. Exact continuation this way needs no data-loader
@@ -261,7 +262,7 @@ class MixedShardStream(IterableDataset):
         """``shards``: ``{source: {url: manifest row}}`` (:func:`source_manifests`)."""
         self.config, self.shards, self.rank, self.world = config, shards, rank, world
         self.position = position or DataPosition()
-        self.probabilities = mixing.source_weights(list(shards), config.weights)
+        self.probabilities = sampling.source_weights(list(shards), config.weights)
 
     def __iter__(self) -> Iterator[dict]:
         info = get_worker_info()
@@ -274,14 +275,14 @@ class MixedShardStream(IterableDataset):
         phase = (cfg.stream.seed, self.position.phase, self.position.salt)
         base = (*phase, self.rank, worker)
         mix_rng = random.Random(_seed(*base, "mix"))
-        taken = mixing.skip_draws(list(self.shards), self.probabilities, mix_rng, skip)
-        slot = (self.rank, self.world, worker, workers)
+        taken = sampling.skip_draws(list(self.shards), self.probabilities, mix_rng, skip)
+        place = WorkerPlace(self.rank, self.world, worker, workers)
         reader = ShardReader(cfg.on_bad_shard, {url: row for rows in self.shards.values() for url, row in rows.items()})
-        streams = {name: source_stream({url: row.samples for url, row in rows.items()}, slot, cfg.stream,
+        streams = {name: source_stream({url: row.samples for url, row in rows.items()}, place, cfg.stream,
                                        _seed(*base, name), start=taken[name], order_seed=_seed(*phase, "order"),
                                        reader=reader)
                    for name, rows in self.shards.items()}
-        draws = enumerate(mixing.mix(streams, self.probabilities, mix_rng), start=skip)
+        draws = enumerate(sampling.draw_samples(streams, self.probabilities, mix_rng), start=skip)
         return _batches(draws, cfg, _seed(*base, "augment"), reader)
 
 
@@ -317,7 +318,7 @@ def make_loader(config: DataConfig, rank: int = 0, world: int = 1, sources: Sequ
                 position: DataPosition | None = None) -> Iterator[dict]:
     """An endless iterator of batches for one rank; ``sources`` restricts to a subset (curriculum);
     ``position``: continue a stream after the batches it says were consumed (default: a fresh phase 0)."""
-    mixing.source_weights(config.shards.sources, config.weights)  # names a typo before anything streams
+    sampling.source_weights(config.shards.sources, config.weights)  # names a typo before anything streams
     shards = source_manifests(config.shards)
     if sources is not None:
         missing = sorted(set(sources) - set(shards))
@@ -355,7 +356,7 @@ def validation_batches(config: DataConfig, source: str, split: str, rank: int, w
     rows = source_manifests(dataclasses.replace(config.shards, sources=[source], split=split))[source]
     reader = reader or ShardReader(config.on_bad_shard)
     reader.rows.update(rows)
-    mine = mixing.split_samples(itertools.islice(_validation_samples(rows, reader), max_samples), rank, world)
+    mine = sampling.split_samples(itertools.islice(_validation_samples(rows, reader), max_samples), rank, world)
     batch: list[dict] = []
     for members in mine:
         try:
