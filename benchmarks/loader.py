@@ -26,7 +26,8 @@ from pipeline.demo import demo_samples
 from pipeline.manifest import write_manifest
 from pipeline.shards import ShardWriter, shard_dir, shard_url
 from training import augment
-from training.data import DataConfig, LoaderConfig, ShardsConfig, StreamConfig, collate, make_loader
+from training.data import DataConfig, LoaderConfig, ShardsConfig, StreamConfig, make_loader
+from training.stages import collate
 
 
 def write_corpus(root: str, count: int, per_shard: int = 16) -> str:

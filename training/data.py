@@ -1,4 +1,20 @@
-"""The training data path: shards -> split by node/worker -> shuffle -> decode -> augment -> mix -> batch.
+"""The training data path, as named stages in order (``training.stages``; each stage takes its own config):
+
+    one source's stream (source_stream), per source:
+        shards                the epoch's shard order from the manifest, the same on every rank and worker
+        split by node/worker  this slot's shards, or every n-th sample with fewer shards than slots
+        shuffle               the epoch's sample order (a shuffle buffer over indices, known before a byte is read)
+        read                  the samples in that order, shards checked against their manifest rows as they stream
+    a loader worker's batches (batch_pipeline):
+        sample sources        each draw picks a source by data.weights and takes its next sample
+        decode                bytes -> pipeline.shards.Sample, checked against the shard contract
+        geometric             the task's joint augmentation of image and target (training.augment.geometric:
+                              resize, crop, flip of image, disparity and mask; training.seg_augment for labels)
+        photometric           colour jitter of the image only (data.photometric)
+        tensors               the task's batch tensors: normalised image (data.normalize), targets
+        batch                 data.loader.batch_size samples collated
+    validation (validation_batches): shards in manifest order -> first max_samples -> split by node -> decode
+    -> geometric (centred, no flip) -> photometric (none) -> tensors -> batch.
 
 Shards (WebDataset tars) are streamed by ``pipeline.shards.iter_shard_members`` from the directories that the
 manifests name (``<prefix>/<source>/<split>/``, local or ``s3://``; s3 through boto3 via ``pipeline.storage``).
@@ -14,30 +30,30 @@ continues exactly after a given number of consumed batches (``DataPosition``, sa
 
 A batch is a dict: ``image`` float ``[B, 3, S, S]`` normalised, ``disparity`` float ``[B, 1, S, S]``
 (inverse depth up to scale and shift), ``mask`` bool ``[B, 1, S, S]``, ``source`` and ``key``: lists of str.
-The task that reads ``data.target`` decodes and augments each sample (``Task.transform``, training.tasks):
-with ``target: segmentation`` the shards' ``seg.png`` replaces the depth target: ``labels`` int64 ``[B, S, S]``
-(255 = ignore), augmented by ``training.seg_augment`` (random rescale, crop, flip).
+The task that reads ``data.target`` brings the geometric and tensors stages (``Task.geometric``,
+``Task.tensors``, training.tasks): with ``target: segmentation`` the shards' ``seg.png`` replaces the depth
+target: ``labels`` int64 ``[B, S, S]`` (255 = ignore), augmented by ``training.seg_augment`` (random rescale,
+crop, flip).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import itertools
 import random
 from collections.abc import Iterator, Mapping, Sequence
+from functools import partial
 from typing import Literal
 
-import numpy as np
-import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from pipeline.manifest import read_manifest
-from pipeline.shards import ShardError, ShardInfo, decode_sample, shard_dir
-from training import augment, sampling
-from training.bad_shards import SKIPPED, OnBadShard, ShardReader
+from pipeline.shards import ShardInfo, shard_dir
+from training import augment, sampling, stages
+from training.bad_shards import OnBadShard, ShardReader
 from training.sampling import WorkerPlace
 from training.seg_augment import SegmentationAugmentConfig
+from training.stages import Pipeline, seed_of
 from training.tasks import task_for_target
 
 
@@ -94,33 +110,6 @@ def source_counts(config: ShardsConfig) -> dict[str, dict[str, int]]:
             for source, rows in source_manifests(config).items()}
 
 
-def _slot_samples(shards: Sequence[tuple[str, int]], slot: int, slots: int, wanted,
-                  reader: ShardReader) -> Iterator[tuple[int, dict | str]]:
-    """``(epoch index, raw sample)`` of the samples a slot keeps from ``shards`` (``(url, manifest count)`` in
-    epoch order; every ``slots``-th raw sample from ``slot``) whose epoch index ``wanted`` accepts.
-
-    A shard holding no wanted sample is not opened; unwanted samples of an opened shard are dropped as bytes,
-    before any decode. A bad shard goes to ``reader.bad`` (``fail``: it raises); under ``skip`` each wanted
-    sample the shard did not give is :data:`SKIPPED` in its place, so every later index stays where it was."""
-    offset = 0
-    for url, count in shards:
-        first, last = sampling.kept_before(offset, slot, slots), sampling.kept_before(offset + count, slot, slots)
-        if any(wanted(i) for i in range(first, last)):
-            read = 0
-            try:
-                for read, sample in enumerate(reader.members(url, count), start=1):
-                    raw = offset + read - 1
-                    if raw % slots == slot and wanted(raw // slots):
-                        yield raw // slots, sample
-            except ShardError as error:
-                lost = [raw // slots for raw in range(offset + read, offset + count)
-                        if raw % slots == slot and wanted(raw // slots)]
-                reader.bad(error, len(lost))
-                for index in lost:
-                    yield index, SKIPPED
-        offset += count
-
-
 def source_stream(shards: Mapping[str, int], place: WorkerPlace, stream: StreamConfig, seed: int,
                   epochs: int | None = None, start: int = 0, order_seed: int | None = None,
                   reader: ShardReader | None = None) -> Iterator[dict | str]:
@@ -136,43 +125,29 @@ def source_stream(shards: Mapping[str, int], place: WorkerPlace, stream: StreamC
     under ``skip`` a sample a bad shard did not give is :data:`SKIPPED`, which counts as delivered.
     """
     reader = reader or ShardReader()
-    place = WorkerPlace(*place)
     order_seed = stream.seed if order_seed is None else order_seed
-    epoch = 0
-    while epochs is None or epoch < epochs:
-        shard_order = sampling.epoch_order(list(shards), order_seed, epoch)
-        mine, split = sampling.slot_shards(shard_order, place)
-        keep = (place.slot, place.slots) if split else (0, 1)
-        length = sampling.kept_before(sum(shards[url] for url in mine), *keep)
-        if length == 0:
-            raise ValueError(f"shards {list(shards)[:3]}...: no sample for slot {place.slot}")
-        if start >= length:  # an epoch this stream already delivered: nothing to read
-            start -= length
-            epoch += 1
-            continue
-        order = list(sampling.shuffle(range(length), stream.shuffle, random.Random(_seed(seed, epoch))))
-        position = [0] * length
-        for index, item in enumerate(order):
-            position[item] = index
-        skip = start
-        indexed = _slot_samples([(url, shards[url]) for url in mine], *keep, lambda i: position[i] >= skip, reader)
-        yield from sampling.reorder(indexed, order, start)
-        start = 0
-        epoch += 1
+    yield from Pipeline(
+        ("shards", partial(stages.epoch_shards, shards, order_seed, epochs)),
+        ("split by node/worker", partial(stages.split_by_node_and_worker, place=WorkerPlace(*place))),
+        ("shuffle", partial(stages.shuffle, buffer=stream.shuffle, seed=seed, start=start)),
+        ("read", partial(stages.read, reader=reader)),
+    )
 
 
-def train_transform(members: dict, config: DataConfig, rng: np.random.Generator | None) -> dict:
-    """Decode one raw sample and apply the augmentation of the task that reads ``data.target`` (its
-    ``transform``: ``training.augment`` for disparity, ``training.seg_augment`` for label maps) -> tensors of one
-    sample. ``rng=None``: validation (centred, no flip, no jitter)."""
-    return task_for_target(config.target).transform(decode_sample(members), config, rng)
-
-
-def collate(samples: list[dict]) -> dict:
-    out = {name: torch.stack([s[name] for s in samples]) for name in ("image", "disparity", "mask", "labels")
-           if name in samples[0]}
-    out.update(source=[s["source"] for s in samples], key=[s["key"] for s in samples])
-    return out
+def batch_pipeline(data: DataConfig, streams: Mapping[str, Iterator], probabilities: Sequence[float],
+                   rng: random.Random, first: int, augment_seed: int, reader: ShardReader) -> Pipeline:
+    """A loader worker's batches from its source streams (:func:`source_stream`), stage by stage: ``rng`` draws
+    the sources (draws counted from ``first``), draw ``i`` augments with generator ``(augment_seed, i)``; the
+    task that reads ``data.target`` brings its geometric augmentation and its tensors."""
+    task = task_for_target(data.target)
+    return Pipeline(
+        ("sample sources", partial(stages.draws, streams, probabilities, rng, first, augment_seed)),
+        ("decode", partial(stages.decode, reader=reader)),
+        ("geometric", stages.each(task.geometric, task.geometric_config(data))),
+        ("photometric", stages.each(stages.photometric, data.photometric)),
+        ("tensors", stages.each(task.tensors, data.normalize)),
+        ("batch", partial(stages.batches, size=data.loader.batch_size, reader=reader)),
+    )
 
 
 @dataclasses.dataclass
@@ -193,10 +168,6 @@ class DataConfig:
     # A shard that fails its checksum or decoding mid-run: stop the run naming it, or skip it and log it
     # (training.bad_shards).
     on_bad_shard: OnBadShard = "fail"
-
-
-def _seed(*parts) -> int:
-    return int.from_bytes(hashlib.sha256("/".join(map(str, parts)).encode()).digest()[:8], "little")
 
 
 @dataclasses.dataclass
@@ -274,44 +245,15 @@ class MixedShardStream(IterableDataset):
         skip = self.position.draws(worker, workers, cfg.loader.batch_size)  # draws this worker made
         phase = (cfg.stream.seed, self.position.phase, self.position.salt)
         base = (*phase, self.rank, worker)
-        mix_rng = random.Random(_seed(*base, "mix"))
+        mix_rng = random.Random(seed_of(*base, "mix"))
         taken = sampling.skip_draws(list(self.shards), self.probabilities, mix_rng, skip)
         place = WorkerPlace(self.rank, self.world, worker, workers)
         reader = ShardReader(cfg.on_bad_shard, {url: row for rows in self.shards.values() for url, row in rows.items()})
         streams = {name: source_stream({url: row.samples for url, row in rows.items()}, place, cfg.stream,
-                                       _seed(*base, name), start=taken[name], order_seed=_seed(*phase, "order"),
+                                       seed_of(*base, name), start=taken[name], order_seed=seed_of(*phase, "order"),
                                        reader=reader)
                    for name, rows in self.shards.items()}
-        draws = enumerate(sampling.draw_samples(streams, self.probabilities, mix_rng), start=skip)
-        return _batches(draws, cfg, _seed(*base, "augment"), reader)
-
-
-def _batches(draws: Iterator[tuple[int, tuple[str, dict | str]]], config: DataConfig, augment_seed: int,
-             reader: ShardReader) -> Iterator[dict]:
-    """Collated batches of decoded, augmented samples from ``(draw index, (source, raw sample))``.
-
-    Draw ``i`` augments with generator ``(augment_seed, i)``. A draw that delivers no sample (:data:`SKIPPED`,
-    or a sample that does not decode, under ``skip``) is counted in the batch's ``skipped`` and the batch takes
-    the next draw; ``bad_shards`` lists the skips noted meanwhile. Under ``fail`` a bad shard ends the stream
-    with ``{"bad_shard": ShardError}`` in place of a batch (an exception would cross the DataLoader as text)."""
-    batch, skipped = [], 0
-    while True:
-        try:
-            index, (_, members) = next(draws)
-            if members is SKIPPED:
-                skipped += 1
-                continue
-            try:
-                batch.append(train_transform(members, config, np.random.default_rng((augment_seed, index))))
-            except ShardError as error:
-                reader.bad(error, 1)  # fail: raises
-                skipped += 1
-        except ShardError as error:
-            yield {"bad_shard": error}
-            return
-        if len(batch) == config.loader.batch_size:
-            yield {**collate(batch), "skipped": skipped, "bad_shards": reader.take()}
-            batch, skipped = [], 0
+        return iter(batch_pipeline(cfg, streams, self.probabilities, mix_rng, skip, seed_of(*base, "augment"), reader))
 
 
 def make_loader(config: DataConfig, rank: int = 0, world: int = 1, sources: Sequence[str] | None = None,
@@ -333,17 +275,6 @@ def make_loader(config: DataConfig, rank: int = 0, world: int = 1, sources: Sequ
     return iter(loader)
 
 
-def _validation_samples(rows: Mapping[str, ShardInfo], reader: ShardReader) -> Iterator[dict]:
-    """Raw samples of the shards in order; a bad shard goes to ``reader.bad`` (``skip``: the rest of it is left)."""
-    for url, row in rows.items():
-        read = 0
-        try:
-            for read, sample in enumerate(reader.members(url, row.samples), start=1):
-                yield sample
-        except ShardError as error:
-            reader.bad(error, max(0, row.samples - read))
-
-
 def validation_batches(config: DataConfig, source: str, split: str, rank: int, world: int,
                        max_samples: int | None = None, reader: ShardReader | None = None) -> Iterator[dict]:
     """Deterministic batches of one source's ``split`` for one rank (centred crop, no flip, no jitter).
@@ -356,17 +287,14 @@ def validation_batches(config: DataConfig, source: str, split: str, rank: int, w
     rows = source_manifests(dataclasses.replace(config.shards, sources=[source], split=split))[source]
     reader = reader or ShardReader(config.on_bad_shard)
     reader.rows.update(rows)
-    mine = sampling.split_samples(itertools.islice(_validation_samples(rows, reader), max_samples), rank, world)
-    batch: list[dict] = []
-    for members in mine:
-        try:
-            sample = train_transform(members, config, None)
-        except ShardError as error:
-            reader.bad(error, 1)
-            continue
-        batch.append(sample)
-        if len(batch) == config.loader.batch_size:
-            yield collate(batch)
-            batch = []
-    if batch:
-        yield collate(batch)
+    task = task_for_target(config.target)
+    yield from Pipeline(
+        ("shards", partial(stages.in_order, rows, reader, source)),
+        ("first max_samples", lambda draws: itertools.islice(draws, max_samples)),
+        ("split by node", partial(sampling.split_samples, slot=rank, slots=world)),
+        ("decode", partial(stages.decode, reader=reader)),
+        ("geometric", stages.each(task.geometric, task.geometric_config(config))),
+        ("photometric", stages.each(stages.photometric, config.photometric)),  # none: validation draws no rng
+        ("tensors", stages.each(task.tensors, config.normalize)),
+        ("batch", partial(stages.validation_batches, size=config.loader.batch_size)),
+    )
