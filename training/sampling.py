@@ -146,7 +146,8 @@ def draw_source(names: Sequence[str], probabilities: Sequence[float], rng: rando
 
 
 def skip_draws(names: Sequence[str], probabilities: Sequence[float], rng: random.Random, count: int) -> dict[str, int]:
-    """Replay ``count`` draws of :func:`draw_samples` without data: how many samples each source gave (``rng`` advances)."""
+    """Replay ``count`` draws of :func:`draw_samples` without data: how many samples each source gave (``rng``
+    advances)."""
     taken = dict.fromkeys(names, 0)
     for _ in range(count):
         taken[draw_source(names, probabilities, rng)] += 1

@@ -5,7 +5,7 @@ and ``dpt compare`` ask the task instead of branching on its name. No Ray here.
 |---|---|
 | its config section (the keys under ``task:``) | ``Config``, a subclass of :class:`TaskConfig` picked by ``task.kind`` |
 | the shard members it reads, the batch members it makes | ``target`` (what ``data.target`` must say), ``shard_members``, ``batch_members`` |
-| its augmentation | the data path's ``geometric`` stage (``geometric_config(data)`` picks its config) and ``tensors`` stage (``training.data``); ``transform`` runs a sample through them |
+| its augmentation | the data path's stages ``geometric`` (config: ``geometric_config(data)``) and ``tensors`` |
 | the model head it trains | ``head`` (``DPTConfig.head``; ``training.tasks.task_for_head`` maps back) |
 | its loss | ``predict(model, image)``, then ``task(model, batch, prediction) -> (loss, logs)`` |
 | its validation metrics, as named sums | ``validation_sums`` -> ``{name: float64 tensor}`` (added up across ranks by name), ``validation_metrics`` |
