@@ -26,7 +26,8 @@ from pipeline.demo import demo_samples
 from pipeline.manifest import write_manifest
 from pipeline.shards import ShardWriter, shard_dir, shard_url
 from training import augment
-from training.data import DataConfig, LoaderConfig, ShardsConfig, StreamConfig, collate, make_loader
+from training.data import DataConfig, LoaderConfig, ShardsConfig, StreamConfig, make_loader
+from training.stages import collate
 
 
 def write_corpus(root: str, count: int, per_shard: int = 16) -> str:
@@ -82,7 +83,8 @@ def rate(batches, count: int, batch_size: int) -> float:
 
 def step_rate(model_name: str, device: str, size: int, batch_size: int, steps: int = 3) -> float:
     """Samples/s that training steps of ``model_name`` consume (forward, SSI loss, backward, Adam)."""
-    from training.loop import OptimConfig, build_optimizer, build_scheduler, train_step
+    from training.optim import OptimConfig, build_optimizer, build_scheduler
+    from training.step import train_step
     from training.model import build_model
     from training.tasks.relative_depth import RelativeDepthTask
 

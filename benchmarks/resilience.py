@@ -57,7 +57,8 @@ def child_train(uri: str, steps: int, spill_dir: str) -> float:
     from mlflow import MlflowClient
 
     from training import tracking
-    from training.loop import OptimConfig, build_optimizer, build_scheduler, train_step
+    from training.optim import OptimConfig, build_optimizer, build_scheduler
+    from training.step import train_step
     from training.model import build_model
     from training.tasks.relative_depth import RelativeDepthTask
 

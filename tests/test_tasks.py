@@ -18,7 +18,7 @@ from pipeline.shards import IGNORE_LABEL, Sample
 from tests.helpers.training_corpus import TinyDepthNet
 from training.config import TrainConfig
 from training.data import DataConfig, ShardsConfig
-from training.loop import sum_across_ranks
+from training.step import sum_across_ranks
 from training.tasks import TASKS, create_task, get_task, task_for_head, task_for_target
 from training.tasks.relative_depth import RelativeDepthConfig, RelativeDepthTask
 from training.tasks.segmentation import SegmentationConfig, SegmentationTask, palette

@@ -22,9 +22,9 @@ from tests.test_train_resume import STEPS, _config, _run
 from training import augment
 from training.bad_shards import ShardReader, Skip, skipped_shard_tag, warning_line
 from training.config import TrainConfig
+from training.curriculum import PhaseData
 from training.data import (DataConfig, DataPosition, LoaderConfig, ShardsConfig, StreamConfig, make_loader,
                            validation_batches)
-from training.resume import PhaseData
 from training.train import fit
 
 

@@ -11,8 +11,9 @@ import torch
 from tests.helpers.training_corpus import write_source
 from training import augment
 from training.data import DataConfig, LoaderConfig, ShardsConfig, StreamConfig, make_loader, validation_batches
-from training.loop import OptimConfig, build_optimizer, build_scheduler, train_step
 from training.model import build_model
+from training.optim import OptimConfig, build_optimizer, build_scheduler
+from training.step import train_step
 from training.tasks.relative_depth import LossConfig, RelativeDepthConfig, RelativeDepthTask
 
 

@@ -8,8 +8,10 @@ import torch
 
 from pipeline.demo import render_scene
 from tests.helpers.training_corpus import TinyDepthNet
-from training.loop import OptimConfig, build_optimizer, build_scheduler, load_state, lr_factor, save_state, train_step
+from training.optim import OptimConfig, build_optimizer, build_scheduler, lr_factor
+from training.step import train_step
 from training.tasks.relative_depth import LossConfig, RelativeDepthConfig, RelativeDepthTask
+from training.train_state import load_train_state, save_train_state
 
 
 def _batch(n=4, size=24, sources=("a", "b")):
@@ -66,11 +68,11 @@ def test_checkpoint_state_resumes_exactly(tmp_path):
     model, optimizer, scheduler = fresh()
     for _ in range(2):
         train_step(model, task, optimizer, scheduler, batch, config)
-    save_state(str(tmp_path), model, optimizer, scheduler, {"step": 2})
+    save_train_state(str(tmp_path), model, optimizer, scheduler, {"step": 2})
     straight = [train_step(model, task, optimizer, scheduler, batch, config)["loss/loss"] for _ in range(2)]
 
     model, optimizer, scheduler = fresh()
-    assert load_state(str(tmp_path), model, optimizer, scheduler) == {"step": 2}
+    assert load_train_state(str(tmp_path), model, optimizer, scheduler) == {"step": 2}
     resumed = [train_step(model, task, optimizer, scheduler, batch, config)["loss/loss"] for _ in range(2)]
     assert resumed == straight
 

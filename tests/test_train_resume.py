@@ -14,10 +14,12 @@ import torch
 from pipeline.config import from_dict
 from tests.helpers.training_corpus import TinyDepthNet, write_source
 from training.config import TrainConfig
+from training.curriculum import EXACT, data_phases, start_position, stream_layout
 from training.data import DataPosition, ShardsConfig, StreamConfig, source_counts, source_stream
-from training.loop import build_optimizer, build_scheduler, load_state, save_state, train_step
-from training.resume import EXACT, data_phases, start_position, stream_layout
+from training.optim import build_optimizer, build_scheduler
+from training.step import train_step
 from training.tasks import create_task
+from training.train_state import load_train_state, save_train_state
 
 STEPS = 12
 
@@ -57,7 +59,7 @@ def _run(config: TrainConfig, directory: str, rank: int = 0, world: int = 1, unt
     scheduler = build_scheduler(optimizer, config.optim, config.schedule.steps)
     step, saved = 0, None
     if resume:
-        meta = load_state(directory, model, optimizer, scheduler)
+        meta = load_train_state(directory, model, optimizer, scheduler)
         step, saved = meta["step"], meta.get("data_position")
     position, how = start_position(config, world, step, saved)
     task, records = create_task(config.task, config.data.shards.sources), {}
@@ -68,7 +70,7 @@ def _run(config: TrainConfig, directory: str, rank: int = 0, world: int = 1, unt
             step += 1
             records[step] = (tuple(batch["key"]), _digest(batch), loss)
         if step == until:
-            save_state(directory, model, optimizer, scheduler,
+            save_train_state(directory, model, optimizer, scheduler,
                        {"step": step, "data_position": phase.position.to_dict()})
             break
     return records, how

@@ -17,9 +17,10 @@ from pipeline.manifest import write_manifest, write_rejects
 from pipeline.shards import IGNORE_LABEL, Sample, ShardWriter, shard_dir, shard_url
 from training.config import TrainConfig
 from training.data import make_loader, validation_batches
-from training.loop import build_optimizer, build_scheduler, lr_factor, train_step
 from training.model import build_model
+from training.optim import build_optimizer, build_scheduler, lr_factor
 from training.seg_augment import SegmentationAugmentConfig, augment_segmentation
+from training.step import train_step
 from training.tasks.segmentation import SegmentationTask
 
 ROOT = Path(__file__).resolve().parents[1]

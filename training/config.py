@@ -12,7 +12,7 @@ import dataclasses
 from typing import Any, Literal
 
 from training.data import DataConfig
-from training.loop import OptimConfig
+from training.optim import OptimConfig
 from training.tasks import TaskConfig, get_task
 
 
@@ -55,8 +55,9 @@ class ScheduleConfig:
 
 
 @dataclasses.dataclass
-class ScalingConfig:
-    """Ray Train workers (one DDP rank each): GPUs or CPUs per worker; SPREAD places them on different nodes."""
+class WorkersConfig:
+    """``scaling:``, the Ray Train workers (one DDP rank each; ``training.train`` builds ``ray.train.ScalingConfig``
+    from it): GPUs or CPUs per worker; SPREAD places them on different nodes."""
 
     workers: int = 1
     gpu: bool = False
@@ -94,8 +95,9 @@ class TrackingConfig:
 
 
 @dataclasses.dataclass
-class RunConfig:
-    """max_failures: worker failures to recover from by restarting from the last checkpoint;
+class LaunchConfig:
+    """``run:``, how the run is launched and relaunched (``training.train`` builds ``ray.train.RunConfig`` from it
+    and ``storage``). max_failures: worker failures to recover from by restarting from the last checkpoint;
     resume_from: a checkpoint directory to start from (a new run's storage); forward_env: environment
     variables copied to the Ray workers when this process starts Ray (credentials only if you list them)."""
 
@@ -114,10 +116,10 @@ class TrainConfig:
     optim: OptimConfig = dataclasses.field(default_factory=OptimConfig)
     curriculum: list[PhaseConfig] = dataclasses.field(default_factory=list)
     schedule: ScheduleConfig = dataclasses.field(default_factory=ScheduleConfig)
-    scaling: ScalingConfig = dataclasses.field(default_factory=ScalingConfig)
+    scaling: WorkersConfig = dataclasses.field(default_factory=WorkersConfig)
     storage: StorageConfig = dataclasses.field(default_factory=StorageConfig)
     tracking: TrackingConfig = dataclasses.field(default_factory=TrackingConfig)
-    run: RunConfig = dataclasses.field(default_factory=RunConfig)
+    run: LaunchConfig = dataclasses.field(default_factory=LaunchConfig)
 
     def __post_init__(self):
         known = set(self.data.shards.sources)

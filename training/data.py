@@ -1,4 +1,20 @@
-"""The training data path: shards -> split by node/worker -> shuffle -> decode -> augment -> mix -> batch.
+"""The training data path, as named stages in order (``training.stages``; each stage takes its own config):
+
+    one source's stream (source_stream), per source:
+        shards                the epoch's shard order from the manifest, the same on every rank and worker
+        split by node/worker  this slot's shards, or every n-th sample with fewer shards than slots
+        shuffle               the epoch's sample order (a shuffle buffer over indices, known before a byte is read)
+        read                  the samples in that order, shards checked against their manifest rows as they stream
+    a loader worker's batches (batch_pipeline):
+        sample sources        each draw picks a source by data.weights and takes its next sample
+        decode                bytes -> pipeline.shards.Sample, checked against the shard contract
+        geometric             the task's joint augmentation of image and target (training.augment.geometric:
+                              resize, crop, flip of image, disparity and mask; training.seg_augment for labels)
+        photometric           colour jitter of the image only (data.photometric)
+        tensors               the task's batch tensors: normalised image (data.normalize), targets
+        batch                 data.loader.batch_size samples collated
+    validation (validation_batches): shards in manifest order -> first max_samples -> split by node -> decode
+    -> geometric (centred, no flip) -> photometric (none) -> tensors -> batch.
 
 Shards (WebDataset tars) are streamed by ``pipeline.shards.iter_shard_members`` from the directories that the
 manifests name (``<prefix>/<source>/<split>/``, local or ``s3://``; s3 through boto3 via ``pipeline.storage``).
@@ -7,36 +23,37 @@ as it streams by, and every sample is decoded and checked against the shard cont
 ``pipeline.shards.decode_sample``; a bad shard is handled by ``data.on_bad_shard`` (``training.bad_shards``).
 Streams are endless: each source restarts with a new shard order when it runs out, so a run is a number of
 *steps*, every rank runs exactly the same number of them, and uneven shard counts cannot hang DDP. Within one
-pass over a source no two slots (rank x loader worker) read the same sample (see ``training.mixing``). A rank's
+pass over a source no two slots (rank x loader worker) read the same sample (see ``training.sampling``). A rank's
 stream is a deterministic function of the seeds, the curriculum phase, the rank and the loader worker, and
 continues exactly after a given number of consumed batches (``DataPosition``, saved in checkpoints;
-``training.resume``).
+``training.curriculum``).
 
 A batch is a dict: ``image`` float ``[B, 3, S, S]`` normalised, ``disparity`` float ``[B, 1, S, S]``
 (inverse depth up to scale and shift), ``mask`` bool ``[B, 1, S, S]``, ``source`` and ``key``: lists of str.
-The task that reads ``data.target`` decodes and augments each sample (``Task.transform``, training.tasks):
-with ``target: segmentation`` the shards' ``seg.png`` replaces the depth target: ``labels`` int64 ``[B, S, S]``
-(255 = ignore), augmented by ``training.seg_augment`` (random rescale, crop, flip).
+The task that reads ``data.target`` brings the geometric and tensors stages (``Task.geometric``,
+``Task.tensors``, training.tasks): with ``target: segmentation`` the shards' ``seg.png`` replaces the depth
+target: ``labels`` int64 ``[B, S, S]`` (255 = ignore), augmented by ``training.seg_augment`` (random rescale,
+crop, flip).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import itertools
 import random
 from collections.abc import Iterator, Mapping, Sequence
+from functools import partial
 from typing import Literal
 
-import numpy as np
-import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from pipeline.manifest import read_manifest
-from pipeline.shards import ShardError, ShardInfo, decode_sample, shard_dir
-from training import augment, mixing
-from training.bad_shards import SKIPPED, OnBadShard, ShardReader
+from pipeline.shards import ShardInfo, shard_dir
+from training import augment, sampling, stages
+from training.bad_shards import OnBadShard, ShardReader
+from training.sampling import WorkerPlace
 from training.seg_augment import SegmentationAugmentConfig
+from training.stages import Pipeline, seed_of
 from training.tasks import task_for_target
 
 
@@ -93,37 +110,10 @@ def source_counts(config: ShardsConfig) -> dict[str, dict[str, int]]:
             for source, rows in source_manifests(config).items()}
 
 
-def _slot_samples(shards: Sequence[tuple[str, int]], slot: int, slots: int, wanted,
-                  reader: ShardReader) -> Iterator[tuple[int, dict | str]]:
-    """``(epoch index, raw sample)`` of the samples a slot keeps from ``shards`` (``(url, manifest count)`` in
-    epoch order; every ``slots``-th raw sample from ``slot``) whose epoch index ``wanted`` accepts.
-
-    A shard holding no wanted sample is not opened; unwanted samples of an opened shard are dropped as bytes,
-    before any decode. A bad shard goes to ``reader.bad`` (``fail``: it raises); under ``skip`` each wanted
-    sample the shard did not give is :data:`SKIPPED` in its place, so every later index stays where it was."""
-    offset = 0
-    for url, count in shards:
-        first, last = mixing.kept_before(offset, slot, slots), mixing.kept_before(offset + count, slot, slots)
-        if any(wanted(i) for i in range(first, last)):
-            read = 0
-            try:
-                for read, sample in enumerate(reader.members(url, count), start=1):
-                    raw = offset + read - 1
-                    if raw % slots == slot and wanted(raw // slots):
-                        yield raw // slots, sample
-            except ShardError as error:
-                lost = [raw // slots for raw in range(offset + read, offset + count)
-                        if raw % slots == slot and wanted(raw // slots)]
-                reader.bad(error, len(lost))
-                for index in lost:
-                    yield index, SKIPPED
-        offset += count
-
-
-def source_stream(shards: Mapping[str, int], slot: tuple[int, int, int, int], stream: StreamConfig, seed: int,
+def source_stream(shards: Mapping[str, int], place: WorkerPlace, stream: StreamConfig, seed: int,
                   epochs: int | None = None, start: int = 0, order_seed: int | None = None,
                   reader: ShardReader | None = None) -> Iterator[dict | str]:
-    """Raw samples of one source for one slot ``(rank, world, worker, workers)``; endless unless ``epochs``.
+    """Raw samples of one source for the slot at ``place`` (a ``WorkerPlace``); endless unless ``epochs``.
 
     ``shards``: ``{url: samples}`` (the manifest). Epoch ``e`` deals the shards in ``epoch_order(order_seed, e)``
     (``order_seed`` defaults to ``stream.seed``; it must be the same on every slot) and streams the slot's
@@ -135,43 +125,29 @@ def source_stream(shards: Mapping[str, int], slot: tuple[int, int, int, int], st
     under ``skip`` a sample a bad shard did not give is :data:`SKIPPED`, which counts as delivered.
     """
     reader = reader or ShardReader()
-    rank, world, worker, workers = slot
     order_seed = stream.seed if order_seed is None else order_seed
-    epoch = 0
-    while epochs is None or epoch < epochs:
-        shard_order = mixing.epoch_order(list(shards), order_seed, epoch)
-        mine, split = mixing.slot_shards(shard_order, rank, world, worker, workers)
-        keep = (rank * workers + worker, world * workers) if split else (0, 1)
-        length = mixing.kept_before(sum(shards[url] for url in mine), *keep)
-        if length == 0:
-            raise ValueError(f"shards {list(shards)[:3]}...: no sample for slot {rank * workers + worker}")
-        if start >= length:  # an epoch this stream already delivered: nothing to read
-            start -= length
-            epoch += 1
-            continue
-        order = list(mixing.shuffle(range(length), stream.shuffle, random.Random(_seed(seed, epoch))))
-        position = [0] * length
-        for index, item in enumerate(order):
-            position[item] = index
-        skip = start
-        indexed = _slot_samples([(url, shards[url]) for url in mine], *keep, lambda i: position[i] >= skip, reader)
-        yield from mixing.reorder(indexed, order, start)
-        start = 0
-        epoch += 1
+    yield from Pipeline(
+        ("shards", partial(stages.epoch_shards, shards, order_seed, epochs)),
+        ("split by node/worker", partial(stages.split_by_node_and_worker, place=WorkerPlace(*place))),
+        ("shuffle", partial(stages.shuffle, buffer=stream.shuffle, seed=seed, start=start)),
+        ("read", partial(stages.read, reader=reader)),
+    )
 
 
-def train_transform(members: dict, config: DataConfig, rng: np.random.Generator | None) -> dict:
-    """Decode one raw sample and apply the augmentation of the task that reads ``data.target`` (its
-    ``transform``: ``training.augment`` for disparity, ``training.seg_augment`` for label maps) -> tensors of one
-    sample. ``rng=None``: validation (centred, no flip, no jitter)."""
-    return task_for_target(config.target).transform(decode_sample(members), config, rng)
-
-
-def collate(samples: list[dict]) -> dict:
-    out = {name: torch.stack([s[name] for s in samples]) for name in ("image", "disparity", "mask", "labels")
-           if name in samples[0]}
-    out.update(source=[s["source"] for s in samples], key=[s["key"] for s in samples])
-    return out
+def batch_pipeline(data: DataConfig, streams: Mapping[str, Iterator], probabilities: Sequence[float],
+                   rng: random.Random, first: int, augment_seed: int, reader: ShardReader) -> Pipeline:
+    """A loader worker's batches from its source streams (:func:`source_stream`), stage by stage: ``rng`` draws
+    the sources (draws counted from ``first``), draw ``i`` augments with generator ``(augment_seed, i)``; the
+    task that reads ``data.target`` brings its geometric augmentation and its tensors."""
+    task = task_for_target(data.target)
+    return Pipeline(
+        ("sample sources", partial(stages.draws, streams, probabilities, rng, first, augment_seed)),
+        ("decode", partial(stages.decode, reader=reader)),
+        ("geometric", stages.each(task.geometric, task.geometric_config(data))),
+        ("photometric", stages.each(stages.photometric, data.photometric)),
+        ("tensors", stages.each(task.tensors, data.normalize)),
+        ("batch", partial(stages.batches, size=data.loader.batch_size, reader=reader)),
+    )
 
 
 @dataclasses.dataclass
@@ -194,17 +170,13 @@ class DataConfig:
     on_bad_shard: OnBadShard = "fail"
 
 
-def _seed(*parts) -> int:
-    return int.from_bytes(hashlib.sha256("/".join(map(str, parts)).encode()).digest()[:8], "little")
-
-
 @dataclasses.dataclass
 class DataPosition:
     """Where one rank's training stream stands; each checkpoint's ``meta.json`` holds it as ``data_position``.
 
     phase: the curriculum phase (index into ``training.config.phases``) the stream belongs to; salt: 0, or the
     step at which the stream was started afresh because the saved one could not continue (see
-    ``training.resume``); batches: how many batches the training step has taken from this stream, which is
+    ``training.curriculum``); batches: how many batches the training step has taken from this stream, which is
     all a rank's position is: with a DataLoader's round-robin over its workers it says how many batches each
     worker delivered (prefetched ones never count); layout: what else the stream is a function of (world size,
     loader workers, batch size, seed, sources, weights), so that a resume can tell whether it may continue;
@@ -248,7 +220,7 @@ class MixedShardStream(IterableDataset):
 
     The stream is a deterministic function of the seeds, the phase of ``position``, the rank and the worker;
     ``position.batches`` (the batches already consumed) makes each worker fast-forward past what it delivered:
-    it replays its source draws without data (``mixing.skip_draws``), each source stream skips the samples
+    it replays its source draws without data (``sampling.skip_draws``), each source stream skips the samples
     it gave (``source_stream(start=...)``), and augmentation draws come from a generator per sample index, so
     none has to be replayed; draws that a bad shard left empty (``data.on_bad_shard: skip``) are counted per
     worker in ``position.skipped`` and replayed the same way. Exact continuation this way needs no data-loader
@@ -261,7 +233,7 @@ class MixedShardStream(IterableDataset):
         """``shards``: ``{source: {url: manifest row}}`` (:func:`source_manifests`)."""
         self.config, self.shards, self.rank, self.world = config, shards, rank, world
         self.position = position or DataPosition()
-        self.probabilities = mixing.source_weights(list(shards), config.weights)
+        self.probabilities = sampling.source_weights(list(shards), config.weights)
 
     def __iter__(self) -> Iterator[dict]:
         info = get_worker_info()
@@ -273,51 +245,22 @@ class MixedShardStream(IterableDataset):
         skip = self.position.draws(worker, workers, cfg.loader.batch_size)  # draws this worker made
         phase = (cfg.stream.seed, self.position.phase, self.position.salt)
         base = (*phase, self.rank, worker)
-        mix_rng = random.Random(_seed(*base, "mix"))
-        taken = mixing.skip_draws(list(self.shards), self.probabilities, mix_rng, skip)
-        slot = (self.rank, self.world, worker, workers)
+        mix_rng = random.Random(seed_of(*base, "mix"))
+        taken = sampling.skip_draws(list(self.shards), self.probabilities, mix_rng, skip)
+        place = WorkerPlace(self.rank, self.world, worker, workers)
         reader = ShardReader(cfg.on_bad_shard, {url: row for rows in self.shards.values() for url, row in rows.items()})
-        streams = {name: source_stream({url: row.samples for url, row in rows.items()}, slot, cfg.stream,
-                                       _seed(*base, name), start=taken[name], order_seed=_seed(*phase, "order"),
+        streams = {name: source_stream({url: row.samples for url, row in rows.items()}, place, cfg.stream,
+                                       seed_of(*base, name), start=taken[name], order_seed=seed_of(*phase, "order"),
                                        reader=reader)
                    for name, rows in self.shards.items()}
-        draws = enumerate(mixing.mix(streams, self.probabilities, mix_rng), start=skip)
-        return _batches(draws, cfg, _seed(*base, "augment"), reader)
-
-
-def _batches(draws: Iterator[tuple[int, tuple[str, dict | str]]], config: DataConfig, augment_seed: int,
-             reader: ShardReader) -> Iterator[dict]:
-    """Collated batches of decoded, augmented samples from ``(draw index, (source, raw sample))``.
-
-    Draw ``i`` augments with generator ``(augment_seed, i)``. A draw that delivers no sample (:data:`SKIPPED`,
-    or a sample that does not decode, under ``skip``) is counted in the batch's ``skipped`` and the batch takes
-    the next draw; ``bad_shards`` lists the skips noted meanwhile. Under ``fail`` a bad shard ends the stream
-    with ``{"bad_shard": ShardError}`` in place of a batch (an exception would cross the DataLoader as text)."""
-    batch, skipped = [], 0
-    while True:
-        try:
-            index, (_, members) = next(draws)
-            if members is SKIPPED:
-                skipped += 1
-                continue
-            try:
-                batch.append(train_transform(members, config, np.random.default_rng((augment_seed, index))))
-            except ShardError as error:
-                reader.bad(error, 1)  # fail: raises
-                skipped += 1
-        except ShardError as error:
-            yield {"bad_shard": error}
-            return
-        if len(batch) == config.loader.batch_size:
-            yield {**collate(batch), "skipped": skipped, "bad_shards": reader.take()}
-            batch, skipped = [], 0
+        return iter(batch_pipeline(cfg, streams, self.probabilities, mix_rng, skip, seed_of(*base, "augment"), reader))
 
 
 def make_loader(config: DataConfig, rank: int = 0, world: int = 1, sources: Sequence[str] | None = None,
                 position: DataPosition | None = None) -> Iterator[dict]:
     """An endless iterator of batches for one rank; ``sources`` restricts to a subset (curriculum);
     ``position``: continue a stream after the batches it says were consumed (default: a fresh phase 0)."""
-    mixing.source_weights(config.shards.sources, config.weights)  # names a typo before anything streams
+    sampling.source_weights(config.shards.sources, config.weights)  # names a typo before anything streams
     shards = source_manifests(config.shards)
     if sources is not None:
         missing = sorted(set(sources) - set(shards))
@@ -332,17 +275,6 @@ def make_loader(config: DataConfig, rank: int = 0, world: int = 1, sources: Sequ
     return iter(loader)
 
 
-def _validation_samples(rows: Mapping[str, ShardInfo], reader: ShardReader) -> Iterator[dict]:
-    """Raw samples of the shards in order; a bad shard goes to ``reader.bad`` (``skip``: the rest of it is left)."""
-    for url, row in rows.items():
-        read = 0
-        try:
-            for read, sample in enumerate(reader.members(url, row.samples), start=1):
-                yield sample
-        except ShardError as error:
-            reader.bad(error, max(0, row.samples - read))
-
-
 def validation_batches(config: DataConfig, source: str, split: str, rank: int, world: int,
                        max_samples: int | None = None, reader: ShardReader | None = None) -> Iterator[dict]:
     """Deterministic batches of one source's ``split`` for one rank (centred crop, no flip, no jitter).
@@ -355,17 +287,14 @@ def validation_batches(config: DataConfig, source: str, split: str, rank: int, w
     rows = source_manifests(dataclasses.replace(config.shards, sources=[source], split=split))[source]
     reader = reader or ShardReader(config.on_bad_shard)
     reader.rows.update(rows)
-    mine = mixing.split_samples(itertools.islice(_validation_samples(rows, reader), max_samples), rank, world)
-    batch: list[dict] = []
-    for members in mine:
-        try:
-            sample = train_transform(members, config, None)
-        except ShardError as error:
-            reader.bad(error, 1)
-            continue
-        batch.append(sample)
-        if len(batch) == config.loader.batch_size:
-            yield collate(batch)
-            batch = []
-    if batch:
-        yield collate(batch)
+    task = task_for_target(config.target)
+    yield from Pipeline(
+        ("shards", partial(stages.in_order, rows, reader, source)),
+        ("first max_samples", lambda draws: itertools.islice(draws, max_samples)),
+        ("split by node", partial(sampling.split_samples, slot=rank, slots=world)),
+        ("decode", partial(stages.decode, reader=reader)),
+        ("geometric", stages.each(task.geometric, task.geometric_config(config))),
+        ("photometric", stages.each(stages.photometric, config.photometric)),  # none: validation draws no rng
+        ("tensors", stages.each(task.tensors, config.normalize)),
+        ("batch", partial(stages.validation_batches, size=config.loader.batch_size)),
+    )

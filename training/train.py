@@ -38,11 +38,12 @@ from pipeline.tracking import local_store_dir, tracking_uri
 from training import tracking
 from training.bad_shards import BadShard, DataNews, ShardReader, SkipAccount, fatal_line, share
 from training.config import TrainConfig
+from training.curriculum import data_phases, start_position
 from training.data import validation_batches
-from training.loop import (StepTimer, build_optimizer, build_scheduler, load_state, save_state, sum_across_ranks,
-                           to_device, train_step)
-from training.resume import data_phases, start_position
+from training.optim import build_optimizer, build_scheduler
+from training.step import StepTimer, sum_across_ranks, to_device, train_step
 from training.tasks import Task, create_task
+from training.train_state import load_train_state, save_train_state
 
 
 def build(config: TrainConfig) -> torch.nn.Module:
@@ -99,7 +100,7 @@ def _report(step: int, metrics: dict, model, optimizer, scheduler, meta: dict, r
         ray.train.report(metrics)
         return
     with tempfile.TemporaryDirectory(prefix="dpt-ckpt-") as directory:
-        save_state(directory, model, optimizer, scheduler, {**meta, "step": step})
+        save_train_state(directory, model, optimizer, scheduler, {**meta, "step": step})
         ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(directory))
 
 
@@ -114,7 +115,7 @@ def _restore(config: TrainConfig, model, optimizer, scheduler) -> tuple[int, dic
     if checkpoint is None:
         return 0, {}
     with checkpoint.as_directory() as directory:
-        meta = load_state(directory, model, optimizer, scheduler)
+        meta = load_train_state(directory, model, optimizer, scheduler)
     if "step" not in meta:
         raise ValueError(f"checkpoint {checkpoint.path}: meta.json has no 'step' (keys: {sorted(meta)})")
     return int(meta["step"]), meta

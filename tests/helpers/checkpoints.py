@@ -1,6 +1,6 @@
 """Checkpoints as the user gets them.
 
-``train_checkpoint`` writes a checkpoint directory with the code `dpt train` uses (``training.loop.save_state``:
+``train_checkpoint`` writes a checkpoint directory with the code `dpt train` uses (``training.train_state.save_train_state``:
 model.safetensors, train_state.pt, meta.json) at the path Ray Train gives it.
 """
 
@@ -16,7 +16,7 @@ def train_checkpoint(root: str, model=None) -> str:
     import torch
 
     from pipeline import storage
-    from training.loop import save_state
+    from training.train_state import save_train_state
     from training.model import build_model
 
     model = model if model is not None else build_model("dpt_tiny")
@@ -24,7 +24,7 @@ def train_checkpoint(root: str, model=None) -> str:
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
     directory = storage.join(root, "dpt", "TorchTrainer_0", "checkpoint_000002")
     with tempfile.TemporaryDirectory() as local:
-        save_state(local, model, optimizer, scheduler, {"step": 2, "model": "dpt_tiny"})
+        save_train_state(local, model, optimizer, scheduler, {"step": 2, "model": "dpt_tiny"})
         for name in sorted(os.listdir(local)):
             storage.write_bytes(storage.join(directory, name), Path(local, name).read_bytes())
     return directory

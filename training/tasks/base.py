@@ -5,7 +5,7 @@ and ``dpt compare`` ask the task instead of branching on its name. No Ray here.
 |---|---|
 | its config section (the keys under ``task:``) | ``Config``, a subclass of :class:`TaskConfig` picked by ``task.kind`` |
 | the shard members it reads, the batch members it makes | ``target`` (what ``data.target`` must say), ``shard_members``, ``batch_members`` |
-| its augmentation | ``transform(sample, data, rng)``: one decoded shard sample -> one sample's tensors |
+| its augmentation | the data path's stages ``geometric`` (config: ``geometric_config(data)``) and ``tensors`` |
 | the model head it trains | ``head`` (``DPTConfig.head``; ``training.tasks.task_for_head`` maps back) |
 | its loss | ``predict(model, image)``, then ``task(model, batch, prediction) -> (loss, logs)`` |
 | its validation metrics, as named sums | ``validation_sums`` -> ``{name: float64 tensor}`` (added up across ranks by name), ``validation_metrics`` |
@@ -25,7 +25,8 @@ from typing import ClassVar
 import numpy as np
 import torch
 
-from training.loop import to_device, unwrap
+from training.stages import photometric
+from training.step import to_device, unwrap
 
 
 @dataclasses.dataclass
@@ -65,11 +66,32 @@ class Task:
     # -- the data path ---------------------------------------------------------------------------------------
 
     @staticmethod
-    def transform(sample, data, rng: np.random.Generator | None) -> dict:
-        """A decoded shard sample (``pipeline.shards.Sample``) -> one sample's tensors: ``image [3, S, S]``, the
-        ``batch_members``, ``source`` and ``key``. ``data``: the ``DataConfig``; ``rng=None``: validation
-        (deterministic)."""
+    def geometric_config(data):
+        """The section of the ``DataConfig`` ``data`` that the task's :meth:`geometric` stage takes."""
         raise NotImplementedError
+
+    @staticmethod
+    def geometric(sample, config, rng: np.random.Generator | None) -> dict:
+        """Stage "geometric": a decoded shard sample (``pipeline.shards.Sample``) -> its fields, the image
+        ``[3, S, S]`` in [0, 1] and the task's targets augmented together, ``frame`` bool ``[S, S]`` (where the
+        image has content), ``source`` and ``key``. A sample without the members the task reads raises
+        ``ValueError`` naming them. ``rng=None``: validation (deterministic)."""
+        raise NotImplementedError
+
+    @staticmethod
+    def tensors(fields: dict, config, rng: np.random.Generator | None = None) -> dict:
+        """Stage "tensors": one sample's batch tensors from its fields: ``image [3, S, S]`` normalised with
+        ``config`` (``augment.NormalizeConfig``; padding outside ``frame`` at 0), the ``batch_members``, ``source``
+        and ``key``. No random draw (``rng`` is there for the stage's signature)."""
+        raise NotImplementedError
+
+    @classmethod
+    def transform(cls, sample, data, rng: np.random.Generator | None) -> dict:
+        """A decoded shard sample through the task's per-sample stages of the data path at once (geometric,
+        photometric, tensors, as ``training.data`` lists them), for one sample outside a loader. ``data``: the
+        ``DataConfig``."""
+        fields = cls.geometric(sample, cls.geometric_config(data), rng)
+        return cls.tensors(photometric(fields, data.photometric, rng), data.normalize, rng)
 
     # -- training --------------------------------------------------------------------------------------------
 

@@ -67,16 +67,27 @@ class RelativeDepthTask(Task):
         self.loss = ScaleAndShiftInvariantLoss(loss.kind, loss.alpha, loss.scales)
 
     @staticmethod
-    def transform(sample, data, rng: np.random.Generator | None) -> dict:
-        """The paper's augmentation (``training.augment``): image, disparity ``[1, S, S]`` and mask together."""
+    def geometric_config(data) -> augment.GeometricConfig:
+        return data.geometric
+
+    @staticmethod
+    def geometric(sample, config: augment.GeometricConfig, rng: np.random.Generator | None) -> dict:
+        """The paper's geometric augmentation (``training.augment.geometric``: resize, crop, flip): image,
+        disparity ``[S, S]`` and mask ``[S, S]`` together."""
         if sample.disparity is None or sample.mask is None:
             raise ValueError(f"{sample.key}: data.target is disparity but the sample has no "
                              f"{' and '.join(RelativeDepthTask.shard_members)} members")
         image, disparity, mask = augment.to_tensors(sample.rgb, sample.disparity, sample.mask)
-        image, disparity, mask, frame = augment.geometric(image, disparity, mask, data.geometric, rng)
-        image = augment.photometric(image, data.photometric, rng) if rng is not None else image
-        return {"image": augment.normalize(image, frame, data.normalize), "disparity": disparity[None],
-                "mask": mask[None], "source": sample.meta["source"], "key": sample.key}
+        image, disparity, mask, frame = augment.geometric(image, disparity, mask, config, rng)
+        return {"image": image, "disparity": disparity, "mask": mask, "frame": frame,
+                "source": sample.meta["source"], "key": sample.key}
+
+    @staticmethod
+    def tensors(fields: dict, config: augment.NormalizeConfig, rng: np.random.Generator | None = None) -> dict:
+        """Normalised image, disparity ``[1, S, S]`` and mask ``[1, S, S]``."""
+        return {"image": augment.normalize(fields["image"], fields["frame"], config),
+                "disparity": fields["disparity"][None], "mask": fields["mask"][None],
+                "source": fields["source"], "key": fields["key"]}
 
     def __call__(self, model: torch.nn.Module, batch: dict, prediction: torch.Tensor) -> tuple[torch.Tensor, dict]:
         """(loss to back-propagate, ``{name: float}`` to log). prediction ``[B, 1, H, W]`` disparity."""

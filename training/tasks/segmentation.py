@@ -24,7 +24,7 @@ import torch.nn.functional as F
 
 from pipeline.shards import IGNORE_LABEL, SEG_MEMBER
 from training import augment
-from training.seg_augment import augment_segmentation
+from training.seg_augment import SegmentationAugmentConfig, augment_segmentation
 from training.tasks.base import Task, TaskConfig
 
 
@@ -51,16 +51,25 @@ class SegmentationTask(Task):
     sums = ("cross_entropy", "correct", "pixels")  # cross-entropy times the labelled pixels, right ones, labelled
 
     @staticmethod
-    def transform(sample, data, rng: np.random.Generator | None) -> dict:
-        """``image [3, S, S]`` and ``labels`` int64 ``[S, S]`` (255 = ignore) with ``data.segmentation``'s recipe."""
+    def geometric_config(data) -> SegmentationAugmentConfig:
+        return data.segmentation
+
+    @staticmethod
+    def geometric(sample, config: SegmentationAugmentConfig, rng: np.random.Generator | None) -> dict:
+        """``image [3, S, S]`` and ``labels`` int64 ``[S, S]`` (255 = ignore) rescaled, cropped and flipped together
+        (``training.seg_augment``, the ``data.segmentation`` recipe)."""
         if sample.segmentation is None:
             raise ValueError(f"{sample.key}: data.target is segmentation but the sample has no {SEG_MEMBER} member")
         image = torch.from_numpy(np.array(sample.rgb, dtype=np.uint8)).permute(2, 0, 1).float().div_(255.0)
         labels = torch.from_numpy(np.asarray(sample.segmentation, dtype=np.int64))
-        image, labels, frame = augment_segmentation(image, labels, data.segmentation, rng)
-        image = augment.photometric(image, data.photometric, rng) if rng is not None else image
-        return {"image": augment.normalize(image, frame, data.normalize), "labels": labels,
-                "source": sample.meta["source"], "key": sample.key}
+        image, labels, frame = augment_segmentation(image, labels, config, rng)
+        return {"image": image, "labels": labels, "frame": frame, "source": sample.meta["source"], "key": sample.key}
+
+    @staticmethod
+    def tensors(fields: dict, config: augment.NormalizeConfig, rng: np.random.Generator | None = None) -> dict:
+        """Normalised image and labels ``[S, S]``."""
+        return {"image": augment.normalize(fields["image"], fields["frame"], config), "labels": fields["labels"],
+                "source": fields["source"], "key": fields["key"]}
 
     def predict(self, model: torch.nn.Module, image: torch.Tensor):
         return model(image, return_aux=True)

@@ -1,13 +1,15 @@
-"""Which samples a loader slot reads, and how sources are mixed into batches.
+"""Source sampling: which samples a loader slot reads, and which source each sample of a batch is drawn from.
+(The loss side's ``task.mixing``, mean or pareto, is how per-source losses combine: ``training.tasks``.)
 
-A *slot* is one loader worker of one rank: ``slot = rank * workers + worker`` of ``slots = world * workers``.
-Within one pass over a source (an epoch of that source), slots read disjoint samples:
+A *slot* is one loader worker of one rank, an int: ``slot = rank * workers + worker`` of ``slots = world * workers``;
+:class:`WorkerPlace` ``(rank, world, worker, workers)`` is where that worker sits, and gives its slot. Within
+one pass over a source (an epoch of that source), slots read disjoint samples:
 
 - with at least as many shards as slots, shards are dealt out (``split_by_node`` then ``split_by_worker``);
 - with fewer shards than slots (a small source on a big cluster), every slot reads the shards but keeps
   only every ``slots``-th sample (``split_samples``), so no slot is left without data and nothing repeats.
 
-Mixing as in MiDaS: each sample of a batch first draws its source (uniform by default, weights
+Sampling as in MiDaS: each sample of a batch first draws its source (uniform by default, weights
 configurable) and then takes the next sample of that source's stream.
 
 Everything here is a function of seeds and of the manifests' sample counts, never of what was read: an
@@ -20,9 +22,26 @@ from __future__ import annotations
 
 import random
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 T = TypeVar("T")
+
+
+class WorkerPlace(NamedTuple):
+    """Where one loader worker sits: loader worker ``worker`` of ``workers`` on rank ``rank`` of ``world``."""
+
+    rank: int
+    world: int
+    worker: int
+    workers: int
+
+    @property
+    def slot(self) -> int:
+        return self.rank * self.workers + self.worker
+
+    @property
+    def slots(self) -> int:
+        return self.world * self.workers
 
 
 def split_by_node(urls: Sequence[str], rank: int, world: int) -> list[str]:
@@ -46,10 +65,10 @@ def split_samples(samples: Iterable[T], slot: int, slots: int) -> Iterator[T]:
             yield sample
 
 
-def slot_shards(urls: Sequence[str], rank: int, world: int, worker: int, workers: int) -> tuple[list[str], bool]:
-    """(shards this slot reads, whether it must also split their samples)."""
-    if len(urls) >= world * workers:
-        return split_by_worker(split_by_node(urls, rank, world), worker, workers), False
+def slot_shards(urls: Sequence[str], place: WorkerPlace) -> tuple[list[str], bool]:
+    """(shards the slot at ``place`` reads, whether it must also split their samples)."""
+    if len(urls) >= place.slots:
+        return split_by_worker(split_by_node(urls, place.rank, place.world), place.worker, place.workers), False
     return list(urls), True
 
 
@@ -101,7 +120,7 @@ def reorder(indexed: Iterable[tuple[int, T]], order: Sequence[int], start: int =
 
 
 def source_weights(sources: Sequence[str], weights: Mapping[str, float]) -> list[float]:
-    """Mixing probabilities of ``sources`` (uniform unless ``weights`` names them); checks the names."""
+    """Sampling probabilities of ``sources`` (uniform unless ``weights`` names them); checks the names."""
     unknown = sorted(set(weights) - set(sources))
     if unknown:
         raise ValueError(f"mixing weights name sources that are not trained on: {unknown} (sources: {list(sources)})")
@@ -112,7 +131,8 @@ def source_weights(sources: Sequence[str], weights: Mapping[str, float]) -> list
     return [v / total for v in values]
 
 
-def mix(streams: Mapping[str, Iterator[Any]], probabilities: Sequence[float], rng: random.Random) -> Iterator[tuple[str, Any]]:
+def draw_samples(streams: Mapping[str, Iterator[Any]], probabilities: Sequence[float], rng: random.Random
+                 ) -> Iterator[tuple[str, Any]]:
     """Endless ``(source, sample)``: draw a source with ``probabilities``, then take its next sample."""
     names = list(streams)
     while True:
@@ -121,12 +141,13 @@ def mix(streams: Mapping[str, Iterator[Any]], probabilities: Sequence[float], rn
 
 
 def draw_source(names: Sequence[str], probabilities: Sequence[float], rng: random.Random) -> str:
-    """One source draw of :func:`mix` (one ``rng.random()``)."""
+    """One source draw of :func:`draw_samples` (one ``rng.random()``)."""
     return rng.choices(names, weights=probabilities)[0]
 
 
 def skip_draws(names: Sequence[str], probabilities: Sequence[float], rng: random.Random, count: int) -> dict[str, int]:
-    """Replay ``count`` draws of :func:`mix` without data: how many samples each source gave (``rng`` advances)."""
+    """Replay ``count`` draws of :func:`draw_samples` without data: how many samples each source gave (``rng``
+    advances)."""
     taken = dict.fromkeys(names, 0)
     for _ in range(count):
         taken[draw_source(names, probabilities, rng)] += 1

@@ -1,4 +1,5 @@
-"""Where a run's training data continues: the curriculum phases of one rank, each a stream with a position.
+"""The curriculum of one rank, on every run: its phases (``training.config.phases``), each a data stream with a
+position, and where a run's training data starts (step 0, or a checkpoint's position).
 
 A checkpoint at step k holds the rank's ``DataPosition`` (``meta.json``: ``data_position``): the phase, the
 batches the steps consumed from that phase's stream, and the layout the stream was built for. Resuming
