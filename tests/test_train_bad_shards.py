@@ -18,7 +18,7 @@ from pipeline.config import load_config
 from pipeline.manifest import read_manifest
 from pipeline.shards import ShardError, ShardIntegrityError, iter_shard_members, shard_dir, shard_url
 from tests.helpers.training_corpus import flip_member_bytes, flip_padding_byte, truncate_shard, write_source
-from tests.test_train_resume import STEPS, _config, _run
+from tests.helpers.resume_runs import STEPS, resume_config, run_steps
 from training import augment
 from training.bad_shards import ShardReader, Skip, skipped_shard_tag, warning_line
 from training.config import TrainConfig
@@ -134,16 +134,16 @@ def resume_corpus(tmp_path_factory) -> str:
 
 
 def test_skip_resumes_at_the_exact_data_position(resume_corpus, tmp_path):
-    config = _config(resume_corpus, on_bad_shard="skip")
-    straight, _ = _run(config, str(tmp_path / "straight"))
+    config = resume_config(resume_corpus, on_bad_shard="skip")
+    straight, _ = run_steps(config, str(tmp_path / "straight"))
     assert sorted(straight) == list(range(1, STEPS + 1)) and all(len(r[0]) == 2 for r in straight.values())
     cut = tmp_path / "cut"
-    head, _ = _run(config, str(cut), until=7)
+    head, _ = run_steps(config, str(cut), until=7)
     skipped = json.loads((cut / "meta.json").read_text())["data_position"]["skipped"]
     assert sum(skipped) > 0  # the checkpoint's position counts draws that delivered nothing
     resumed = tmp_path / "resumed"
     shutil.copytree(cut, resumed)
-    tail, how = _run(config, str(resumed), resume=True)
+    tail, how = run_steps(config, str(resumed), resume=True)
     assert how == "exact" and tail == {s: straight[s] for s in range(8, STEPS + 1)}
     assert head == {s: straight[s] for s in range(1, 8)}
 

@@ -3,25 +3,16 @@ k+1 .. N the very batches (keys, order, augmentation, source draws) and losses o
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 import os
 import shutil
 
 import pytest
-import torch
 
-from pipeline.config import from_dict
-from tests.helpers.training_corpus import TinyDepthNet, write_source
-from training.config import TrainConfig
-from training.curriculum import EXACT, data_phases, start_position, stream_layout
+from tests.helpers.resume_runs import STEPS, resume_config, run_steps
+from tests.helpers.training_corpus import write_source
+from training.curriculum import EXACT, start_position, stream_layout
 from training.data import DataPosition, ShardsConfig, StreamConfig, source_counts, source_stream
-from training.optim import build_optimizer, build_scheduler
-from training.step import train_step
-from training.tasks import create_task
-from training.train_state import load_train_state, save_train_state
-
-STEPS = 12
 
 
 @pytest.fixture(scope="module")
@@ -32,53 +23,9 @@ def corpus(tmp_path_factory) -> str:
     return prefix
 
 
-def _config(prefix: str, workers: int = 2, **data) -> TrainConfig:
-    return from_dict(TrainConfig, {
-        "data": {"shards": {"prefix": prefix, "sources": ["alpha", "beta"]}, "weights": {"alpha": 2.0, "beta": 1.0},
-                 "loader": {"batch_size": 2, "workers": workers, "prefetch": 3}, "geometric": {"size": 16},
-                 "photometric": {"brightness": 0.3, "contrast": 0.3}, "stream": {"shuffle": 3, "seed": 5}, **data},
-        "curriculum": [{"steps": 3, "sources": ["beta"]}],  # beta alone first, then both
-        "optim": {"lr_backbone": 1e-3, "lr_decoder": 1e-3},
-        "schedule": {"steps": STEPS},
-    })
-
-
-def _digest(batch: dict) -> str:
-    tensors = (batch["image"], batch["disparity"], batch["mask"])
-    return hashlib.sha256(b"".join(t.contiguous().numpy().tobytes() for t in tensors)).hexdigest()[:16]
-
-
-def _run(config: TrainConfig, directory: str, rank: int = 0, world: int = 1, until: int = STEPS,
-         resume: bool = False) -> tuple[dict[int, tuple], str]:
-    """What train.py's loop does on one rank, without Ray: ``{step: (keys, digest, loss)}`` and how data resumed.
-
-    Stops after step ``until`` with a checkpoint in ``directory``; ``resume``: start from that checkpoint."""
-    torch.manual_seed(3 if resume else 0)  # a resumed model must get everything from the checkpoint
-    model = TinyDepthNet()
-    optimizer = build_optimizer(model, config.optim)
-    scheduler = build_scheduler(optimizer, config.optim, config.schedule.steps)
-    step, saved = 0, None
-    if resume:
-        meta = load_train_state(directory, model, optimizer, scheduler)
-        step, saved = meta["step"], meta.get("data_position")
-    position, how = start_position(config, world, step, saved)
-    task, records = create_task(config.task, config.data.shards.sources), {}
-    for phase in data_phases(config, rank, world, step, position):
-        while step < min(phase.end, until):
-            batch = phase.next_batch()
-            loss = train_step(model, task, optimizer, scheduler, batch, config.optim)["loss/loss"]
-            step += 1
-            records[step] = (tuple(batch["key"]), _digest(batch), loss)
-        if step == until:
-            save_train_state(directory, model, optimizer, scheduler,
-                       {"step": step, "data_position": phase.position.to_dict()})
-            break
-    return records, how
-
-
 @pytest.fixture(scope="module")
 def straight(corpus, tmp_path_factory) -> dict[int, tuple]:
-    records, how = _run(_config(corpus), str(tmp_path_factory.mktemp("straight")))
+    records, how = run_steps(resume_config(corpus), str(tmp_path_factory.mktemp("straight")))
     assert how == EXACT and sorted(records) == list(range(1, STEPS + 1))
     return records
 
@@ -93,26 +40,26 @@ def test_the_reference_run_crosses_epochs_and_the_phase_switch(straight):
 
 @pytest.mark.parametrize("k", [3, 6], ids=["at-phase-switch", "odd-batch-of-a-phase"])
 def test_resume_continues_at_the_exact_sample_position(corpus, straight, tmp_path, k):
-    config = _config(corpus)
-    head, _ = _run(config, str(tmp_path), until=k)
+    config = resume_config(corpus)
+    head, _ = run_steps(config, str(tmp_path), until=k)
     assert head == {s: straight[s] for s in range(1, k + 1)}
-    tail, how = _run(config, str(tmp_path), resume=True)
+    tail, how = run_steps(config, str(tmp_path), resume=True)
     assert how == EXACT
     assert tail == {s: straight[s] for s in range(k + 1, STEPS + 1)}
 
 
 @pytest.mark.parametrize("rank", [0, 1])
 def test_each_rank_of_two_resumes_exactly_without_loader_workers(corpus, tmp_path, rank):
-    config = _config(corpus, workers=0)
-    full, _ = _run(config, str(tmp_path / "full"), rank=rank, world=2)
-    _run(config, str(tmp_path / "cut"), rank=rank, world=2, until=5)
-    tail, how = _run(config, str(tmp_path / "cut"), rank=rank, world=2, resume=True)
+    config = resume_config(corpus, workers=0)
+    full, _ = run_steps(config, str(tmp_path / "full"), rank=rank, world=2)
+    run_steps(config, str(tmp_path / "cut"), rank=rank, world=2, until=5)
+    tail, how = run_steps(config, str(tmp_path / "cut"), rank=rank, world=2, resume=True)
     assert how == EXACT and tail == {s: full[s] for s in range(6, STEPS + 1)}
 
 
 def test_other_ranks_read_other_samples(corpus, tmp_path):
-    config = _config(corpus, workers=0)
-    ranks = [_run(config, str(tmp_path / str(r)), rank=r, world=2, until=3)[0] for r in (0, 1)]
+    config = resume_config(corpus, workers=0)
+    ranks = [run_steps(config, str(tmp_path / str(r)), rank=r, world=2, until=3)[0] for r in (0, 1)]
     beta = [{k for s in records.values() for k in s[0]} for records in ranks]
     assert not beta[0] & beta[1]  # beta's one shard is split by sample across the two ranks
 
@@ -160,10 +107,10 @@ def test_a_manifest_count_that_disagrees_with_the_shard_is_named(corpus):
 
 
 def test_a_changed_layout_or_an_old_checkpoint_reseeds_and_says_why(corpus):
-    config = _config(corpus)
+    config = resume_config(corpus)
     saved = DataPosition(1, 0, 4, stream_layout(config.data, 1, ["alpha", "beta"])).to_dict()
     assert start_position(config, 1, 7, saved) == (DataPosition.from_dict(saved), EXACT)
-    position, how = start_position(_config(corpus, workers=1), 1, 7, saved)
+    position, how = start_position(resume_config(corpus, workers=1), 1, 7, saved)
     assert (position.phase, position.salt, position.batches) == (1, 7, 0)
     assert how == "reseeded at step 7: changed workers"
     position, how = start_position(config, 2, 7, saved)
@@ -175,15 +122,15 @@ def test_a_changed_layout_or_an_old_checkpoint_reseeds_and_says_why(corpus):
 
 
 def test_a_reseeded_stream_resumes_exactly_too(corpus, tmp_path):
-    config = _config(corpus)
+    config = resume_config(corpus)
     old, copy = tmp_path / "old", tmp_path / "copy"
-    _run(config, str(old), until=5)
+    run_steps(config, str(old), until=5)
     (old / "meta.json").write_text('{"step": 5}')  # a checkpoint written before data positions existed
     shutil.copytree(old, copy)
-    reseeded, how = _run(config, str(copy), resume=True)
+    reseeded, how = run_steps(config, str(copy), resume=True)
     assert how.startswith("reseeded at step 5: ") and sorted(reseeded) == list(range(6, STEPS + 1))
-    _run(config, str(old), until=9, resume=True)  # the reseeded stream's checkpoint: salt 5, 4 batches
-    tail, how = _run(config, str(old), resume=True)
+    run_steps(config, str(old), until=9, resume=True)  # the reseeded stream's checkpoint: salt 5, 4 batches
+    tail, how = run_steps(config, str(old), resume=True)
     assert how == EXACT and tail == {s: reseeded[s] for s in range(10, STEPS + 1)}
 
 

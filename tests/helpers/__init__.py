@@ -13,5 +13,6 @@ everything else a test needs from outside itself is here:
 - ingest_trees: a dataset in the ``folder`` adapter's layout for the ingest tests, and what an ingest wrote
 - netns: a private network namespace with loopback only (the two-node Ray cluster)
 - readme_blocks: the README's command blocks, as tests/test_readme.py runs them
+- resume_runs: one rank of training without Ray, stopped and resumed, for the exact-resume tests
 - training_corpus: small shard corpora for the training tests, and ways to damage a shard
 """
