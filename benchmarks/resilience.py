@@ -36,19 +36,44 @@ CREDENTIALS = {"AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench-sec
 
 # --------------------------------------------------------------------------- children (one code version each)
 
-def child_loader(prefix: str, batches: int) -> float:
-    """Samples/s of make_loader over ``prefix`` (s3://), one DataLoader worker, after one warm-up batch."""
+def child_loader(prefix: str, batches: int) -> dict[str, float]:
+    """Samples/s of make_loader over ``prefix`` (s3://), one DataLoader worker, after one warm-up batch; and the
+    CPU milliseconds per sample of the whole loader (this process and its worker, warm-up included), which the
+    other work on a shared machine disturbs far less than the rate."""
+    import resource
+
     from training import augment
     from training.data import DataConfig, LoaderConfig, ShardsConfig, StreamConfig, make_loader
 
     config = DataConfig(shards=ShardsConfig(prefix, ["bench"]), geometric=augment.GeometricConfig(SIZE),
                         stream=StreamConfig(shuffle=16), loader=LoaderConfig(batch_size=BATCH, workers=1, prefetch=4))
+    cpu_start = time.process_time()
     iterator = iter(make_loader(config))
     next(iterator)
     start = time.perf_counter()
     for _ in range(batches):
         next(iterator)
-    return batches * BATCH / (time.perf_counter() - start)
+    rate = batches * BATCH / (time.perf_counter() - start)
+    del iterator  # shuts the worker down: its CPU time is then in RUSAGE_CHILDREN
+    worker = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = time.process_time() - cpu_start + worker.ru_utime + worker.ru_stime
+    return {"rate": rate, "cpu_ms": 1000 * cpu / ((batches + 1) * BATCH)}
+
+
+def _training_api():
+    """(OptimConfig, build_optimizer, build_scheduler, train_step, a relative-depth task) of either code version:
+    the names since issue 16, or those of the revision before the fault-tolerance layers."""
+    try:
+        from training.optim import OptimConfig, build_optimizer, build_scheduler
+        from training.step import train_step
+        from training.tasks.relative_depth import RelativeDepthTask
+
+        return OptimConfig, build_optimizer, build_scheduler, train_step, RelativeDepthTask(sources=["bench"])
+    except ImportError:
+        from training.loop import OptimConfig, build_optimizer, build_scheduler, train_step
+        from training.task import DepthTask, TaskConfig
+
+        return OptimConfig, build_optimizer, build_scheduler, train_step, DepthTask(TaskConfig(), ["bench"])
 
 
 def child_train(uri: str, steps: int, spill_dir: str) -> float:
@@ -57,10 +82,9 @@ def child_train(uri: str, steps: int, spill_dir: str) -> float:
     from mlflow import MlflowClient
 
     from training import tracking
-    from training.optim import OptimConfig, build_optimizer, build_scheduler
-    from training.step import train_step
     from training.model import build_model
-    from training.tasks.relative_depth import RelativeDepthTask
+
+    OptimConfig, build_optimizer, build_scheduler, train_step, task = _training_api()
 
     torch.manual_seed(0)
     size = 128
@@ -68,7 +92,6 @@ def child_train(uri: str, steps: int, spill_dir: str) -> float:
     optim = OptimConfig()
     optimizer = build_optimizer(model, optim)
     scheduler = build_scheduler(optimizer, optim, steps + 1)
-    task = RelativeDepthTask(sources=["bench"])
     batch = {"image": torch.randn(BATCH, 3, size, size), "disparity": torch.rand(BATCH, 1, size, size),
              "mask": torch.ones(BATCH, 1, size, size, dtype=torch.bool), "source": ["bench"] * BATCH,
              "key": [str(i) for i in range(BATCH)]}
@@ -124,12 +147,12 @@ def write_corpus(prefix: str, count: int, env: dict) -> None:
                 s3.upload_file(str(path), bucket, f"{key}/{path.relative_to(local)}")
 
 
-def run_child(code: Path, what: str, args: list[str], env: dict) -> float:
+def run_child(code: Path, what: str, args: list[str], env: dict) -> dict[str, float]:
     out = subprocess.run([sys.executable, __file__, "--child", what, *args], env={**env, "PYTHONPATH": str(code)},
                          capture_output=True, text=True, timeout=900, cwd=code)
     if out.returncode != 0:
         raise SystemExit(f"{what} child ({code}) failed:\n{out.stderr[-3000:]}")
-    return json.loads(out.stdout.strip().splitlines()[-1])["rate"]
+    return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def main() -> None:
@@ -143,8 +166,10 @@ def main() -> None:
     args = parser.parse_args()
     if args.child:
         what, *rest = args.child
-        rate = child_loader(rest[0], args.batches) if what == "loader" else child_train(rest[0], args.steps, rest[1])
-        print(json.dumps({"rate": rate}))
+        if what == "loader":
+            print(json.dumps(child_loader(rest[0], args.batches)))
+        else:
+            print(json.dumps({"rate": child_train(rest[0], args.steps, rest[1])}))
         return
     if not args.before:
         parser.error("--before REV is required")
@@ -181,11 +206,16 @@ def main() -> None:
             order = list(versions) if round_ % 2 == 0 else list(reversed(versions))
             for what, child_args in (("loader", [prefix]), ("train", [uri, str(tmp / "spill")])):
                 for name in order:
-                    rate = run_child(versions[name], what, child_args, env)
-                    results.setdefault((what, name), []).append(rate)
-                    print(f"round {round_ + 1} {what:6s} {name:6s} {rate:8.2f}", flush=True)
+                    measured = run_child(versions[name], what, child_args, env)
+                    results.setdefault((what, name), []).append(measured["rate"])
+                    line = f"round {round_ + 1} {what:6s} {name:6s} {measured['rate']:8.2f}"
+                    if "cpu_ms" in measured:
+                        results.setdefault(("loader_cpu", name), []).append(measured["cpu_ms"])
+                        line += f"  ({measured['cpu_ms']:.2f} CPU ms/sample)"
+                    print(line, flush=True)
         print(f"load average at end {os.getloadavg()[0]:.1f}")
-        for what, unit in (("loader", f"samples/s ({SIZE} px, 1 worker, S3)"), ("train", "steps/s (logged every step)")):
+        for what, unit in (("loader", f"samples/s ({SIZE} px, 1 worker, S3)"), ("train", "steps/s (logged every step)"),
+                           ("loader_cpu", "CPU ms per sample (lower is better)")):
             b, a = (statistics.median(results[(what, n)]) for n in ("before", "after"))
             print(f"{what}: median before {b:.2f}, after {a:.2f} {unit}: after/before = {a / b:.3f}")
     finally:
