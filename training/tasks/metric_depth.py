@@ -208,19 +208,20 @@ def png_to_metres(data: bytes) -> np.ndarray:
 
 def depth_picture(depth: np.ndarray, colormap: str) -> bytes:
     """PNG bytes: ``depth [H, W]`` (metres) in ``colormap`` (reversed, so that near is bright as in the relative
-    pictures) between its 2nd and 98th percentiles, at about the image's size, with a colour bar labelled in metres
+    pictures) between its 2nd and 98th percentiles, at least 240 pixels high, with a colour bar labelled in metres
     on its right (matplotlib, like ``evaluation.pictures``, whose bars are within its grids)."""
     import matplotlib
 
     matplotlib.use("Agg")  # no display on cluster nodes
     from matplotlib.figure import Figure
+    from PIL import Image
 
     valid = depth[np.isfinite(depth) & (depth > 0)]
     low, high = (np.percentile(valid, [2, 98]) if valid.size else (0.0, 1.0))
     high = high if high > low else low + 1e-3
     h, w = depth.shape
-    dpi = 100
-    fig = Figure(figsize=((w + max(90, w // 6)) / dpi, max(h, 120) / dpi), dpi=dpi, layout="constrained")
+    dpi, height = 100, max(h, 240)  # a small image is drawn larger, so that the bar's labels can be read
+    fig = Figure(figsize=((height * w / h + 110) / dpi, height / dpi), dpi=dpi, layout="constrained")
     ax = fig.add_subplot()
     cmap = matplotlib.colormaps[colormap].reversed()
     image = ax.imshow(np.ma.masked_invalid(np.where(depth > 0, depth, np.nan)), cmap=cmap, vmin=low, vmax=high)
@@ -228,6 +229,7 @@ def depth_picture(depth: np.ndarray, colormap: str) -> bytes:
     bar = fig.colorbar(image, ax=ax, fraction=0.08, pad=0.02)
     bar.set_label("depth (m)", fontsize=8)
     bar.ax.tick_params(labelsize=7)
-    out = io.BytesIO()
-    fig.savefig(out, format="png", dpi=dpi)
+    rendered, out = io.BytesIO(), io.BytesIO()
+    fig.savefig(rendered, format="png", dpi=dpi)
+    Image.open(rendered).convert("RGB").save(out, format="PNG")  # RGB like the relative task's picture
     return out.getvalue()

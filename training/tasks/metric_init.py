@@ -46,8 +46,9 @@ def robust_scale_shift(pred: torch.Tensor, target: torch.Tensor, mask: torch.Ten
 
     ``pred``, ``target``: disparity ``[B, H, W]`` or ``[B, 1, H, W]``; ``mask`` bool, same shape. ``ok`` is False
     for an image with fewer than two valid pixels or a constant prediction over them (scale and shift 0 there)."""
-    flat = [x.reshape(x.shape[0], -1) for x in (pred.double(), target.double(), mask)]
-    p, d, valid = flat
+    valid = mask.reshape(mask.shape[0], -1)
+    # Invalid pixels may hold anything (NaN, inf): zeroed, so that nothing leaks into the sums.
+    p, d = (torch.where(valid, x.double().reshape(valid.shape), 0.0) for x in (pred, target))
     count = valid.sum(-1)
     t_p, t_d = masked_median(p, valid), masked_median(d, valid)
     s_p = ((p - t_p[:, None]).abs() * valid).sum(-1) / count.clamp(min=1)
