@@ -5,7 +5,11 @@ scale-invariant log loss of Eigen et al. (2014) from a relative model whose outp
 Units. The model is a metric DPT (``model.overrides.metric_output`` set, or ``dpt_hybrid_nyu`` /
 ``dpt_hybrid_kitti``): ``forward -> [B, 1, H, W]`` depth in metres, ``1 / max(scale * f + shift, 1e-8)``. The
 target is the shards' disparity of ``metric_depth`` samples, exactly ``1 / depth`` in 1/metre (the shard
-contract), so the target depth is ``1 / disparity`` on the valid pixels (``mask`` and ``disparity > 0``).
+contract), so the target depth is ``1 / disparity`` on the valid pixels: ``mask``, ``disparity > 0`` and the
+depth within ``[task.min_depth, task.max_depth]`` metres (as Depth-Anything-V2's metric training masks its
+targets: NYUv2 10 m, KITTI 80 m, the benchmarks' caps). The range matters: the transform's output is at most
+``1 / shift`` metres (``f >= 0``), so targets far beyond the range of the data set would be errors the model
+cannot remove, and they would dominate the loss.
 
 Loss (SILog, Eigen et al. with the square root and ``lambda`` of BTS / Depth-Anything): with
 ``g_i = log pred_i - log gt_i`` over the ``n`` valid pixels of the batch (natural log, depths in metres),
@@ -30,6 +34,7 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import math
 import os
 from collections.abc import Mapping
 
@@ -53,7 +58,8 @@ class MetricDepthConfig(TaskConfig):
     """``task.kind: metric_depth``: SILog with ``silog_lambda`` (+ ``gradient_weight`` times gradient matching over
     ``gradient_scales`` on the log depth); ``init_from``: the starting checkpoint (weights only) of a new run;
     ``init_samples``: training samples per source whose robust alignment is averaged into the output transform
-    before the first step (None: the whole training split; 0: keep the model's transform as it is)."""
+    before the first step (None: the whole training split; 0: keep the model's transform as it is);
+    ``min_depth``, ``max_depth`` (metres, None: no bound): the target depths trained, fitted and validated on."""
 
     kind: str = "metric_depth"
     silog_lambda: float = 0.85
@@ -61,6 +67,8 @@ class MetricDepthConfig(TaskConfig):
     gradient_scales: int = 4
     init_from: str | None = None
     init_samples: int | None = 1000
+    min_depth: float = 1e-3
+    max_depth: float | None = None
 
     def __post_init__(self):
         if not 0.0 <= self.silog_lambda <= 1.0:
@@ -68,17 +76,23 @@ class MetricDepthConfig(TaskConfig):
         if self.gradient_weight < 0 or self.gradient_scales < 1:
             raise ValueError(f"task.gradient_weight ({self.gradient_weight}) must be >= 0 and task.gradient_scales "
                              f"({self.gradient_scales}) >= 1")
+        if not self.min_depth > 0 or (self.max_depth is not None and not self.max_depth > self.min_depth):
+            raise ValueError(f"task.min_depth ({self.min_depth}) must be > 0 and task.max_depth ({self.max_depth}) "
+                             "above it (or null)")
         if self.init_samples is not None and self.init_samples < 0:
             raise ValueError(f"task.init_samples must be >= 0 (or null: all), got {self.init_samples}")
         if self.init_from and not storage.is_s3(self.init_from):
             self.init_from = os.path.abspath(self.init_from)  # Ray workers run in other directories
 
 
-def target_depth(disparity: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def target_depth(disparity: torch.Tensor, mask: torch.Tensor, min_depth: float = 0.0, max_depth: float | None = None
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``(depth in metres, valid)`` from the shards' disparity (1/metre) and mask: ``1 / disparity`` where valid
-    (``mask`` and ``disparity > 0``), 1 elsewhere (a placeholder that keeps logs finite)."""
+    (``mask``, ``disparity > 0``, depth in ``[min_depth, max_depth]``), 1 elsewhere (keeps logs finite)."""
     valid = mask & (disparity > 0)
-    return torch.where(valid, 1.0 / torch.where(valid, disparity, 1.0), 1.0), valid
+    depth = torch.where(valid, 1.0 / torch.where(valid, disparity, 1.0), 1.0)
+    valid = valid & (depth >= min_depth) & (depth <= (math.inf if max_depth is None else max_depth))
+    return torch.where(valid, depth, 1.0), valid
 
 
 def silog_terms(pred_depth: torch.Tensor, gt_depth: torch.Tensor, valid: torch.Tensor, silog_lambda: float
@@ -141,7 +155,7 @@ class MetricDepthTask(Task):
             return tags
         batches = (batch for source in data.shards.sources for batch in validation_batches(
             data, source, data.shards.split, rank, world, self.config.init_samples))
-        scale, shift, samples = metric_init.fit_output_transform(model, batches, device, world)
+        scale, shift, samples = metric_init.fit_output_transform(model, batches, device, world, self.valid)
         try:
             model.metric_output.set(scale, shift)
         except ValueError as exc:
@@ -149,9 +163,13 @@ class MetricDepthTask(Task):
                              "disparity, larger = nearer? task.init_from)") from None
         return {**tags, **metric_init.transform_tags(scale, shift, samples)}
 
+    def valid(self, disparity: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """:func:`target_depth` within this task's depth range."""
+        return target_depth(disparity, mask, self.config.min_depth, self.config.max_depth)
+
     def __call__(self, model: torch.nn.Module, batch: dict, prediction: torch.Tensor) -> tuple[torch.Tensor, dict]:
         """(loss to back-propagate, ``{name: float}`` to log). prediction ``[B, 1, H, W]`` depth in metres."""
-        gt, valid = target_depth(batch["disparity"][:, 0], batch["mask"][:, 0])
+        gt, valid = self.valid(batch["disparity"][:, 0], batch["mask"][:, 0])
         silog, g = silog_terms(prediction[:, 0], gt, valid, self.config.silog_lambda)
         logs = {"loss/silog": silog.item()}
         loss = silog
@@ -164,7 +182,7 @@ class MetricDepthTask(Task):
 
     def batch_sums(self, model: torch.nn.Module, batch: dict) -> dict[str, float]:
         prediction = model(batch["image"]).float()[:, 0]
-        gt, valid = target_depth(batch["disparity"][:, 0], batch["mask"][:, 0])
+        gt, valid = self.valid(batch["disparity"][:, 0], batch["mask"][:, 0])
         return depth_metric_sums(prediction, gt, valid)
 
     def validation_metrics(self, sums: Mapping[str, torch.Tensor]) -> dict[str, float]:

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import torch
 
@@ -73,17 +73,21 @@ def relative_prediction(model: torch.nn.Module, image: torch.Tensor) -> torch.Te
 
 
 @torch.no_grad()
-def fit_output_transform(model: torch.nn.Module, batches: Iterable[dict], device: torch.device, world: int = 1
-                         ) -> tuple[float, float, int]:
+def fit_output_transform(model: torch.nn.Module, batches: Iterable[dict], device: torch.device, world: int = 1,
+                         valid: Callable | None = None) -> tuple[float, float, int]:
     """``(mean scale, mean shift, samples)`` of the robust alignment of ``model``'s relative prediction to each
     sample's disparity over ``batches`` (this rank's), added up over the ``world`` ranks. ``model``: the bare
-    metric DPT (``metric_output`` set). Raises ``ValueError`` when no sample could be aligned."""
+    metric DPT (``metric_output`` set); ``valid(disparity, mask) -> (depth, valid)`` picks the pixels aligned on
+    (the task's depth range; default: the mask where disparity > 0). Raises ``ValueError`` when no sample could
+    be aligned."""
     model.eval()
     sums = {name: torch.zeros((), dtype=torch.float64) for name in ("scale", "shift", "samples")}
     for batch in batches:
         batch = to_device(batch, device)
         f = relative_prediction(model, batch["image"])
-        scale, shift, ok = robust_scale_shift(f, batch["disparity"], batch["mask"] & (batch["disparity"] > 0))
+        pixels = (batch["mask"] & (batch["disparity"] > 0) if valid is None else
+                  valid(batch["disparity"], batch["mask"])[1])
+        scale, shift, ok = robust_scale_shift(f, batch["disparity"], pixels)
         sums["scale"] += scale[ok].sum().cpu()
         sums["shift"] += shift[ok].sum().cpu()
         sums["samples"] += ok.sum().cpu().double()
