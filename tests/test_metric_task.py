@@ -186,7 +186,8 @@ def test_start_loads_init_from_fits_the_transform_and_tags_the_lineage(tmp_path)
 
 def test_config_and_model_checks():
     config = load_config(TrainConfig, TINY, ["data.shards.prefix=/x"])
-    assert type(config.task) is MetricDepthConfig and config.task.silog_lambda == 0.85
+    assert type(config.task) is MetricDepthConfig and config.task.silog_lambda == 0.5  # the default: 0.85
+    assert MetricDepthConfig().silog_lambda == 0.85 and MetricDepthConfig(init_from="x").init_from.startswith("/")
     assert get_task("metric_depth") is MetricDepthTask
     assert task_for_model(build_model("dpt_tiny", metric_output=(1.0, 0.0)).config) is MetricDepthTask
     assert task_for_model(build_model("dpt_tiny").config).name == "depth"
