@@ -144,10 +144,10 @@ def task_benchmarks(args: argparse.Namespace, asked: list[str] | None) -> list[s
     """The benchmarks to run: those ``asked`` for, or every one of the checkpoint's task (``training.tasks``: the
     task of the model's head, from the checkpoint's header or ``--model``); one the task does not support is
     refused, naming it."""
-    from training.model.checkpoint import checkpoint_head
-    from training.tasks import task_for_head
+    from training.model.checkpoint import checkpoint_config
+    from training.tasks import task_for_model
 
-    task = task_for_head(checkpoint_head(args.checkpoint, args.model))
+    task = task_for_model(checkpoint_config(args.checkpoint, args.model))
     if asked is None:
         return list(task.benchmarks)
     others = [b for b in asked if b not in task.benchmarks]

@@ -19,7 +19,8 @@ from tests.helpers.training_corpus import TinyDepthNet
 from training.config import TrainConfig
 from training.data import DataConfig, ShardsConfig
 from training.step import sum_across_ranks
-from training.tasks import TASKS, create_task, get_task, task_for_head, task_for_target
+from training.tasks import TASKS, create_task, get_task, task_for_head, task_for_model, task_for_target
+from training.tasks.metric_depth import MetricDepthTask
 from training.tasks.relative_depth import RelativeDepthConfig, RelativeDepthTask
 from training.tasks.segmentation import SegmentationConfig, SegmentationTask, palette
 
@@ -30,10 +31,18 @@ CLASSES = 3
 def test_registry_names_heads_targets_and_the_evaluation_protocols():
     from evaluation.protocol import PROTOCOLS, SEGMENTATION_PROTOCOLS
 
-    assert list(TASKS) == ["depth", "segmentation"] and get_task("depth") is RelativeDepthTask
+    from training.model import get_config
+
+    assert list(TASKS) == ["depth", "segmentation", "metric_depth"] and get_task("depth") is RelativeDepthTask
     assert task_for_head("depth") is RelativeDepthTask and task_for_head("segmentation") is SegmentationTask
     assert task_for_target("disparity") is RelativeDepthTask and task_for_target("segmentation") is SegmentationTask
-    with pytest.raises(ValueError, match="unknown task 'normals'; known: depth, segmentation"):
+    assert task_for_target("metric_depth") is MetricDepthTask
+    # A model's task: its head, and for depth whether it has the output transform to metres.
+    for variant, task in (("dpt_hybrid", RelativeDepthTask), ("dpt_hybrid_nyu", MetricDepthTask),
+                          ("dpt_hybrid_kitti", MetricDepthTask), ("dpt_tiny_ade20k", SegmentationTask)):
+        assert task_for_model(get_config(variant)) is task
+    assert task_for_model(get_config("dpt_tiny", metric_output=(1.0, 0.0))) is MetricDepthTask
+    with pytest.raises(ValueError, match="unknown task 'normals'; known: depth, segmentation, metric_depth"):
         get_task("normals")
     with pytest.raises(ValueError, match="no task trains a 'normals' head"):
         task_for_head("normals")
@@ -61,7 +70,7 @@ def test_the_yaml_keys_map_onto_the_task_s_own_section():
                                           r"task.ignore_index \(the keys of task.kind depth: kind, loss, mixing\)$"):
         load_config(TrainConfig, ADE20K, ["task.kind=depth"])
     with pytest.raises(ConfigError, match=r"^override task.kind=normals: 'normals' is not one of "
-                                          r"\['depth', 'segmentation'\]$"):
+                                          r"\['depth', 'segmentation', 'metric_depth'\]$"):
         load_config(TrainConfig, QUICKSTART, ["task.kind=normals"])
 
 
@@ -140,8 +149,7 @@ def _rank(rank: int, world: int, init: str, out: str) -> None:
     torch.distributed.init_process_group("gloo", init_method=init, rank=rank, world_size=world)
     try:
         results = {}
-        for task, model, batch in ((RelativeDepthTask(), _model("depth"), _depth_batch()),
-                                   (SegmentationTask(), _model("segmentation"), _segmentation_batch())):
+        for task, model, batch in _tasks_models_batches():
             half = {k: v[rank::world] for k, v in batch.items()}
             sums = task.validation_sums(model, [half], torch.device("cpu"))
             if rank == 1:  # another insertion order on this rank: the names, not the positions, are matched
@@ -150,6 +158,14 @@ def _rank(rank: int, world: int, init: str, out: str) -> None:
         torch.save(results, f"{out}/rank{rank}.pt")
     finally:
         torch.distributed.destroy_process_group()
+
+
+def _tasks_models_batches() -> list[tuple]:
+    """Each task with a model and a validation batch (metric depth: the demo scenes' disparity is 1 / depth, and
+    the tiny net's positive output stands for depth in metres)."""
+    return [(RelativeDepthTask(), _model("depth"), _depth_batch()),
+            (SegmentationTask(), _model("segmentation"), _segmentation_batch()),
+            (MetricDepthTask(), _model("depth"), _depth_batch())]
 
 
 def _model(kind: str) -> torch.nn.Module:
@@ -162,8 +178,7 @@ def test_named_validation_sums_add_up_across_two_ranks_by_name(tmp_path):
     torch.multiprocessing.start_processes(_rank, args=(world, f"file://{tmp_path}/init", str(tmp_path)),
                                           nprocs=world, start_method="fork")  # fork: no second import of torch
     ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(world)]
-    for task, model, batch in ((RelativeDepthTask(), _model("depth"), _depth_batch()),
-                               (SegmentationTask(), _model("segmentation"), _segmentation_batch())):
+    for task, model, batch in _tasks_models_batches():
         halves = [task.validation_sums(model, [{k: v[r::world] for k, v in batch.items()}], torch.device("cpu"))
                   for r in range(world)]
         whole = task.validation_sums(model, [batch], torch.device("cpu"))

@@ -151,6 +151,12 @@ def check_task(config: TrainConfig) -> None:
     if head != task.head:
         raise ValueError(f"model.name {config.model.name} has a {head} head but task.kind {task.name} trains a "
                          f"{task.head} head (choose a {task.head} model, or another task.kind)")
+    metric = get_config(config.model.name, **config.model.overrides).metric_output is not None
+    if metric != task.metric:
+        have, need = ("has", "does not predict metres") if metric else ("has no", "predicts metres")
+        raise ValueError(f"model.name {config.model.name} {have} metric output transform (metric_output) but "
+                         f"task.kind {task.name} {need} (set model.overrides.metric_output, choose another model, "
+                         f"or another task.kind)")
 
 
 def phases(config: TrainConfig) -> list[tuple[int, list[str]]]:

@@ -162,8 +162,9 @@ class DataConfig:
     photometric: augment.PhotometricConfig = dataclasses.field(default_factory=augment.PhotometricConfig)
     normalize: augment.NormalizeConfig = dataclasses.field(default_factory=augment.NormalizeConfig)
     # What the shards hold for the task (its ``target``, checked against task.kind when the config loads):
-    # disparity, or seg.png label maps (with their own augmentation, ``segmentation``).
-    target: Literal["disparity", "segmentation"] = "disparity"
+    # disparity, metric_depth (disparity = exactly 1 / depth of metric sources, for task.kind metric_depth), or
+    # seg.png label maps (with their own augmentation, ``segmentation``).
+    target: Literal["disparity", "metric_depth", "segmentation"] = "disparity"
     segmentation: SegmentationAugmentConfig = dataclasses.field(default_factory=SegmentationAugmentConfig)
     # A shard that fails its checksum or decoding mid-run: stop the run naming it, or skip it and log it
     # (training.bad_shards).

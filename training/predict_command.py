@@ -1,11 +1,12 @@
 """``dpt predict IMAGE_OR_DIR... --checkpoint PATH_OR_URI --out DIR``: the task's output for images.
 
-The task (``--task``, by default the one of the checkpoint's head: ``training.tasks.task_for_head``) runs the
-model and encodes its output. For relative depth, each image ``<name>`` gives ``<name>.png`` (16-bit PNG:
+The task (``--task``, by default the checkpoint's: ``training.tasks.task_for_model``, its head and whether it has
+an output transform to metres) runs the model and encodes its output. For relative depth, each image ``<name>`` gives ``<name>.png`` (16-bit PNG:
 disparity scaled per image to 0..65535), ``<name>.color.png`` (a colour map a person can look at: near is bright)
 and, with ``--npy``, ``<name>.npy`` (float32 disparity at the input resolution); for segmentation ``<name>.png``
 (8-bit class ids) and ``<name>.color.png`` (a colour label map, one fixed colour per class); see each task's
-``encode``. Directories are searched recursively and their structure is kept under ``--out``.
+``encode``; for metric depth ``<name>.png`` (16-bit, millimetres), ``<name>.npy`` (float32 metres) and
+``<name>.color.png`` (with a colour bar in metres). Directories are searched recursively and their structure is kept under ``--out``.
 ``--checkpoint`` is a checkpoint directory as ``dpt train`` prints it or a model file.
 
 Before the model loads, every input is checked (:func:`check_inputs`): each IMAGE_OR_DIR exists (a directory holds
@@ -180,11 +181,11 @@ def run(args: argparse.Namespace) -> int:
 
     from pipeline.progress import progress
     from training.model.inference import prepare
-    from training.tasks import get_task, task_for_head
+    from training.tasks import get_task, task_for_model
 
     found = check_inputs(args)
     model = _load(args)
-    task = task_for_head(model.config.head) if args.task == "auto" else get_task(args.task)
+    task = task_for_model(model.config) if args.task == "auto" else get_task(args.task)
     preprocess = model.preprocess if args.size is None else dataclasses.replace(model.preprocess, size=args.size)
     pending: dict[tuple[int, int], list] = defaultdict(list)  # batches hold images of one prepared size
     problems: list[tuple[str, str]] = []

@@ -41,7 +41,7 @@ from training.config import TrainConfig
 from training.curriculum import data_phases, start_position
 from training.data import validation_batches
 from training.optim import build_optimizer, build_scheduler
-from training.step import StepTimer, sum_across_ranks, to_device, train_step
+from training.step import StepTimer, sum_across_ranks, to_device, train_step, unwrap
 from training.tasks import Task, create_task
 from training.train_state import load_train_state, save_train_state
 
@@ -174,6 +174,9 @@ def train_loop_per_worker(loop_config: dict) -> dict | None:
                 if rank == 0 and how != "exact":
                     print(f"training data: {how}", file=sys.stderr)
             logger.log(_cluster_shape(context.get_node_rank(), world), step)
+            if not meta:  # a new run: the task sets the model up first (metric depth: start weights, output transform)
+                task = create_task(config.task, config.data.shards.sources)
+                logger.set_tags(task.start(unwrap(model), config.data, rank, world, device))
             step, stopped, data_error = _train(config, model, optimizer, scheduler, step, position, logger,
                                                (rank, world), device, account)
     finally:
@@ -314,6 +317,10 @@ def check_inputs(config: TrainConfig) -> None:
                               f"`dpt ingest {source} --out {shards.prefix} ...`, or check data.shards.prefix)")
     if config.run.resume_from and not storage.exists(storage.join(config.run.resume_from, META_FILE)):
         raise ConfigError(f"run.resume_from: {config.run.resume_from} is not a checkpoint directory (no meta.json)")
+    try:
+        create_task(config.task, shards.sources).check_inputs()
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
     if in_ray_job() and local_store_dir(tracking_uri(config.tracking.uri)[0]) is not None:
         raise ConfigError("inside a `ray job submit` job, MLflow needs a tracking server: set MLFLOW_TRACKING_URI "
                           "for the job (--runtime-env-json '{\"env_vars\": {\"MLFLOW_TRACKING_URI\": ...}}') "

@@ -141,15 +141,19 @@ def check_checkpoint(path: str, variant: str | None = None) -> str:
     return info.file
 
 
-def checkpoint_head(path: str, variant: str | None = None) -> str:
-    """The head kind (``DPTConfig.head``: ``depth``, ``segmentation``) of the model that ``path`` loads into: the
-    ``variant``'s, else the one in the config this project's checkpoint carries (its header only). For paths that
-    :func:`check_checkpoint` accepted."""
+def checkpoint_config(path: str, variant: str | None = None) -> DPTConfig:
+    """The ``DPTConfig`` of the model that ``path`` loads into: the ``variant``'s, else the one this project's
+    checkpoint carries (its header only). For paths that :func:`check_checkpoint` accepted."""
     from training.model.registry import get_config
 
     if variant is not None:
-        return get_config(variant).head
-    return json.loads(inspect_checkpoint(path).metadata["config"]).get("head", DPTConfig.head)
+        return get_config(variant)
+    return DPTConfig.from_dict(json.loads(inspect_checkpoint(path).metadata["config"]))
+
+
+def checkpoint_head(path: str, variant: str | None = None) -> str:
+    """The head kind (``DPTConfig.head``: ``depth``, ``segmentation``) of :func:`checkpoint_config`."""
+    return checkpoint_config(path, variant).head
 
 
 def _read_state(path: str) -> tuple[dict[str, torch.Tensor], dict[str, str]]:

@@ -6,7 +6,8 @@ and ``dpt compare`` ask the task instead of branching on its name. No Ray here.
 | its config section (the keys under ``task:``) | ``Config``, a subclass of :class:`TaskConfig` picked by ``task.kind`` |
 | the shard members it reads, the batch members it makes | ``target`` (what ``data.target`` must say), ``shard_members``, ``batch_members`` |
 | its augmentation | the data path's stages ``geometric`` (config: ``geometric_config(data)``) and ``tensors`` |
-| the model head it trains | ``head`` (``DPTConfig.head``; ``training.tasks.task_for_head`` maps back) |
+| the model head it trains | ``head`` (``DPTConfig.head``), ``metric`` (an output transform in metres); ``task_for_model`` maps back |
+| what a new run does before its first step | ``start(model, data, rank, world, device)`` -> tags (metric depth: fit the output transform) |
 | its loss | ``predict(model, image)``, then ``task(model, batch, prediction) -> (loss, logs)`` |
 | its validation metrics, as named sums | ``validation_sums`` -> ``{name: float64 tensor}`` (added up across ranks by name), ``validation_metrics`` |
 | its output encoding for ``dpt predict`` | ``infer(model, batch, sizes)``, ``encode(output, colormap, npy)`` -> ``{suffix: bytes}`` |
@@ -55,6 +56,9 @@ class Task:
     batch_members: ClassVar[tuple[str, ...]]  # the tensors it needs in a batch beside ``image``
     head: ClassVar[str]  # the model head it trains (training.model.heads.HEADS)
     benchmarks: ClassVar[tuple[str, ...]] = ()  # evaluation protocols, by name (evaluation.protocol)
+    # Whether it predicts metres: its model has an output transform (DPTConfig.metric_output), which is how a
+    # metric checkpoint is told from a relative one on the same head (training.tasks.task_for_model).
+    metric: ClassVar[bool] = False
     sums: ClassVar[tuple[str, ...]]  # the names of its validation sums
 
     def __init__(self, config: TaskConfig | None = None, sources: Sequence[str] = ()):
@@ -94,6 +98,16 @@ class Task:
         return cls.tensors(photometric(fields, data.photometric, rng), data.normalize, rng)
 
     # -- training --------------------------------------------------------------------------------------------
+
+    def check_inputs(self) -> None:
+        """What the task's config names outside the run (a starting checkpoint, ...), checked before Ray starts:
+        ``ValueError`` in one line naming the key. Default: nothing to check."""
+
+    def start(self, model: torch.nn.Module, data, rank: int, world: int, device: torch.device) -> dict[str, str]:
+        """Set up the bare ``model`` of a new run before its first step (never on resume: the checkpoint has it),
+        on every rank alike (a collective is allowed: every rank calls it); ``data``: the ``DataConfig``. Returns
+        MLflow tags for the run. Default: nothing to do."""
+        return {}
 
     def predict(self, model: torch.nn.Module, image: torch.Tensor):
         """The forward pass of a training step (what ``__call__`` receives as ``prediction``)."""
