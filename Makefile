@@ -24,9 +24,9 @@ install-test: $(VENV)/.installed-test
 quickstart: install
 	MLFLOW_DISABLE_TELEMETRY=true $(BIN)/dpt pipeline run --config configs/pipeline_quickstart.yaml
 
-# Most of the suite waits on servers and subprocesses: a few test files at a time fill 2 cores. A test file runs
+# Most of the suite waits on servers and subprocesses: two test files at a time fill 2 cores. A test file runs
 # whole on one worker (its module fixtures are set up once); TEST_WORKERS=0 runs everything in this process.
-TEST_WORKERS ?= 3
+TEST_WORKERS ?= 2
 
 test: install-test
 	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile
