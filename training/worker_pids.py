@@ -88,5 +88,6 @@ def signal_and_wait(wait_s: float, poll_s: float = 0.5) -> tuple[list[int], list
     running = signalled
     while running and time.monotonic() < deadline:
         time.sleep(poll_s)
-        running = [pid for pid in running if pid in registered()]
+        alive = set(registered())
+        running = [pid for pid in running if pid in alive]
     return signalled, running
