@@ -6,7 +6,7 @@ isl-org/DPT's EVALUATION.md with BTS's ``eval_with_pngs.py``). Per image:
 1. valid ground truth: the reader's validity, finite, ``min_depth < gt < max_depth`` (strict on both sides, as
    BTS), inside the scoring crop (:mod:`evaluation.crops`: Eigen for NYUv2, Garg for KITTI);
 2. the prediction, at the ground truth's size, is clipped to ``[min_depth, max_depth]`` (``inf`` -> max);
-3. :func:`evaluation.metrics.depth_metric_sums` of the image; a benchmark's numbers are the sums over its images
+3. :func:`pipeline.depth_metrics.depth_metric_sums` of the image; a benchmark's numbers are the sums over its images
    divided by the number of scored images (the per-image mean of the paper's numbers; exact across workers).
 
 ``align="median"`` is an option for relative models (Zhou et al. 2017 / Monodepth2's median scaling): before the
@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from evaluation.crops import EIGEN_NYU_CROP, GARG_CROP, Crop
-from evaluation.metrics import depth_metric_sums
+from pipeline.depth_metrics import depth_metric_sums
 
 Align = Literal["none", "median"]
 ALIGNMENTS = ("none", "median")
@@ -60,7 +60,7 @@ class MetricDepthProtocol:
         return dataclasses.replace(self, align=align)
 
     def metric_key(self, metric: str) -> str:
-        """The MLflow metric name of one of :data:`evaluation.metrics.DEPTH_METRICS`, e.g.
+        """The MLflow metric name of one of :data:`pipeline.depth_metrics.DEPTH_METRICS`, e.g.
         ``metric_depth/nyu_metric_abs_rel``; median-scaled numbers get ``_median`` after the benchmark."""
         suffix = "" if self.align == "none" else f"_{self.align}"
         return f"metric_depth/{self.name}{suffix}_{metric}"
@@ -114,7 +114,7 @@ def clip_prediction(pred_depth: np.ndarray, protocol: MetricDepthProtocol) -> np
 
 def evaluate_metric_depth(pred_depth: np.ndarray, gt_depth: np.ndarray, valid: np.ndarray,
                           protocol: MetricDepthProtocol) -> tuple[dict[str, torch.Tensor], float]:
-    """One image: ``(sums, scale)``, the image's :func:`evaluation.metrics.depth_metric_sums` (``images`` 0 and
+    """One image: ``(sums, scale)``, the image's :func:`pipeline.depth_metrics.depth_metric_sums` (``images`` 0 and
     ``skipped`` 1 when no pixel is valid) and the median scale applied (1.0 without alignment).
 
     All arrays ``[H, W]`` at the ground truth's size: ``pred_depth`` in metres (or up to scale with

@@ -82,7 +82,7 @@ def test_the_task_s_loss_logs_and_gradient_matching():
 
 
 def test_named_sums_are_the_depth_metrics_per_image():
-    from evaluation.metrics import depth_metrics
+    from pipeline.depth_metrics import depth_metrics
 
     batch = _batch()
     torch.manual_seed(0)

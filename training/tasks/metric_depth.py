@@ -21,7 +21,7 @@ BTS multiplies it by 10; that is only a learning-rate factor and is not applied 
 ``task.gradient_weight > 0`` (the paper keeps gradient matching for NYUv2 and disables it for KITTI, whose
 ground truth is sparse) MiDaS' multi-scale gradient-matching term is added on the log-depth residual ``g``.
 
-Validation: the metric-depth metrics of ``evaluation.metrics`` (d1-d3, abs_rel, sq_rel, rmse, rmse_log, log10,
+Validation: the metric-depth metrics of ``pipeline.depth_metrics`` (d1-d3, abs_rel, sq_rel, rmse, rmse_log, log10,
 silog) as named per-image sums (``depth_metric_sums``), averaged over images when the ranks' sums are added up.
 
 ``dpt predict`` writes ``<name>.png`` (16-bit PNG of depth in millimetres, 0 = no value, saturating at 65.535 m:
@@ -41,8 +41,8 @@ from collections.abc import Mapping
 import numpy as np
 import torch
 
-from evaluation.metrics import DEPTH_METRICS, depth_metric_sums, depth_metrics_from_sums
 from pipeline import storage
+from pipeline.depth_metrics import DEPTH_METRICS, depth_metric_sums, depth_metrics_from_sums
 from pipeline.job_paths import check_job_path
 from pipeline.shards import DISP_MEMBER, MASK_MEMBER
 from training.losses import gradient_matching
