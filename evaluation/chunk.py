@@ -1,7 +1,8 @@
 """One unit of evaluation work: predict and score a few images of one benchmark (no Ray in here).
 
-A chunk returns additive :class:`~evaluation.protocol.MetricSums`, one row per image (including images
-that could not be scored, with the reason) and small pictures for the first images of a benchmark.
+A chunk returns additive :class:`~evaluation.protocol.MetricSums`, one row per image (one per image and metric for
+metric depth; including images that could not be scored, with the reason) and small pictures for the first images
+of a benchmark.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ import torch
 
 from evaluation.benchmarks import BenchmarkReader, make_reader
 from evaluation.pictures import Picture, shrink
+from evaluation.metric_depth import score_metric_depth
+from evaluation.metric_protocol import MetricDepthProtocol
 from evaluation.protocol import (BenchmarkProtocol, MetricSums, SegmentationProtocol, evaluate_dense, evaluate_pairs,
                                  get_protocol, valid_mask)
 from evaluation.segmentation import score_segmentation
@@ -77,8 +80,10 @@ def score_depth(model: torch.nn.Module, pre: Preprocess, protocol: BenchmarkProt
     return sums, rows, pictures
 
 
-# How each kind of protocol is scored: per-image values (depth), or a summed confusion matrix (segmentation).
-SCORE = {BenchmarkProtocol: score_depth, SegmentationProtocol: score_segmentation}
+# How each kind of protocol is scored: per-image values (zero-shot depth), named per-image sums (metric depth), or
+# a summed confusion matrix (segmentation).
+SCORE = {BenchmarkProtocol: score_depth, MetricDepthProtocol: score_metric_depth,
+         SegmentationProtocol: score_segmentation}
 
 
 def run_chunk(model: torch.nn.Module, pre: Preprocess, benchmark: str, data_root: str, ids: Sequence[str],

@@ -6,6 +6,9 @@
 ``--data-root`` holds one folder per benchmark in its released layout (``diw/``, ``eth3d/``, ``sintel/``,
 ``kitti/``, ``nyu/``, ``tum/``; ``ade20k/`` for the segmentation benchmarks ``ade20k`` and ``ade20k_ms``
 (multi-scale), which a segmentation checkpoint is evaluated on; see each reader in ``evaluation/benchmarks/``).
+A metric depth checkpoint (fine-tuned to metres: ``dpt_hybrid_nyu``, ``dpt_hybrid_kitti``) is evaluated on
+``nyu_metric`` (DPT Table 2: ``nyu/``, the official 654 test images) and ``kitti_metric`` (Table 3: ``kitti/``, the
+Eigen test frames of ``kitti/eigen_test_files_with_gt.txt``), without alignment (:mod:`evaluation.metric_protocol`).
 The checkpoint's task (``training.tasks``, from its model's head) says which benchmarks it supports: all of
 them by default, and ``--benchmarks`` only among those.
 Ray: joins ``--ray-address`` or ``RAY_ADDRESS`` when set, else starts a local instance on 127.0.0.1
@@ -27,6 +30,7 @@ import urllib.parse
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from evaluation.metric_protocol import METRIC_LABELS, METRIC_PROTOCOLS, MetricDepthProtocol
 from evaluation.protocol import PROTOCOLS, SEGMENTATION_PROTOCOLS, get_protocol
 from pipeline import storage
 from pipeline.job_paths import check_job_path
@@ -45,7 +49,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="DPT variant to build (dpt_large, dpt_hybrid, ...); default: read from the checkpoint")
     parser.add_argument("--benchmarks", default=None,
                         help="comma-separated benchmarks of the checkpoint's task (default: all of them): "
-                             f"depth {','.join(PROTOCOLS)}; segmentation {','.join(SEGMENTATION_PROTOCOLS)}")
+                             f"depth {','.join(PROTOCOLS)}; metric depth {','.join(METRIC_PROTOCOLS)}; "
+                             f"segmentation {','.join(SEGMENTATION_PROTOCOLS)}")
     parser.add_argument("--data-root", required=True, help="folder or s3:// prefix with one folder per benchmark")
     where = parser.add_mutually_exclusive_group()
     where.add_argument("--run-id", default=None, help="log into this existing MLflow run (e.g. the training run)")
@@ -64,7 +69,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def parse_benchmarks(text: str) -> list[str]:
     names = [b.strip().lower() for b in text.split(",") if b.strip()]
-    known = [*PROTOCOLS, *SEGMENTATION_PROTOCOLS]
+    known = [*PROTOCOLS, *METRIC_PROTOCOLS, *SEGMENTATION_PROTOCOLS]
     unknown = [b for b in names if b not in known]
     if unknown or not names:
         raise ValueError(f"--benchmarks: unknown {unknown or text!r}; choose from {','.join(known)}")
@@ -184,16 +189,31 @@ def _not_yet_in_run(run_id: str, benchmarks: list[str]) -> list[str]:
 
     done = mlflow.get_run(run_id).data.metrics
     for name in benchmarks:
-        key = get_protocol(name).metric_key
+        key = get_protocol(name).result_key
         if key in done:
             print(f"{get_protocol(name).title:<14} already in run {run_id}: {key} = {done[key]:.4f} (--force to redo)")
-    return [b for b in benchmarks if get_protocol(b).metric_key not in done]
+    return [b for b in benchmarks if get_protocol(b).result_key not in done]
+
+
+def _report_metric_depth(outcome, protocol: MetricDepthProtocol, limited: bool) -> None:
+    """The paper's columns of Table 2 or 3 (every metric is in MLflow), values under their names."""
+    skipped = f", {outcome.sums.skipped} without valid ground truth" if outcome.sums.skipped else ""
+    values = protocol.values(outcome.sums)
+    print(f"{protocol.title:<20}" + "".join(f"{METRIC_LABELS[name]:>9}" for name in protocol.columns))
+    print(f"{protocol.table:<20}" + "".join(f"{values.get(name, math.nan):9.4f}" for name in protocol.columns)
+          + f"   ({outcome.sums.images} images{skipped})")
+    if not limited and outcome.sums.images != protocol.expected_images:
+        print(f"{'':<20} note: {outcome.sums.images} images scored; the paper's split has {protocol.expected_images}",
+              file=sys.stderr)
 
 
 def _report(outcome, limited: bool) -> None:
     protocol = get_protocol(outcome.name)
     if outcome.error:
         print(f"{protocol.title:<14} FAILED: {outcome.error}", file=sys.stderr)
+        return
+    if isinstance(protocol, MetricDepthProtocol):
+        _report_metric_depth(outcome, protocol, limited)
         return
     skipped = f", {outcome.sums.skipped} without valid ground truth" if outcome.sums.skipped else ""
     print(f"{protocol.title:<14} {protocol.metric_label:<12} {outcome.value:8.4f}   "
@@ -240,7 +260,7 @@ def run(args: argparse.Namespace) -> int:
         outcomes = evaluate(loader, benchmarks, args.data_root, options, on_done=on_done) if benchmarks else {}
         failed = [o.name for o in outcomes.values() if o.error or math.isnan(o.value)]
         logged = mlflow.get_run(active.info.run_id).data.metrics
-        scored = [b for b in requested if get_protocol(b).metric_key in logged]
+        scored = [b for b in requested if get_protocol(b).result_key in logged]
         mlflow.set_tag("eval.status", "complete" if len(scored) == len(requested) else "partial")
         print(f"MLflow run {active.info.run_id}: {len(scored)} of {len(requested)} benchmarks scored")
     return 1 if failed else 0

@@ -22,16 +22,24 @@ Garg crop never scores (:func:`evaluation.crops.kb_crop_box`, :func:`evaluation.
 from __future__ import annotations
 
 import dataclasses
-from typing import Literal
+from typing import TYPE_CHECKING, ClassVar, Literal
 
 import numpy as np
 import torch
 
 from evaluation.crops import EIGEN_NYU_CROP, GARG_CROP, Crop
-from pipeline.depth_metrics import depth_metric_sums
+from pipeline.depth_metrics import DEPTH_METRICS, depth_metric_sums, depth_metrics_from_sums
+
+if TYPE_CHECKING:
+    from evaluation.protocol import MetricSums
 
 Align = Literal["none", "median"]
 ALIGNMENTS = ("none", "median")
+
+# How the paper's tables (and the console, and dpt compare) head each of DEPTH_METRICS.
+METRIC_LABELS = {"d1": "d1", "d2": "d2", "d3": "d3", "abs_rel": "AbsRel", "sq_rel": "SqRel", "rmse": "RMSE",
+                 "rmse_log": "RMSE-log", "log10": "log10", "silog": "SILog"}
+HIGHER_IS_BETTER = frozenset({"d1", "d2", "d3"})  # accuracies; the rest are errors
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,12 +54,17 @@ class MetricDepthProtocol:
     min_depth: float  # ground truth valid where min_depth < d < max_depth; prediction clipped to [min, max]
     max_depth: float
     crop: Crop
+    columns: tuple[str, ...]  # the paper's table columns, of DEPTH_METRICS (all of them are logged)
     input_crop: Literal["kb"] | None = None  # the network sees this crop of the frame (KITTI benchmark crop)
     align: Align = "none"
+    group: ClassVar[str] = "metric_depth"  # the MLflow metric names' prefix
+    metric: ClassVar[str] = "abs_rel"  # the benchmark's one number where one is needed (value, picture titles)
 
     def __post_init__(self):
         if self.align not in ALIGNMENTS:
             raise ValueError(f"{self.name}: align must be one of {ALIGNMENTS}, got {self.align!r}")
+        if not set(self.columns) <= set(DEPTH_METRICS):
+            raise ValueError(f"{self.name}: columns {self.columns} must be among {DEPTH_METRICS}")
         if not 0 <= self.min_depth < self.max_depth:
             raise ValueError(f"{self.name}: need 0 <= min_depth < max_depth, got {self.min_depth}, {self.max_depth}")
 
@@ -63,7 +76,32 @@ class MetricDepthProtocol:
         """The MLflow metric name of one of :data:`pipeline.depth_metrics.DEPTH_METRICS`, e.g.
         ``metric_depth/nyu_metric_abs_rel``; median-scaled numbers get ``_median`` after the benchmark."""
         suffix = "" if self.align == "none" else f"_{self.align}"
-        return f"metric_depth/{self.name}{suffix}_{metric}"
+        return f"{self.group}/{self.name}{suffix}_{metric}"
+
+    @property
+    def result_key(self) -> str:
+        """The MLflow metric whose presence says a run has this benchmark's numbers (its AbsRel)."""
+        return self.metric_key(self.metric)
+
+    @property
+    def metric_label(self) -> str:
+        return METRIC_LABELS[self.metric]
+
+    def values(self, sums: MetricSums) -> dict[str, float]:
+        """Each of :data:`DEPTH_METRICS` of a benchmark from its summed per-image values (``sums.depth``) and the
+        number of images scored; empty when none was."""
+        if not sums.images or sums.depth is None:
+            return {}
+        return depth_metrics_from_sums({**sums.depth, "images": sums.images})
+
+    def extra_metrics(self, sums: MetricSums) -> list[tuple[str, str, float]]:
+        """``(MLflow name, label, value)`` of every metric beside AbsRel (logged under :meth:`metric_key`)."""
+        return [(self.metric_key(name), METRIC_LABELS[name], value)
+                for name, value in self.values(sums).items() if name != self.metric]
+
+    def artifacts(self, sums: MetricSums) -> dict[str, bytes]:
+        """Files logged beside the numbers: none (the per-image rows hold each image's metrics)."""
+        return {}
 
 
 METRIC_PROTOCOLS: dict[str, MetricDepthProtocol] = {
@@ -71,11 +109,13 @@ METRIC_PROTOCOLS: dict[str, MetricDepthProtocol] = {
     for p in (
         MetricDepthProtocol("nyu_metric", "NYUv2", "Table 2",
                             "official labeled test split (splits.mat testNdxs), raw depth (rawDepths, as BTS "
-                            "extracts it)", 654, min_depth=1e-3, max_depth=10.0, crop=EIGEN_NYU_CROP),
+                            "extracts it)", 654, min_depth=1e-3, max_depth=10.0, crop=EIGEN_NYU_CROP,
+                            columns=("d1", "d2", "d3", "abs_rel", "rmse", "log10")),
         MetricDepthProtocol("kitti_metric", "KITTI (Eigen split)", "Table 3",
                             "Eigen test split (697 frames), the 652 with annotated ground truth of the depth "
                             "benchmark (BTS eigen_test_files_with_gt.txt)", 652, min_depth=1e-3, max_depth=80.0,
-                            crop=GARG_CROP, input_crop="kb"),
+                            crop=GARG_CROP, columns=("d1", "d2", "d3", "abs_rel", "rmse", "rmse_log"),
+                            input_crop="kb"),
     )
 }
 

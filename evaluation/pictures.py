@@ -2,6 +2,8 @@
 
 Dense depth benchmarks show ground-truth disparity and the aligned predicted disparity in one colour map with
 one shared range per row (so that colours compare; the row's colour bar gives it), invalid ground truth in grey.
+Metric depth benchmarks (``Picture.metres``) show depth in metres the same way, the colour map reversed so that
+near is bright here too, with one colour bar in metres per row.
 Under each input: the image's whole id and its own metric; under the grid, a legend for what is not a
 measurement (grey, DIW's points). DIW shows the annotated pair on the input (green = the point annotated
 closer, red = farther) and the predicted disparity.
@@ -29,8 +31,9 @@ class Picture:
     """Downsized arrays for one row of a picture grid: rgb uint8 [h, w, 3]; gt and pred float32 [h, w].
 
     Depth (``classes == 0``): disparity, gt NaN where invalid, pred aligned to gt where the protocol aligns;
-    ``pairs`` in the downsized coordinates for DIW. Segmentation (``classes > 0``): class ids, gt NaN where
-    unlabelled. ``value`` is the image's own metric."""
+    ``pairs`` in the downsized coordinates for DIW; with ``metres``: depth in metres instead of disparity (metric
+    depth benchmarks; pred NaN where the network saw nothing). Segmentation (``classes > 0``): class ids, gt NaN
+    where unlabelled. ``value`` is the image's own metric."""
 
     id: str
     rgb: np.ndarray
@@ -39,6 +42,7 @@ class Picture:
     pairs: np.ndarray | None = None
     value: float = float("nan")
     classes: int = 0
+    metres: bool = False
 
 
 def shrink(array: np.ndarray, mode: str) -> tuple[np.ndarray, float]:
@@ -106,34 +110,40 @@ def _show_depth(fig, row, picture: Picture, cmap) -> None:
     else:
         valid = picture.gt[np.isfinite(picture.gt)]
         lo, hi = (np.percentile(valid, [2, 98]) if valid.size else np.nanpercentile(picture.pred, [2, 98]))
+        if picture.metres:  # depth: far is large, so the map is reversed to keep near bright
+            cmap = cmap.reversed()
         row[1].imshow(np.ma.masked_invalid(picture.gt), cmap=cmap, vmin=lo, vmax=hi)
-        label = "disparity = 1 / depth\n(1/m), bright = near"
-    image = row[2].imshow(picture.pred, cmap=cmap, vmin=lo, vmax=hi)
+        label = "depth (m)\nbright = near" if picture.metres else "disparity = 1 / depth\n(1/m), bright = near"
+    image = row[2].imshow(np.ma.masked_invalid(picture.pred), cmap=cmap, vmin=lo, vmax=hi)
     bar = fig.colorbar(image, ax=list(row[1:3]), fraction=0.04, pad=0.02, aspect=15)
     bar.set_label(label, fontsize=7)
     bar.ax.tick_params(labelsize=6)
 
 
-def _legend(fig, columns: int, diw: bool) -> None:
-    """What the colours that are no measurement mean, under the grid."""
+def _legend(fig, kind: str, cropped: bool = False) -> None:
+    """What the colours that are no measurement mean, under the grid (``kind``: a key of :data:`_HEADINGS`;
+    ``cropped``: a prediction is grey where the network saw nothing)."""
     from matplotlib.lines import Line2D
     from matplotlib.patches import Patch
 
-    if columns == 4:
+    if kind == "segmentation":
         handles = [Patch(color=UNLABELLED, label="grey: unlabelled pixel (not scored)"),
                    Patch(facecolor="none", edgecolor="none",
                          label="errors: wrong pixels in the predicted class's colour, right ones dimmed")]
-    elif diw:
+    elif kind == "pairs":
         handles = [Line2D([], [], color="lime", marker="o", linestyle="", label="point annotated closer"),
                    Line2D([], [], color="red", marker="o", linestyle="", label="point annotated farther")]
     else:
         handles = [Patch(color=UNLABELLED, label="grey: no ground truth, or outside the benchmark's depth range "
                                                  "or crop (not scored)")]
+        if cropped:  # KITTI's metric protocol: the network sees the benchmark crop of the frame only
+            handles.append(Patch(color=UNLABELLED, label="in the prediction: outside the network's input crop"))
     fig.legend(handles=handles, loc="outside lower center", ncols=len(handles), fontsize=8, frameon=False)
 
 
 _HEADINGS = {
     "dense": ("input", "ground truth (disparity)", "prediction (aligned disparity)"),
+    "metres": ("input", "ground truth (depth, m)", "prediction (depth, m)"),
     "pairs": ("input", "annotated pair (ordinal)", "prediction (disparity)"),
     "segmentation": ("input", "ground truth (classes)", "prediction (classes)", "errors (in the predicted class)"),
 }
@@ -153,7 +163,9 @@ def picture_grid(pictures: Sequence[Picture], title: str, metric: str):
     fig, axes = plt.subplots(rows, columns, figsize=(3 * columns + (0 if columns == 4 else 0.8), 2.9 * rows + 0.6),
                              squeeze=False, layout="constrained")
     diw = bool(pictures) and pictures[0].gt is None and not pictures[0].classes
-    for ax, heading in zip(axes[0], _HEADINGS["segmentation" if columns == 4 else "pairs" if diw else "dense"]):
+    metres = bool(pictures) and pictures[0].metres
+    kind = "segmentation" if columns == 4 else "pairs" if diw else "metres" if metres else "dense"
+    for ax, heading in zip(axes[0], _HEADINGS[kind]):
         ax.set_title(heading, fontsize=9)
     cmap = plt.get_cmap(COLOR_MAP).with_extremes(bad=UNLABELLED)
     for row, picture in zip(axes, pictures):
@@ -169,6 +181,6 @@ def picture_grid(pictures: Sequence[Picture], title: str, metric: str):
         for ax in row:
             ax.set_xticks([])
             ax.set_yticks([])
-    _legend(fig, columns, diw)
+    _legend(fig, kind, cropped=any(np.isnan(p.pred).any() for p in pictures if p.metres))
     fig.suptitle(title, fontsize=11)
     return fig

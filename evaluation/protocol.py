@@ -20,6 +20,7 @@ import numpy as np
 
 from evaluation import metrics, segmentation_metrics
 from evaluation.crops import EIGEN_NYU_CROP
+from evaluation.metric_protocol import METRIC_PROTOCOLS, MetricDepthProtocol
 from pipeline.shards import ADE20K_CLASSES
 
 Metric = Literal["abs_rel", "delta_error", "whdr"]
@@ -50,6 +51,11 @@ class BenchmarkProtocol:
         """The MLflow metric name; the same for every run, so runs line up in the MLflow UI."""
         suffix = {"abs_rel": "absrel", "delta_error": f"delta_gt_{self.threshold:g}", "whdr": "whdr"}
         return f"{self.group}/{self.name}_{suffix[self.metric]}"
+
+    @property
+    def result_key(self) -> str:
+        """The MLflow metric whose presence says a run has this benchmark's number."""
+        return self.metric_key
 
     def extra_metrics(self, sums: MetricSums) -> list[tuple[str, str, float]]:
         """``(MLflow name, label, value)`` of the numbers beside the benchmark's own: none here."""
@@ -109,6 +115,10 @@ class SegmentationProtocol:
         return f"{self.group}/{self.name}_miou"
 
     @property
+    def result_key(self) -> str:
+        return self.metric_key
+
+    @property
     def pixel_accuracy_key(self) -> str:
         return f"{self.group}/{self.name}_pixel_accuracy"
 
@@ -142,11 +152,15 @@ SEGMENTATION_PROTOCOLS: dict[str, SegmentationProtocol] = {
 }
 
 
-def get_protocol(name: str) -> BenchmarkProtocol | SegmentationProtocol:
-    """The protocol of a depth (Table 1) or segmentation (Table 4) benchmark by name."""
-    found = PROTOCOLS.get(name) or SEGMENTATION_PROTOCOLS.get(name)
+Protocol = BenchmarkProtocol | SegmentationProtocol | MetricDepthProtocol
+
+
+def get_protocol(name: str) -> Protocol:
+    """The protocol of a zero-shot depth (Table 1), metric depth (Tables 2, 3; :mod:`evaluation.metric_protocol`)
+    or segmentation (Table 4) benchmark by name."""
+    found = PROTOCOLS.get(name) or METRIC_PROTOCOLS.get(name) or SEGMENTATION_PROTOCOLS.get(name)
     if found is None:
-        known = ", ".join([*PROTOCOLS, *SEGMENTATION_PROTOCOLS])
+        known = ", ".join([*PROTOCOLS, *METRIC_PROTOCOLS, *SEGMENTATION_PROTOCOLS])
         raise ValueError(f"unknown benchmark {name!r}; known: {known}")
     return found
 
@@ -161,6 +175,9 @@ class MetricSums:
     skipped: int = 0  # images without a single valid pixel (reported per image, not in the metric)
     # Segmentation benchmarks: the int64 [C, C] confusion matrix (counts add up exactly); value is its mIoU.
     confusion: np.ndarray | None = None
+    # Metric depth benchmarks: each of pipeline.depth_metrics.DEPTH_METRICS summed over the scored images (value:
+    # the mean of the per-image values added with add(), their AbsRel; MetricDepthProtocol.values gives them all).
+    depth: dict[str, float] | None = None
 
     def add(self, value: float, weight: float) -> None:
         self.total += value * weight
@@ -172,8 +189,12 @@ class MetricSums:
             confusion = self.confusion if other.confusion is None else other.confusion
         else:
             confusion = self.confusion + other.confusion
+        if self.depth is None or other.depth is None:
+            depth = self.depth if other.depth is None else other.depth
+        else:
+            depth = {name: self.depth[name] + other.depth[name] for name in self.depth}
         return MetricSums(self.total + other.total, self.weight + other.weight,
-                          self.images + other.images, self.skipped + other.skipped, confusion)
+                          self.images + other.images, self.skipped + other.skipped, confusion, depth)
 
     @property
     def value(self) -> float:

@@ -5,13 +5,14 @@ Names (stable across runs, so that the MLflow UI lines them up):
 | what | name |
 |---|---|
 | the Table 1 number of a benchmark | metric ``zero_shot/<benchmark>_<metric>`` (e.g. ``zero_shot/nyu_delta_gt_1.25``) |
+| the Tables 2 and 3 numbers (metric depth) | metrics ``metric_depth/<benchmark>_<m>``, m each of ``DEPTH_METRICS`` |
 | the Table 4 numbers (segmentation) | metrics ``segmentation/<benchmark>_miou``, ``segmentation/<benchmark>_pixel_accuracy`` |
 | segmentation details | artifacts ``eval/segmentation/<benchmark>_confusion.npy``, ``<benchmark>_class_iou.csv`` |
-| images scored / skipped | metrics ``zero_shot/<benchmark>_images``, ``zero_shot/<benchmark>_skipped`` |
+| images scored / skipped | metrics ``<group>/<benchmark>_images``, ``_skipped`` (``zero_shot/``, ``metric_depth/``, ...) |
 | a benchmark that failed | tag ``eval.error.<benchmark>`` with the message |
 | the evaluated checkpoint, data root | tags ``eval.checkpoint``, ``eval.data_root`` |
-| per-image metrics | artifact ``eval/per_image/<benchmark>.parquet`` |
-| picture grids | artifact ``eval/pictures/<benchmark>.png`` |
+| per-image metrics | artifact ``eval/per_image/<benchmark>.parquet`` (metric depth: a row per image and metric) |
+| picture grids | artifact ``eval/pictures/<benchmark>.png`` (metric depth: in metres) |
 """
 
 from __future__ import annotations
@@ -57,7 +58,7 @@ def log_outcome(outcome: BenchmarkOutcome) -> None:
         mlflow.set_tag(f"eval.error.{outcome.name}", outcome.error[:4000])
     elif not math.isnan(outcome.value):
         values = {
-            protocol.metric_key: outcome.value,
+            protocol.result_key: outcome.value,
             f"{protocol.group}/{outcome.name}_images": outcome.sums.images,
             f"{protocol.group}/{outcome.name}_skipped": outcome.sums.skipped,
         }

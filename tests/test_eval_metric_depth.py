@@ -122,3 +122,23 @@ def test_paper_rows_of_tables_2_and_3():
         "d1": 0.904, "d2": 0.988, "d3": 0.994, "abs_rel": 0.110, "rmse": 0.357, "log10": 0.045}
     assert METRIC_PAPER_ROWS["kitti_metric"]["DPT-Hybrid"] == {
         "d1": 0.959, "d2": 0.995, "d3": 0.999, "abs_rel": 0.062, "rmse": 2.573, "rmse_log": 0.092}
+
+
+def test_dpt_eval_finds_the_protocols_and_logs_every_metric_from_the_sums():
+    from evaluation.protocol import MetricSums, get_protocol
+
+    for name, protocol in METRIC_PROTOCOLS.items():
+        assert get_protocol(name) is protocol and protocol.result_key == f"metric_depth/{name}_abs_rel"
+        # the console and dpt compare show the paper's columns: those of its DPT-Hybrid row, in its order
+        assert protocol.columns == tuple(METRIC_PAPER_ROWS[name]["DPT-Hybrid"])
+    a = MetricSums(depth={k: 1.0 for k in DEPTH_METRICS})
+    a.add(1.0, 1.0)
+    b = MetricSums(depth={k: float(i) for i, k in enumerate(DEPTH_METRICS)})
+    b.add(3.0, 1.0)
+    total = a + b
+    protocol = METRIC_PROTOCOLS["kitti_metric"]
+    assert total.images == 2 and total.value == 2.0  # the mean AbsRel of the two images
+    extra = {key: value for key, _, value in protocol.extra_metrics(total)}
+    assert set(extra) | {protocol.result_key} == {protocol.metric_key(k) for k in DEPTH_METRICS}
+    assert extra["metric_depth/kitti_metric_silog"] == (1.0 + 8.0) / 2
+    assert protocol.values(MetricSums(depth=dict.fromkeys(DEPTH_METRICS, 0.0))) == {}  # nothing scored

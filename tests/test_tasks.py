@@ -29,6 +29,7 @@ CLASSES = 3
 
 
 def test_registry_names_heads_targets_and_the_evaluation_protocols():
+    from evaluation.metric_protocol import METRIC_PROTOCOLS
     from evaluation.protocol import PROTOCOLS, SEGMENTATION_PROTOCOLS
 
     from training.model import get_config
@@ -49,8 +50,9 @@ def test_registry_names_heads_targets_and_the_evaluation_protocols():
     # Each task's benchmarks are evaluation's protocols, and every protocol belongs to exactly one task.
     assert RelativeDepthTask.benchmarks == tuple(PROTOCOLS)
     assert SegmentationTask.benchmarks == tuple(SEGMENTATION_PROTOCOLS)
+    assert MetricDepthTask.benchmarks == tuple(METRIC_PROTOCOLS)
     claimed = [name for task in TASKS.values() for name in task.benchmarks]
-    assert sorted(claimed) == sorted([*PROTOCOLS, *SEGMENTATION_PROTOCOLS])
+    assert sorted(claimed) == sorted([*PROTOCOLS, *METRIC_PROTOCOLS, *SEGMENTATION_PROTOCOLS])
 
 
 def test_the_yaml_keys_map_onto_the_task_s_own_section():
@@ -251,6 +253,9 @@ def test_dpt_eval_asks_the_checkpoint_s_task_for_its_benchmarks(tmp_path):
     with pytest.raises(ValueError, match=r"^--benchmarks ade20k: not for the checkpoint's task, depth \(a depth "
                                          r"head\); its benchmarks: diw,eth3d,sintel,kitti,nyu,tum$"):
         task_benchmarks(args("dpt_tiny"), ["tum", "ade20k"])
+    assert task_benchmarks(args("dpt_hybrid_nyu"), None) == ["nyu_metric", "kitti_metric"]
+    with pytest.raises(ValueError, match=r"^--benchmarks nyu: not for the checkpoint's task, metric_depth"):
+        task_benchmarks(args("dpt_hybrid_kitti"), ["nyu"])
     # This project's checkpoint: the head is in the config its header carries (save_checkpoint's metadata; the
     # weights do not matter here, only the header is read).
     checkpoint = str(tmp_path / "seg.safetensors")

@@ -14,17 +14,19 @@ from evaluation.benchmarks.tum import TUMReader
 READERS: dict[str, type[BenchmarkReader]] = {
     r.name: r for r in (DIWReader, ETH3DReader, SintelReader, KITTIReader, NYUReader, TUMReader, ADE20KReader)
 }
-# Benchmarks that are another benchmark's images under another protocol (multi-scale ADE20K).
-ALIASES = {"ade20k_ms": "ade20k"}
+# Benchmarks that are another benchmark's images under another protocol (multi-scale ADE20K; the metric depth
+# protocols of NYUv2 and KITTI): benchmark -> its folder, whose reader it uses unless READERS has its own.
+ALIASES = {"ade20k_ms": "ade20k", "nyu_metric": "nyu", "kitti_metric": "kitti"}
 
 __all__ = ["READERS", "BenchmarkError", "BenchmarkReader", "BenchmarkSample", "make_reader"]
 
 
 def make_reader(name: str, data_root: str) -> BenchmarkReader:
-    """The reader of benchmark ``name`` over ``<data_root>/<name>``."""
+    """The reader of benchmark ``name`` over its folder ``<data_root>/<folder>`` (``ALIASES``, else ``name``)."""
     from pipeline import storage
 
-    name = ALIASES.get(name, name)
-    if name not in READERS:
+    folder = ALIASES.get(name, name)
+    reader = READERS.get(name) or READERS.get(folder)
+    if reader is None:
         raise ValueError(f"unknown benchmark {name!r}; known: {', '.join([*READERS, *ALIASES])}")
-    return READERS[name](storage.join(data_root, name))
+    return reader(storage.join(data_root, folder))

@@ -30,15 +30,19 @@ class BenchmarkSample:
     ``rgb``) and ``valid`` (bool ``[H, W]``); DIW sets ``pairs`` (``[N, 5]`` rows ``(y1, x1, y2, x2, rel)``,
     0-based pixels of ``rgb``, rel +1 when point 1 is closer). Segmentation benchmarks set ``labels`` (uint8
     ``[H, W]`` class ids, 255 = ignore, as in the shard contract). ``source`` names the ground-truth file.
+    ``reason`` is set when the protocol's split lists the image but it has no ground truth to score (KITTI's
+    Eigen frames without annotated depth): then nothing else is read (``rgb`` None) and the evaluation reports the
+    image with this reason instead of a number.
     """
 
     id: str
-    rgb: np.ndarray
+    rgb: np.ndarray | None
     source: str
     depth: np.ndarray | None = None
     valid: np.ndarray | None = None
     pairs: np.ndarray | None = None
     labels: np.ndarray | None = None
+    reason: str = ""
 
 
 class BenchmarkReader:

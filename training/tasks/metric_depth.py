@@ -116,7 +116,7 @@ class MetricDepthTask(Task):
     batch_members = ("disparity", "mask")
     head = "depth"
     metric = True
-    benchmarks = ()  # nyu_metric, kitti_metric once evaluation.protocol registers them
+    benchmarks = ("nyu_metric", "kitti_metric")  # DPT Tables 2 and 3 (evaluation.metric_protocol)
     sums = (*DEPTH_METRICS, "images", "skipped")  # per-image metric values summed, images scored / without pixels
 
     geometric_config = staticmethod(RelativeDepthTask.geometric_config)
