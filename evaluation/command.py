@@ -30,6 +30,7 @@ import urllib.parse
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from evaluation.benchmarks.kitti import EIGEN_GT_FILE
 from evaluation.metric_protocol import METRIC_LABELS, METRIC_PROTOCOLS, MetricDepthProtocol
 from evaluation.protocol import PROTOCOLS, SEGMENTATION_PROTOCOLS, get_protocol
 from pipeline import storage
@@ -51,7 +52,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="comma-separated benchmarks of the checkpoint's task (default: all of them): "
                              f"depth {','.join(PROTOCOLS)}; metric depth {','.join(METRIC_PROTOCOLS)}; "
                              f"segmentation {','.join(SEGMENTATION_PROTOCOLS)}")
-    parser.add_argument("--data-root", required=True, help="folder or s3:// prefix with one folder per benchmark")
+    parser.add_argument("--data-root", required=True,
+                        help="folder or s3:// prefix with one folder per benchmark in its released layout (diw/, "
+                             "eth3d/, sintel/, kitti/, nyu/, tum/, ade20k/); kitti_metric reads kitti/ with BTS's "
+                             f"Eigen test list kitti/{EIGEN_GT_FILE} (ground truth from data_depth_annotated/train/ "
+                             "or val/), nyu_metric reads nyu/")
     where = parser.add_mutually_exclusive_group()
     where.add_argument("--run-id", default=None, help="log into this existing MLflow run (e.g. the training run)")
     where.add_argument("--experiment", default=None, help=f"start a new run in this experiment (default {DEFAULT_EXPERIMENT})")

@@ -9,7 +9,7 @@ import shutil
 import numpy as np
 import pytest
 
-from evaluation.benchmarks import READERS, BenchmarkError, make_reader
+from evaluation.benchmarks import ALIASES, READERS, BenchmarkError, make_reader
 from evaluation.benchmarks.diw import parse_diw_csv
 from evaluation.benchmarks.kitti import parse_eigen_line
 from evaluation.benchmarks.sintel import read_dpt
@@ -102,6 +102,72 @@ def test_kitti_reads_real_16bit_png_at_native_paths(shared_fixtures, tmp_path):
     assert sample.depth[sample.valid].max() == pytest.approx(65.74, abs=0.01)
 
 
+def test_kitti_metric_lists_every_eigen_frame_finds_ground_truth_in_train_and_val_and_says_why_not(storage_root):
+    frames = eval_data.write_kitti_eigen(storage_root, size=(360, 1220))
+    reader = make_reader("kitti_metric", storage_root)
+    assert reader.root.endswith("/kitti") and reader.list_samples() == sorted(frames)  # none silently dropped
+    val, train, none, absent, top = frames
+    sample = reader.load(val)
+    assert "/data_depth_annotated/val/" in sample.source and sample.reason == ""
+    assert sample.rgb.shape == (360, 1220, 3) and sample.depth.shape == (360, 1220)
+    written = np.round(eval_data.scene_depth(60, 360, 1220, near=2.0, far=70.0) * 256) / 256
+    np.testing.assert_array_equal(sample.depth[sample.valid], written[sample.valid])
+    assert not sample.valid[:120].any() and not sample.valid[:, ::3].any() and sample.valid[200, 1::3].all()
+    assert "/data_depth_annotated/train/" in reader.load(train).source
+    for frame in (none, absent):
+        missing = reader.load(frame)
+        assert missing.rgb is None and missing.depth is None and frames[frame] in missing.reason
+    assert missing.reason == ("no ground truth: data_depth_annotated/train/ nor val/ holds "
+                              "2011_09_26_drive_0009_sync/proj_depth/groundtruth/image_02/0000000030.png")
+    assert reader.load(top).reason == ""  # read as it is; the protocol finds no pixel to score in its crop
+    assert make_reader("kitti_metric", storage_root).load(none).reason == frames[none].join(
+        ["no ground truth: eigen_test_files_with_gt.txt ", ""])  # a worker's own reader knows it too
+
+
+def test_kitti_metric_list_errors_name_the_file_and_line(tmp_path):
+    root = str(tmp_path)
+    with pytest.raises(FileNotFoundError, match=r"kitti_metric: the Eigen test list .*/kitti/"
+                                                r"eigen_test_files_with_gt.txt is missing"):
+        make_reader("kitti_metric", root).list_samples()
+    frames = eval_data.write_kitti_eigen(root, size=(352, 1216))
+    listing = tmp_path / "kitti/eigen_test_files_with_gt.txt"
+    lines = listing.read_text().splitlines()
+    listing.write_text("\n".join(lines + [lines[0].replace("image_02/0000000000.png", "image_02/0000000001.png")]))
+    with pytest.raises(BenchmarkError, match=r"with_gt.txt:6: the depth map .*0000000001.png is not of the image"):
+        make_reader("kitti_metric", root).list_samples()
+    listing.write_text("\n".join(lines + ["2011_09_26/2011_09_26_drive_0002_sync 69 l"]))  # the zero-shot form
+    with pytest.raises(BenchmarkError, match=r"with_gt.txt:6: not a line of eigen_test_files_with_gt.txt"):
+        make_reader("kitti_metric", root).list_samples()
+    # Depth-Anything-V2's copy: absolute paths of another machine; only the last components count.
+    listing.write_text("\n".join(f"/mnt/kitti/raw/{image} {'' if gt == 'None' else '/mnt/gt/'}{gt}"
+                                 for image, gt, _ in map(str.split, lines)))
+    assert make_reader("kitti_metric", root).list_samples() == sorted(frames)
+    listing.write_text(lines[2] + "\n")  # only a frame without ground truth
+    with pytest.raises(FileNotFoundError, match="kitti_metric: no frame of .* has ground truth under"):
+        make_reader("kitti_metric", root).list_samples()
+
+
+def test_kitti_metric_reads_the_real_frame_and_16bit_png_from_train(shared_fixtures, tmp_path):
+    """The real KITTI raw frame; the real KITTI stereo 2015 16-bit PNG (the depth benchmark's encoding) standing in
+    for its annotated depth in ``train/``, where most of the Eigen test frames' ground truth lies."""
+    date, drive = "2011_09_26", "2011_09_26_drive_0023_sync"
+    raw_dir = tmp_path / f"kitti/raw/{date}/{drive}/image_02/data"
+    gt_dir = tmp_path / f"kitti/data_depth_annotated/train/{drive}/proj_depth/groundtruth/image_02"
+    raw_dir.mkdir(parents=True)
+    gt_dir.mkdir(parents=True)
+    os.symlink(shared_fixtures / f"kitti/raw/{date}/{drive}/image_02/data/0000000005.png", raw_dir / "0000000005.png")
+    os.symlink(shared_fixtures / "kitti_stereo_2015/training/disp_occ_0/000046_10.png", gt_dir / "0000000005.png")
+    (tmp_path / "kitti/eigen_test_files_with_gt.txt").write_text(
+        f"{date}/{drive}/image_02/data/0000000005.png {drive}/proj_depth/groundtruth/image_02/0000000005.png "
+        "721.5377\n")
+    reader = make_reader("kitti_metric", str(tmp_path))
+    assert reader.list_samples() == [f"{date}/{drive}/image_02/0000000005"]
+    sample = reader.load(reader.list_samples()[0])
+    assert sample.rgb.shape == (375, 1242, 3) and sample.depth.shape == (375, 1242)
+    assert 1 - sample.valid.mean() == pytest.approx(0.8818, abs=1e-4)
+    assert sample.depth[sample.valid].max() == pytest.approx(65.74, abs=0.01)
+
+
 def test_tum_reads_real_depth_png_divided_by_5000(shared_fixtures, tmp_path):
     seq = tmp_path / "tum/rgbd_dataset_freiburg2_desk_with_person"
     (seq / "rgb").mkdir(parents=True)
@@ -164,7 +230,7 @@ def test_diw_csv_relations_and_size_check(tmp_path):
 
 @pytest.mark.parametrize("name", sorted(READERS))
 def test_missing_benchmark_folder_is_named(name, tmp_path):
-    with pytest.raises(FileNotFoundError, match=f"{name}: .*{tmp_path / name}"):
+    with pytest.raises(FileNotFoundError, match=f"{name}: .*{tmp_path / ALIASES.get(name, name)}"):
         make_reader(name, str(tmp_path)).list_samples()
 
 

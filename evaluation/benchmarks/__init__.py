@@ -6,13 +6,14 @@ from evaluation.benchmarks.ade20k import ADE20KReader
 from evaluation.benchmarks.base import BenchmarkError, BenchmarkReader, BenchmarkSample
 from evaluation.benchmarks.diw import DIWReader
 from evaluation.benchmarks.eth3d import ETH3DReader
-from evaluation.benchmarks.kitti import KITTIReader
+from evaluation.benchmarks.kitti import KITTIEigenReader, KITTIReader
 from evaluation.benchmarks.nyu import NYUReader
 from evaluation.benchmarks.sintel import SintelReader
 from evaluation.benchmarks.tum import TUMReader
 
 READERS: dict[str, type[BenchmarkReader]] = {
-    r.name: r for r in (DIWReader, ETH3DReader, SintelReader, KITTIReader, NYUReader, TUMReader, ADE20KReader)
+    r.name: r for r in (DIWReader, ETH3DReader, SintelReader, KITTIReader, KITTIEigenReader, NYUReader, TUMReader,
+                        ADE20KReader)
 }
 # Benchmarks that are another benchmark's images under another protocol (multi-scale ADE20K; the metric depth
 # protocols of NYUv2 and KITTI): benchmark -> its folder, whose reader it uses unless READERS has its own.

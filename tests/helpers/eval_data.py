@@ -91,6 +91,37 @@ def write_kitti(root: str, frames: int = 2) -> list[str]:
     return ids
 
 
+KITTI_FRAME = (375, 1242)  # a KITTI raw frame (height, width): larger than the 352 x 1216 benchmark crop
+
+
+def write_kitti_eigen(root: str, size: tuple[int, int] = KITTI_FRAME) -> dict[str, str]:
+    """The ``kitti_metric`` layout: raw frames, annotated depth in ``train/`` and ``val/``, BTS's
+    ``eigen_test_files_with_gt.txt``. Returns ``{id: ""}`` for the two frames with ground truth (one in ``val/``,
+    one in ``train/``) and ``{id: part of the reason}`` for the others: one whose list entry is None, one listed but
+    in neither folder, one whose lidar points all lie above the Garg crop (nothing to score)."""
+    date, val_drive, train_drive = "2011_09_26", "2011_09_26_drive_0002_sync", "2011_09_26_drive_0009_sync"
+    plan = [(val_drive, "val", ""), (train_drive, "train", ""), (train_drive, None, "gives its depth as None"),
+            (train_drive, None, "nor val/ holds"), (train_drive, "train", "no valid ground-truth pixel")]
+    height, width = size
+    frames, lines = {}, []
+    for i, (drive, folder, reason) in enumerate(plan):
+        frame = f"{i * 10:010d}"
+        depth = scene_depth(60 + i, height, width, near=2.0, far=70.0)
+        raw = np.round(depth * 256).astype(np.uint16)
+        raw[: height // 3] = 0  # sky: no lidar return
+        raw[:, ::3] = 0  # sparse, as the annotated depth is
+        if reason.startswith("no valid"):
+            raw[height // 3 + 4:] = 0  # points only above the Garg crop, which starts at 0.408 h
+        _put(root, f"kitti/raw/{date}/{drive}/image_02/data/{frame}.png", png(scene_rgb(depth)))
+        gt = f"{drive}/proj_depth/groundtruth/image_02/{frame}.png"
+        if folder:
+            _put(root, f"kitti/data_depth_annotated/{folder}/{gt}", png(raw))
+        lines.append(f"{date}/{drive}/image_02/data/{frame}.png {'None' if 'None' in reason else gt} 721.5377")
+        frames[f"{date}/{drive}/image_02/{frame}"] = reason
+    _put(root, "kitti/eigen_test_files_with_gt.txt", ("\n".join(lines) + "\n").encode())
+    return frames
+
+
 def write_tum(root: str, frames: int = 2) -> list[str]:
     seq = "rgbd_dataset_freiburg3_walking_xyz"
     rgb_lines, depth_lines, ids = ["# color images", "# timestamp filename"], ["# depth maps"], []
