@@ -168,5 +168,37 @@ def test_compare_prints_only_the_tables_that_have_runs(tmp_path, capsys):
 
     code, out = _report(_runs_frame([{"run_id": "8" * 32, "tags.mlflow.runName": "train only"}]), tmp_path, capsys)
     assert code == 1
-    assert out.splitlines() == ["no run with zero-shot or segmentation metrics in experiment(s) x "
+    assert out.splitlines() == ["no run with zero-shot, metric depth or segmentation metrics in experiment(s) x "
                                 "(run `dpt eval` first)"]
+
+
+def test_compare_shows_tables_2_and_3_beside_the_metric_depth_runs(tmp_path, capsys):
+    from evaluation import compare_metric
+    from evaluation.metric_protocol import METRIC_PROTOCOLS
+
+    nyu = METRIC_PROTOCOLS["nyu_metric"]
+    run = {"run_id": "7" * 32, "tags.mlflow.runName": "nyu fine-tuned",
+           **{f"metrics.{nyu.metric_key(m)}": v for m, v in (("d1", 0.8512), ("d2", 0.97), ("d3", 0.99),
+                                                              ("abs_rel", 0.1234), ("rmse", 0.45), ("log10", 0.05),
+                                                              ("rmse_log", 0.16), ("sq_rel", 0.07), ("silog", 12.0))}}
+    code, out = _report(_runs_frame([run]), tmp_path, capsys)
+    assert code == 0 and "DPT Table 2" in out and "DPT Table 3" not in out  # no KITTI run: no Table 3
+    assert "MiDaS" not in out and not (tmp_path / "out" / "compare.csv").exists()  # no zero-shot run: no Table 1
+    lines = out.splitlines()
+    header = next(line for line in lines if line.lstrip().startswith("d1"))
+    assert header.split() == ["d1", "↑", "d2", "↑", "d3", "↑", "AbsRel", "↓", "RMSE", "↓", "log10", "↓"]
+    paper = next(line for line in lines if line.startswith("DPT-Hybrid"))
+    assert paper.split()[1:] == ["0.904", "0.988", "0.994", "0.110", "0.357", "0.045"]  # Table 2 as printed
+    mine = next(line for line in lines if line.startswith("nyu fine-tuned"))
+    assert mine.split()[2:] == ["0.851", "0.970", "0.990", "0.123", "0.450", "0.050"]
+    rows = list(csv.DictReader((tmp_path / "out" / "compare_nyu_metric.csv").open()))
+    assert [r["kind"] for r in rows] == ["paper", "run"] and float(rows[1][nyu.metric_key("silog")]) == 12.0
+    assert rows[0][nyu.metric_key("silog")] == "nan"  # the paper does not report it
+    assert (tmp_path / "out" / "compare_nyu_metric.png").read_bytes()[:4] == b"\x89PNG"
+    kitti = METRIC_PROTOCOLS["kitti_metric"]
+    both = {**run, f"metrics.{kitti.result_key}": 0.07, f"metrics.{kitti.metric_key('rmse')}": 2.9}
+    rows = compare_metric.table_rows(_runs_frame([both]), kitti)
+    assert [r.name for r in rows] == ["DPT-Hybrid", "nyu fine-tuned"] and rows[1].values["rmse"] == 2.9
+    assert math.isnan(rows[1].values["d1"])  # not logged: "-" in the table
+    table = compare_metric.format_metric_table(kitti, rows).splitlines()
+    assert table[-2].split() == ["nyu", "fine-tuned", "-", "-", "-", "0.070", "2.900", "-"]
