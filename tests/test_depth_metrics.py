@@ -10,26 +10,7 @@ import pytest
 import torch
 
 from pipeline.depth_metrics import DEPTH_METRICS, depth_metric_sums, depth_metrics, depth_metrics_from_sums
-
-
-def reference(pred: np.ndarray, gt: np.ndarray, mask: np.ndarray) -> dict[str, float]:
-    """Each image's metrics from the formulas on its valid pixels, averaged over the images that have one."""
-    rows = []
-    for p, g, m in zip(pred.reshape(-1, *pred.shape[-2:]), gt.reshape(-1, *gt.shape[-2:]),
-                       mask.reshape(-1, *mask.shape[-2:])):
-        if not m.any():
-            continue
-        p, g = p[m].astype(np.float64), g[m].astype(np.float64)
-        ratio = np.maximum(p / g, g / p)
-        e = np.log(p) - np.log(g)
-        rows.append({
-            "d1": np.mean(ratio < 1.25), "d2": np.mean(ratio < 1.25 ** 2), "d3": np.mean(ratio < 1.25 ** 3),
-            "abs_rel": np.mean(np.abs(g - p) / g), "sq_rel": np.mean((g - p) ** 2 / g),
-            "rmse": np.sqrt(np.mean((g - p) ** 2)), "rmse_log": np.sqrt(np.mean(e ** 2)),
-            "log10": np.mean(np.abs(np.log10(p) - np.log10(g))),
-            "silog": 100 * np.sqrt(np.mean(e ** 2) - np.mean(e) ** 2),
-        })
-    return {k: float(np.mean([r[k] for r in rows])) for k in DEPTH_METRICS}
+from tests.helpers.depth_reference import reference
 
 
 @pytest.fixture(scope="module")

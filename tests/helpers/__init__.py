@@ -7,6 +7,7 @@ everything else a test needs from outside itself is here:
   trip every adapter must survive
 - checkpoints: a `dpt train` checkpoint directory written with the product's own code
 - cli: the real `dpt` console script in a subprocess (``dpt``), and in a folder of its own (``run_dpt``)
+- depth_reference: the metric depth metrics (Tables 2 and 3) written out in numpy, to check the product's against
 - eval_data: tiny benchmark folders in each benchmark's released formats, and a model that reads them back
 - fault_proxy: an HTTP proxy between boto3 and the S3 server that injects faults
 - images: PNG, JPEG, palette PNG and .npy bytes for the tiny trees
