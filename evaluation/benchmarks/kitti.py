@@ -20,9 +20,9 @@ Depth-Anything-V2's copy, work too). Each frame's ground truth is found in ``dat
 ``val/`` (the 652 annotated Eigen test frames lie in both); a frame without it (``None``, or in neither folder)
 is still listed and reported with its reason instead of a number.
 
-For the zero-shot list: The list file accepts the two common
-forms of the Eigen test list: ``<date>/<drive> <frame> l|r`` (Monodepth2) or image paths
-``<date>/<drive>/image_02/data/<frame>.png`` (Monodepth); ``r`` / ``image_03`` use the right camera.
+The zero-shot list accepts the two common forms of the Eigen test list: ``<date>/<drive> <frame> l|r``
+(Monodepth2) or image paths ``<date>/<drive>/image_02/data/<frame>.png`` (Monodepth); ``r`` / ``image_03`` use
+the right camera.
 Units: uint16 PNG, metres = value / 256; 0 = no ground truth. Cap: 80 m (protocol).
 Crop (zero-shot): the papers are silent; we apply none, because the annotated ground truth is already 0
 (invalid) wherever the lidar saw nothing (sky, image top), which is what the usual Garg crop removes. The metric
