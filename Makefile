@@ -25,11 +25,16 @@ quickstart: install
 	MLFLOW_DISABLE_TELEMETRY=true $(BIN)/dpt pipeline run --config configs/pipeline_quickstart.yaml
 
 # Most of the suite waits on servers and subprocesses: two test files at a time fill 2 cores. A test file runs
-# whole on one worker (its module fixtures are set up once); TEST_WORKERS=0 runs everything in this process.
+# whole on one worker (its module fixtures are set up once), longest files first (tests/conftest.py
+# LONGEST_FIRST; xdist would otherwise reorder them by their number of tests); TEST_WORKERS=0 runs everything
+# in this process. The README's journey (tests/test_readme.py, about 13 minutes) then runs alone: it trains on
+# both cores as a newcomer's `make quickstart` does, and beside other tests it took more than twice as long.
 TEST_WORKERS ?= 2
 
 test: install-test
-	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder --ignore=tests/test_readme.py; \
+	rest=$$?; $(BIN)/python -m pytest tests/test_readme.py; readme=$$?; \
+	test $$rest -eq 0 && test $$readme -eq 0
 
 test-fast: install-test
 	$(BIN)/python -m pytest -m "not slow"

@@ -24,12 +24,27 @@ FIXTURES = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures"
 os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
 
 
-# The longest test files first. `make test` runs a file per worker at a time (pytest-xdist, --dist loadfile),
-# handed out in collection order: the suite takes as long as its longest chain, so the README's journey (about
-# 14 minutes alone) must not start last. Rough order of their times on 2 cores; any other file keeps its place.
+def pytest_configure(config):
+    """Under pytest-xdist, each worker's share of the cores as its torch threads (and its subprocesses' and
+    Ray heads' OpenMP threads): two workers with two threads each on 2 cores spend the test time contending
+    (a 70-second learning test took 12 minutes so). The README's journey runs in a newcomer's environment,
+    without this variable."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if workers > 1:
+        import torch
+
+        threads = max(1, (os.cpu_count() or 1) // workers)
+        os.environ.setdefault("OMP_NUM_THREADS", str(threads))
+        torch.set_num_threads(threads)
+
+
+# The longest test files first. `make test` runs a file per worker at a time (pytest-xdist, --dist loadfile
+# --no-loadscope-reorder), handed out in collection order: the suite takes as long as its longest chain, so a
+# 5-minute file must not start last. Rough order of their times on 2 cores; any other file keeps its place.
+# (The README's journey, first here, runs alone after the rest in `make test`.)
 LONGEST_FIRST = ("test_readme.py", "test_train_ray.py", "test_train_tracking_outage.py", "test_train_bad_shards.py",
                  "test_s3_faults_jobs.py", "test_train_two_nodes.py", "test_train_segmentation.py",
-                 "test_metric_task.py", "test_train_learning.py", "test_ray_cluster.py", "test_eval_command_checks.py")
+                 "test_metric_task.py", "test_train_learning.py", "test_eval_metric_job.py", "test_ray_cluster.py", "test_eval_command_checks.py")
 
 
 def pytest_collection_modifyitems(config, items):

@@ -144,9 +144,15 @@ def test_readme_commands_run_as_written(fresh_checkout):
                                 stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
         try:
             code = proc.wait(timeout=1700)
+        except subprocess.TimeoutExpired:
+            code = None
         finally:
             _stop_everything(home, env, proc)
     text = log.read_text(errors="replace")
+    if code is None:  # say which block was running and how long each one before it took
+        timings = [ln for ln in text.splitlines() if ln.startswith(("### ", "(block took"))]
+        pytest.fail("README commands still running after 1700 s; blocks so far:\n" + "\n".join(timings)
+                    + "\noutput tail:\n" + "\n".join(text.splitlines()[-80:]))
     if code != 0:
         failed = [ln for ln in text.splitlines() if ln.startswith("### ")][-1:]
         pytest.fail(f"README command failed (exit {code}) in {failed}; output tail:\n" + "\n".join(text.splitlines()[-150:]))
