@@ -140,13 +140,18 @@ WRITERS = {"tartanair": write_tartanair, "hrwsi": write_hrwsi, "diml": write_dim
 BENCHMARK_WRITERS = tuple(name for name in WRITERS if name not in TRAINING_SOURCES)  # sample_data.benchmarks
 
 
+def check_benchmarks(names: Sequence[str]) -> None:
+    """Raise ValueError (one line) unless every name is among :data:`BENCHMARK_WRITERS`."""
+    unknown = [b for b in names if b not in BENCHMARK_WRITERS]
+    if unknown:
+        raise ValueError(f"benchmarks: no sample data for {unknown}; choose from {list(BENCHMARK_WRITERS)}")
+
+
 def write_sample_data(root: str, per_source: int = 40, per_benchmark: int = 12, size: tuple[int, int] = (192, 256),
                       benchmarks: Sequence[str] = BENCHMARKS) -> dict[str, str]:
     """Write every tree under ``root``: ``{name: its root}`` (sources under raw/, benchmarks under benchmarks/);
     ``benchmarks`` among :data:`BENCHMARK_WRITERS`."""
-    unknown = [b for b in benchmarks if b not in BENCHMARK_WRITERS]
-    if unknown:
-        raise ValueError(f"benchmarks: no sample data for {unknown}; choose from {list(BENCHMARK_WRITERS)}")
+    check_benchmarks(benchmarks)
     roots = {}
     for name in TRAINING_SOURCES:
         roots[name] = storage.join(root, "raw", name)
