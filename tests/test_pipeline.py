@@ -1,6 +1,6 @@
 """`dpt pipeline run` refuses a bad config before any stage. The chain itself runs end to end, with its restart
 that repeats nothing, in the README's test (`make quickstart`, the re-run, and the smoke pipeline as a Ray job
-into the MLflow server: tests/test_readme.py)."""
+into the MLflow server: tests/test_readme.py), and with a fine-tuning stage in tests/test_pipeline_finetune.py."""
 
 from __future__ import annotations
 
