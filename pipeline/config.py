@@ -84,7 +84,10 @@ def _convert(tp: Any, value: Any, path: str, source: _Origin) -> Any:
     if origin in (typing.Union, types.UnionType):
         if value is None and type(None) in args:
             return None
-        for option in (a for a in args if a is not type(None)):
+        options = [a for a in args if a is not type(None)]
+        if len(options) == 1:  # "X or null": X's own error names the key (an unknown key in an optional section)
+            return _convert(options[0], value, path, source)
+        for option in options:
             try:
                 return _convert(option, value, path, source)
             except ConfigError:

@@ -13,11 +13,15 @@ array of scene names (``kitchen_0028b``): HDF5 object references to uint16 chara
 Frames are numbered from 1, as in MATLAB and in ``splits.mat``. The ``.mat`` (2.8 GB) is opened by path
 because HDF5 needs random access: on ``s3://`` it is downloaded once per machine (:mod:`pipeline.local_copy`).
 Every problem with either file raises :class:`NYUFileError`, one line naming the file.
+
+:func:`write_labeled` and :func:`write_splits` write the two files in this layout (the generated sample data of
+:mod:`pipeline.sample_data` and the tests' small trees), so that the layout is stated once, here.
 """
 
 from __future__ import annotations
 
 import io
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -29,6 +33,10 @@ SPLITS = "splits.mat"
 # split name -> the index array of splits.mat that lists its frames
 SPLIT_ARRAYS = {"train": "trainNdxs", "test": "testNdxs"}
 REQUIRED_ARRAYS = ("images", "rawDepths")
+# A MATLAB v7.3 file is HDF5 behind a 512-byte userblock: 116 bytes of text, 8 of subsystem offset (unused), the
+# version 0x0200 and the endian indicator "IM" (little-endian), as MATLAB's own files begin.
+MATLAB_HEADER = b"MATLAB 7.3 MAT-file, Platform: GLNXA64, Created on: Tue Oct  4 12:00:00 2011 HDF5 schema 1.00 ."
+MATLAB_USERBLOCK = 512
 
 
 class NYUFileError(ValueError):
@@ -118,3 +126,45 @@ class LabeledSet:
             return ["".join(map(chr, np.asarray(file[ref]).ravel())) for ref in np.asarray(file["scenes"]).ravel()]
         except (TypeError, ValueError, KeyError) as exc:  # not a cell array of strings
             raise NYUFileError(f"{self.url}: 'scenes' is not a cell array of names ({exc})") from exc
+
+
+def write_labeled(url: str, images: Sequence[np.ndarray], raw_depths: Sequence[np.ndarray],
+                  depths: Sequence[np.ndarray] | None = None, scenes: Sequence[str] = ()) -> None:
+    """Write ``nyu_depth_v2_labeled.mat`` at ``url`` as released (MATLAB v7.3: HDF5 behind the MATLAB userblock,
+    each array stored transposed). ``images``: uint8 ``[H, W, 3]`` per frame; ``raw_depths``: ``[H, W]`` metres,
+    0 = no measurement; ``depths``: the in-filled ``[H, W]`` metres (not read by this project; written when given);
+    ``scenes``: one name a frame (or none), a cell array of strings as MATLAB writes it (HDF5 references to uint16
+    character arrays)."""
+    import tempfile
+
+    import h5py
+
+    with tempfile.TemporaryDirectory() as tmp:  # h5py writes a local file; storage copies it to url
+        path = f"{tmp}/{LABELED}"
+        with h5py.File(path, "w", userblock_size=MATLAB_USERBLOCK) as f:
+            stored = np.stack([np.asarray(image, np.uint8).transpose(2, 1, 0) for image in images])  # [N, 3, W, H]
+            f.create_dataset("images", data=stored).attrs["MATLAB_class"] = np.bytes_("uint8")
+            raw = np.stack([np.asarray(d, np.float32).T for d in raw_depths])  # [N, W, H]
+            f.create_dataset("rawDepths", data=raw).attrs["MATLAB_class"] = np.bytes_("single")
+            if depths is not None:
+                filled = np.stack([np.asarray(d, np.float32).T for d in depths])
+                f.create_dataset("depths", data=filled).attrs["MATLAB_class"] = np.bytes_("single")
+            if scenes:
+                names = [f.create_dataset(f"#refs#/{i}", data=np.array([[ord(c) for c in name]], np.uint16).T)
+                         for i, name in enumerate(scenes)]
+                f.create_dataset("scenes", data=np.array([[n.ref for n in names]], dtype=h5py.ref_dtype))
+        with open(path, "r+b") as f:
+            f.write(MATLAB_HEADER.ljust(116) + b"\x00" * 8 + b"\x00\x02IM")
+        with open(path, "rb") as f:
+            storage.write_bytes(url, f.read())
+
+
+def write_splits(url: str, train: Sequence[int], test: Sequence[int]) -> None:
+    """Write ``splits.mat`` at ``url`` (MATLAB v5): ``trainNdxs`` and ``testNdxs``, 1-based frame numbers as
+    double column vectors, as released."""
+    import scipy.io
+
+    buf = io.BytesIO()
+    scipy.io.savemat(buf, {"testNdxs": np.array(test, float).reshape(-1, 1),
+                           "trainNdxs": np.array(train, float).reshape(-1, 1)})
+    storage.write_bytes(url, buf.getvalue())

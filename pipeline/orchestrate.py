@@ -1,4 +1,4 @@
-"""``dpt pipeline run``: ingest -> train -> zero-shot evaluation -> comparison, as one restartable job.
+"""``dpt pipeline run``: ingest -> train -> zero-shot evaluation -> fine-tuning -> comparison, as one restartable job.
 
 The stages are driven through their own command lines (``dpt ingest``, ``dpt train``, ``dpt eval``,
 ``dpt compare``), in this process, on one Ray cluster (:mod:`pipeline.ray_cluster`: a local instance on
@@ -8,17 +8,22 @@ see: shard manifests, a checkpoint directory, MLflow runs. Nothing of a stage's 
 Tracking: one MLflow parent run per pipeline, one child run per stage (``mlflow.parentRunId``), with the
 links on the parent: each manifest's sha256, the checkpoint URI and the zero-shot metrics.
 
+Fine-tuning (``finetune:``, paper Sec. 4.1): each step is another ``dpt train`` that starts from the pre-training
+checkpoint (``task.init_from``, the one key the pipeline adds; the task decides what starting means) under its own
+storage name ``<pipeline>-<step>``, then ``dpt eval`` of its last checkpoint; its runs are ``finetune:<step>`` and
+``eval:<step>``, and the parent gets its checkpoint (tag ``dpt.checkpoint.<step>``) and its metrics as
+``<step>/<metric>``, so that two steps never overwrite each other's numbers.
+
 Restart: ``<workdir>/pipeline_state.json`` records the runs and the finished stages. A re-run continues
 where it stopped: finished ingests are skipped (their manifests still present), training resumes from its
 last checkpoint (Ray Train restores the run of the same storage name), and ``dpt eval`` logging into the
-same run skips benchmarks that already have their metric.
+same run skips benchmarks that already have their metric. Fine-tuning steps restart the same way.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import dataclasses
 import hashlib
 import json
 import os
@@ -28,7 +33,7 @@ from collections.abc import Callable, Sequence
 from pipeline import storage
 from pipeline.checkpoint_layout import latest_checkpoint
 from pipeline.config import ConfigError, load_config, to_dict
-from pipeline.job_paths import check_job_path
+from pipeline.pipeline_config import EvalStep, FinetuneStep, PipelineConfig, expand
 from pipeline.ray_console import verbose
 from pipeline.shards import MANIFEST_NAME, REJECTS_NAME
 from pipeline.tracking import experiment_id, local_store_dir, manifest_sha256_tag, manifest_tag, tracking_uri
@@ -37,83 +42,13 @@ from pipeline.tracking_ops import ONE_ATTEMPT, http_attempts, reason
 STATE_NAME = "pipeline_state.json"
 
 
-@dataclasses.dataclass
-class SampleDataConfig:
-    """Generate procedural scenes in released layouts under ``<workdir>/data`` first (the quickstart)."""
-
-    per_source: int = 40
-    per_benchmark: int = 12
-    height: int = 192
-    width: int = 256
-
-
-@dataclasses.dataclass
-class IngestStep:
-    """``dpt ingest <source> --root <root> --out <workdir>/shards <args...>``."""
-
-    source: str
-    root: str
-    args: list[str] = dataclasses.field(default_factory=list)
-
-
-@dataclasses.dataclass
-class TrainStep:
-    """``dpt train --config <config> <overrides...>``; the pipeline sets the corpus, storage and tracking keys."""
-
-    config: str
-    overrides: list[str] = dataclasses.field(default_factory=list)
-
-
-@dataclasses.dataclass
-class EvalStep:
-    """``dpt eval`` of the last checkpoint on ``benchmarks`` under ``data_root``."""
-
-    data_root: str
-    benchmarks: list[str] = dataclasses.field(default_factory=lambda: ["diw", "eth3d", "sintel", "kitti", "nyu", "tum"])
-    args: list[str] = dataclasses.field(default_factory=list)
-
-
-@dataclasses.dataclass
-class PipelineConfig:
-    """A whole run. Paths may be local or ``s3://``; ``{workdir}`` in any path is replaced by ``workdir``."""
-
-    name: str
-    workdir: str
-    train: TrainStep
-    ingest: list[IngestStep] = dataclasses.field(default_factory=list)
-    eval: EvalStep | None = None
-    compare: bool = True
-    sample_data: SampleDataConfig | None = None
-    experiment: str = "dpt-pipeline"
-    tracking_uri: str | None = None
-
-
-def _expand(config: PipelineConfig) -> PipelineConfig:
-    check_job_path(config.workdir, "workdir")
-    # Ray workers run in their own directories: every local path they are given must be absolute.
-    if not storage.is_s3(config.workdir):
-        config.workdir = os.path.abspath(config.workdir)
-
-    def sub(text: str) -> str:
-        return text.replace("{workdir}", config.workdir)
-
-    config.ingest = [IngestStep(s.source, sub(s.root), [sub(a) for a in s.args]) for s in config.ingest]
-    config.train = TrainStep(sub(config.train.config), [sub(o) for o in config.train.overrides])
-    if config.eval:
-        config.eval = EvalStep(sub(config.eval.data_root), config.eval.benchmarks, [sub(a) for a in config.eval.args])
-    for i, step in enumerate(config.ingest):
-        check_job_path(step.root, f"ingest[{i}].root")
-    if config.eval:
-        check_job_path(config.eval.data_root, "eval.data_root")
-    return config
-
-
 class Pipeline:
     """One pipeline run; ``command(argv) -> exit code`` runs a ``dpt`` command (``pipeline.cli.main``)."""
 
     def __init__(self, config: PipelineConfig, command: Callable[[Sequence[str]], int], say=print):
-        self.config, self.command, self.say = _expand(config), command, say
+        self.config, self.command, self.say = expand(config), command, say
         self.shards = storage.join(config.workdir, "shards")
+        self.train_path = storage.join(config.workdir, "train")  # every training run's storage.path
         self.state_url = storage.join(config.workdir, STATE_NAME)
         self.state = json.loads(storage.read_bytes(self.state_url)) if storage.exists(self.state_url) else {}
         self.uri, origin = self._tracking_uri()
@@ -193,7 +128,8 @@ class Pipeline:
 
         c = self.config.sample_data
         self.say(f"writing procedural sample data under {storage.join(self.config.workdir, 'data')}")
-        write_sample_data(storage.join(self.config.workdir, "data"), c.per_source, c.per_benchmark, (c.height, c.width))
+        write_sample_data(storage.join(self.config.workdir, "data"), c.per_source, c.per_benchmark, (c.height, c.width),
+                          c.benchmarks)
         self._mark_done("sample_data")
 
     def ingest(self, parent: str) -> None:
@@ -232,36 +168,56 @@ class Pipeline:
             self.client.log_metric(run_id, f"{split}/rejected", float(rejected))
             self.client.log_metric(run_id, f"{split}/shards", float(table.num_rows))
 
+    def _pipeline_overrides(self, run_id: str, name: str) -> list[str]:
+        """What the pipeline sets in a training config: the corpus, the storage (``name``), the tracking."""
+        return [f"data.shards.prefix={self.shards}", f"storage.path={self.train_path}", f"storage.name={name}",
+                f"tracking.uri={self.uri}", f"tracking.experiment={self.config.experiment}", f"tracking.run_id={run_id}"]
+
     def _train_overrides(self, run_id: str) -> list[str]:
-        """What the pipeline sets in the training config (corpus, storage, tracking), then the config's own."""
-        return [f"data.shards.prefix={self.shards}", f"storage.path={storage.join(self.config.workdir, 'train')}",
-                f"storage.name={self.config.name}", f"tracking.uri={self.uri}",
-                f"tracking.experiment={self.config.experiment}", f"tracking.run_id={run_id}",
-                *self.config.train.overrides]
+        """The pipeline's keys in the training config, then the config's own overrides."""
+        return [*self._pipeline_overrides(run_id, self.config.name), *self.config.train.overrides]
+
+    def _finetune_overrides(self, step: FinetuneStep, run_id: str, start: str) -> list[str]:
+        """The starting checkpoint, the pipeline's keys (storage name ``<pipeline>-<step>``), then the step's own."""
+        return [f"task.init_from={start}", *self._pipeline_overrides(run_id, self._finetune_name(step)),
+                *step.overrides]
+
+    def _finetune_name(self, step: FinetuneStep) -> str:
+        return f"{self.config.name}-{step.name}"
+
+    def _check(self, config: str, overrides: list[str], what: str) -> None:
+        if self.command(["train", "--config", config, "--check-config", *overrides]) != 0:
+            raise ConfigError(f"{what} does not check out; see the line above")
 
     def check_train_config(self) -> None:
-        """The training config with the pipeline's overrides, checked before the first stage runs (a typo in it
-        would otherwise surface only after sample data and ingest)."""
-        argv = ["train", "--config", self.config.train.config, "--check-config", *self._train_overrides("check")]
-        if self.command(argv) != 0:
-            raise ConfigError(f"train.config {self.config.train.config} (with train.overrides) does not check out; "
-                              "see the line above")
+        """The training configs with the pipeline's overrides (pre-training, then each fine-tuning step not finished
+        yet), checked before the first stage runs: a typo in one would otherwise surface only after the stages
+        before it. A fine-tuning step is checked with the pre-training's run directory as its start."""
+        if not self._done("train"):
+            self._check(self.config.train.config, self._train_overrides("check"),
+                        f"train.config {self.config.train.config} (with train.overrides)")
+        start = storage.join(self.train_path, self.config.name)
+        for i, step in enumerate(self.config.finetune):
+            if not self._done(f"finetune:{step.name}"):
+                self._check(step.config, self._finetune_overrides(step, "check", start),
+                            f"finetune[{i}] ({step.name}): config {step.config} (with finetune[{i}].overrides)")
+
+    def _last_checkpoint(self, name: str) -> str:
+        """The last checkpoint of the training run ``name`` under the pipeline's storage path."""
+        checkpoint = latest_checkpoint(storage.join(self.train_path, name))
+        if checkpoint is None:
+            raise ConfigError(f"training wrote no checkpoint under {self.train_path}/{name}")
+        return checkpoint
 
     def train(self, parent: str) -> tuple[str, str]:
         """Train (or resume); returns (checkpoint directory, model name)."""
-        from pipeline.config import ConfigError
-
         run_id = self._run("train", "train", parent)
-        storage_path = storage.join(self.config.workdir, "train")
-        overrides = self._train_overrides(run_id)
         if self._done("train"):
             self.say(f"train: finished in an earlier run of this pipeline ({self.state_url}), skipped")
         else:
-            self._call(["train", "--config", self.config.train.config, *overrides])
+            self._call(["train", "--config", self.config.train.config, *self._train_overrides(run_id)])
             self._mark_done("train")
-        checkpoint = latest_checkpoint(storage.join(storage_path, self.config.name))
-        if checkpoint is None:
-            raise ConfigError(f"training wrote no checkpoint under {storage_path}/{self.config.name}")
+        checkpoint = self._last_checkpoint(self.config.name)
         model = self.client.get_run(run_id).data.params.get("model.name")
         self.client.set_tag(parent, "dpt.checkpoint", checkpoint)
         return checkpoint, model
@@ -269,16 +225,39 @@ class Pipeline:
     def evaluate(self, parent: str, checkpoint: str, model: str | None) -> str | None:
         if self.config.eval is None:
             return None
-        run_id = self._run("eval", f"{self.config.name} zero-shot", parent)
-        argv = ["eval", "--checkpoint", checkpoint, "--data-root", self.config.eval.data_root,
-                "--benchmarks", ",".join(self.config.eval.benchmarks), "--run-id", run_id, *self.config.eval.args]
+        return self._evaluate("eval", f"{self.config.name} zero-shot", parent, checkpoint, self.config.eval, model)
+
+    def _evaluate(self, key: str, name: str, parent: str, checkpoint: str, step: EvalStep, model: str | None = None,
+                  prefix: str = "") -> str:
+        """``dpt eval`` of ``checkpoint`` into the child run ``key``; its metrics also on the parent, as
+        ``<prefix><metric>``. Returns the run id."""
+        run_id = self._run(key, name, parent)
+        argv = ["eval", "--checkpoint", checkpoint, "--data-root", step.data_root,
+                "--benchmarks", ",".join(step.benchmarks), "--run-id", run_id, *step.args]
         if model:
             argv += ["--model", model]
         self._call(argv)
         metrics = self.client.get_run(run_id).data.metrics
-        for name, value in metrics.items():  # the headline numbers, also on the parent
-            self.client.log_metric(parent, name, value)
+        for metric, value in metrics.items():  # the headline numbers, also on the parent
+            self.client.log_metric(parent, prefix + metric, value)
         return run_id
+
+    def finetune(self, parent: str, step: FinetuneStep, start: str) -> str | None:
+        """Fine-tune from the checkpoint ``start`` (or resume the step), then evaluate it; returns the eval run id."""
+        key = f"finetune:{step.name}"
+        run_id = self._run(key, key, parent)
+        if self._done(key):
+            self.say(f"finetune {step.name}: finished in an earlier run of this pipeline ({self.state_url}), skipped")
+        else:
+            self._call(["train", "--config", step.config, *self._finetune_overrides(step, run_id, start)])
+            self._mark_done(key)
+        checkpoint = self._last_checkpoint(self._finetune_name(step))
+        self.client.set_tag(parent, f"dpt.checkpoint.{step.name}", checkpoint)
+        if step.eval is None:
+            return None
+        # No --model: the fine-tuned checkpoint carries its model config (a metric model's output transform too).
+        return self._evaluate(f"eval:{step.name}", self._finetune_name(step), parent, checkpoint, step.eval,
+                              prefix=f"{step.name}/")
 
     def run(self) -> str:
         """Run every stage that is not finished yet; returns the parent run id.
@@ -290,8 +269,7 @@ class Pipeline:
         from mlflow.exceptions import MlflowException
 
         started = time.monotonic()
-        if not self._done("train"):
-            self.check_train_config()
+        self.check_train_config()
         parent = None
         try:
             parent = self._run("pipeline", self.config.name, None)
@@ -299,9 +277,12 @@ class Pipeline:
             self.sample_data()
             self.ingest(parent)
             checkpoint, model = self.train(parent)
-            eval_run = self.evaluate(parent, checkpoint, model)
-            if self.config.compare and eval_run:
-                self._call(["compare", "--runs", eval_run, "--out", storage.join(self.config.workdir, "compare")])
+            eval_runs = [self.evaluate(parent, checkpoint, model)]
+            eval_runs += [self.finetune(parent, step, checkpoint) for step in self.config.finetune]
+            eval_runs = [run for run in eval_runs if run]
+            if self.config.compare and eval_runs:
+                self._call(["compare", "--runs", ",".join(eval_runs), "--out",
+                            storage.join(self.config.workdir, "compare")])
             self.client.set_terminated(parent, "FINISHED")
         except BaseException as exc:
             if parent is not None:

@@ -6,7 +6,8 @@ they exercise exactly the code paths that real data takes, without any download 
 training sources   TartanAir (PNG + .npy metres), HR-WSI (JPEG + 16-bit disparity PNG + valid masks),
                    DIML indoor (PNG + 16-bit millimetre PNG)
 benchmarks         TUM RGB-D (a people sequence, depth PNG / 5000), KITTI (Eigen list + sparse
-                   improved ground truth, depth PNG / 256)
+                   improved ground truth, depth PNG / 256), and on request NYUv2's labeled set (MATLAB v7.3
+                   .mat of metres + splits.mat: the ``nyu`` and ``nyu_metric`` benchmarks)
 
 Layouts follow each adapter's / reader's docstring (ingest/sources, evaluation/benchmarks). Benchmark
 scenes use other seeds than training scenes, so evaluation is on unseen images.
@@ -15,15 +16,18 @@ scenes use other seeds than training scenes, so evaluation is on unseen images.
 from __future__ import annotations
 
 import io
+from collections.abc import Sequence
 
 import numpy as np
 from PIL import Image
 
 from pipeline import storage
 from pipeline.demo import SKY_DEPTH, render_scene
+from pipeline.nyu_labeled import LABELED, SPLITS, write_labeled, write_splits
 
 TRAINING_SOURCES = ("tartanair", "hrwsi", "diml")
-BENCHMARKS = ("tum", "kitti")
+BENCHMARKS = ("tum", "kitti")  # what write_sample_data writes unless told otherwise (the quickstart's)
+NYU_MAX_DEPTH = 10.0  # metres: the Kinect's range indoors; NYUv2's benchmarks score up to 10 m
 _BENCHMARK_SEED = 1_000_000  # benchmark scenes never repeat a training scene
 
 
@@ -116,18 +120,43 @@ def write_kitti(root: str, count: int, size: tuple[int, int], seed: int = _BENCH
     return count
 
 
+def write_nyu(root: str, count: int, size: tuple[int, int], seed: int = _BENCHMARK_SEED + 10000) -> int:
+    """The labeled set (``nyu_depth_v2_labeled.mat``, ``splits.mat``): ``count`` test frames (the even numbers)
+    and as many training frames (the odd ones), so that both the benchmarks and ``dpt ingest nyu`` read it.
+    ``rawDepths`` is the scene's depth in metres, 0 beyond the Kinect's 10 m (the sky, the far floor);
+    ``depths`` (in-filled) is the same capped at 10 m. Three scenes (``room_0000`` ...), for the split's groups."""
+    frames = [render_scene(seed + i, *size) for i in range(2 * count)]
+    write_labeled(storage.join(root, LABELED), [rgb for rgb, _ in frames],
+                  [np.where(depth <= NYU_MAX_DEPTH, depth, 0.0) for _, depth in frames],
+                  [np.minimum(depth, NYU_MAX_DEPTH) for _, depth in frames],
+                  [f"room_{i % 3:04d}" for i in range(len(frames))])
+    numbers = range(1, len(frames) + 1)
+    write_splits(storage.join(root, SPLITS), [n for n in numbers if n % 2], [n for n in numbers if not n % 2])
+    return count
+
+
 WRITERS = {"tartanair": write_tartanair, "hrwsi": write_hrwsi, "diml": write_diml,
-           "tum": write_tum, "kitti": write_kitti}
+           "tum": write_tum, "kitti": write_kitti, "nyu": write_nyu}
+BENCHMARK_WRITERS = tuple(name for name in WRITERS if name not in TRAINING_SOURCES)  # sample_data.benchmarks
 
 
-def write_sample_data(root: str, per_source: int = 40, per_benchmark: int = 12,
-                      size: tuple[int, int] = (192, 256)) -> dict[str, str]:
-    """Write every tree under ``root``: ``{name: its root}`` (sources under raw/, benchmarks under benchmarks/)."""
+def check_benchmarks(names: Sequence[str]) -> None:
+    """Raise ValueError (one line) unless every name is among :data:`BENCHMARK_WRITERS`."""
+    unknown = [b for b in names if b not in BENCHMARK_WRITERS]
+    if unknown:
+        raise ValueError(f"benchmarks: no sample data for {unknown}; choose from {list(BENCHMARK_WRITERS)}")
+
+
+def write_sample_data(root: str, per_source: int = 40, per_benchmark: int = 12, size: tuple[int, int] = (192, 256),
+                      benchmarks: Sequence[str] = BENCHMARKS) -> dict[str, str]:
+    """Write every tree under ``root``: ``{name: its root}`` (sources under raw/, benchmarks under benchmarks/);
+    ``benchmarks`` among :data:`BENCHMARK_WRITERS`."""
+    check_benchmarks(benchmarks)
     roots = {}
     for name in TRAINING_SOURCES:
         roots[name] = storage.join(root, "raw", name)
         WRITERS[name](roots[name], per_source, size)
-    for name in BENCHMARKS:
+    for name in benchmarks:
         roots[name] = storage.join(root, "benchmarks", name)
         WRITERS[name](roots[name], per_benchmark, size)
     return roots

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.config import reference_table
-from pipeline.orchestrate import PipelineConfig
+from pipeline.pipeline_config import PipelineConfig
 from training.config import TrainConfig
 
 ROOT = Path(__file__).resolve().parents[1]

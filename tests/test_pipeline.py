@@ -1,6 +1,6 @@
 """`dpt pipeline run` refuses a bad config before any stage. The chain itself runs end to end, with its restart
 that repeats nothing, in the README's test (`make quickstart`, the re-run, and the smoke pipeline as a Ray job
-into the MLflow server: tests/test_readme.py)."""
+into the MLflow server: tests/test_readme.py), and with a fine-tuning stage in tests/test_pipeline_finetune.py."""
 
 from __future__ import annotations
 
@@ -33,6 +33,33 @@ def test_a_bad_training_override_fails_before_any_stage(tmp_path):
     assert out.returncode == 1
     assert "override optim.lr_decoder=abc: expected a number, got 'abc'" in out.stderr
     assert not (workdir / "data").exists()  # no stage ran: no sample data was written
+
+
+def test_an_unknown_key_in_a_fine_tuning_step_is_named(tmp_path):
+    path = tmp_path / "p.yaml"
+    path.write_text("name: x\nworkdir: w\ntrain: {config: c.yaml}\n"
+                    "finetune:\n  - {name: nyu, config: m.yaml, eval: {data_root: d, benchmark: [nyu_metric]}}\n")
+    out = dpt("pipeline", "run", "--config", str(path), timeout=120)
+    assert out.returncode == 1
+    assert out.stderr.splitlines()[-1] == (
+        f"dpt pipeline: error: {path}: unknown key finetune[0].eval.benchmark (known: args, benchmarks, data_root)")
+
+
+def test_a_bad_fine_tuning_override_fails_before_any_stage(tmp_path):
+    path = tmp_path / "p.yaml"
+    workdir = tmp_path / "w"
+    path.write_text(yaml.safe_dump({
+        "name": "x", "workdir": str(workdir), "sample_data": {"per_source": 2, "per_benchmark": 1},
+        "train": {"config": "configs/quickstart.yaml"},
+        "finetune": [{"name": "nyu", "config": "configs/metric_tiny.yaml", "overrides": ["task.lambda=0.5"]}]}))
+    out = dpt("pipeline", "run", "--config", str(path), env={**os.environ, "MLFLOW_TRACKING_URI": ""}, cwd=ROOT,
+              timeout=120)
+    assert out.returncode == 1
+    assert "dpt train: error: override task.lambda=0.5: unknown key task.lambda (known under task: " in out.stderr
+    assert out.stderr.splitlines()[-1] == (
+        "dpt pipeline: error: finetune[0] (nyu): config configs/metric_tiny.yaml (with finetune[0].overrides) does "
+        "not check out; see the line above")
+    assert not (workdir / "data").exists() and not (workdir / "pipeline_state.json").exists()  # no stage ran
 
 
 def test_an_absent_tracking_server_ends_the_pipeline_in_one_line_that_says_how_to_continue(tmp_path):

@@ -49,3 +49,28 @@ def test_benchmarks_read_back(trees):
         sample = reader.load(ids[0])
         assert sample.rgb.shape == (*SIZE, 3) and sample.valid.any()
         assert sample.depth[sample.valid].max() < (10.0 if name == "tum" else 80.0)
+
+
+def test_nyu_labeled_set_reads_back_in_metres_for_the_benchmarks_and_the_source(storage_root, tmp_path, monkeypatch):
+    monkeypatch.setenv("DPT_CACHE", str(tmp_path / "cache"))  # where an s3:// .mat is downloaded: not ~/.cache
+    roots = write_sample_data(storage_root, per_source=1, per_benchmark=2, size=SIZE, benchmarks=["nyu"])
+    assert set(roots) == {"tartanair", "hrwsi", "diml", "nyu"}  # no tum, kitti: not asked for
+    for name in ("nyu", "nyu_metric"):
+        reader = make_reader(name, storage.join(storage_root, "benchmarks"))
+        assert reader.list_samples() == ["0002", "0004"], name  # splits.mat: the even frames are the test split
+    sample = make_reader("nyu_metric", storage.join(storage_root, "benchmarks")).load("0002")
+    rgb, depth = render_scene(1_000_000 + 10_000 + 1, *SIZE)  # frame 2: the benchmark seeds, offset 1
+    np.testing.assert_array_equal(sample.rgb, rgb)
+    np.testing.assert_array_equal(sample.valid, depth <= 10.0)  # the Kinect's range: the sky is no measurement
+    np.testing.assert_array_equal(sample.depth[sample.valid], depth[depth <= 10.0])
+    assert sample.valid.any() and not sample.valid.all()
+    refs = get_source("nyu")(roots["nyu"]).list_samples()
+    assert [(r.split, r.group) for r in refs] == [("train", "room_0000"), ("test", "room_0001"),
+                                                  ("train", "room_0002"), ("test", "room_0000")]
+
+
+def test_an_unknown_benchmark_is_refused_before_anything_is_written(tmp_path):
+    with pytest.raises(ValueError, match=r"^benchmarks: no sample data for \['eth3d'\]; choose from \['tum', 'kitti', "
+                                         r"'nyu'\]$"):
+        write_sample_data(str(tmp_path / "data"), benchmarks=["tum", "eth3d"])
+    assert not (tmp_path / "data").exists()

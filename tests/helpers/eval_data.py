@@ -8,11 +8,11 @@ HDF5 + v5 ``splits.mat``, DIW CSV + JPEG ``.thumb``), so that tests exercise the
 from __future__ import annotations
 
 import struct
-from pathlib import Path
 
 import numpy as np
 
 from pipeline import storage
+from pipeline.nyu_labeled import LABELED, SPLITS, write_labeled, write_splits
 from tests.helpers.images import jpeg, png
 
 H, W = 24, 32
@@ -140,39 +140,15 @@ def write_tum(root: str, frames: int = 2) -> list[str]:
     return ids
 
 
-MATLAB_HEADER = b"MATLAB 7.3 MAT-file, Platform: GLNXA64, Created on: Tue Oct  4 12:00:00 2011 HDF5 schema 1.00 ."
-
-
 def write_nyu(root: str, frames: int = 3, test: tuple[int, ...] = (2, 3), scenes: tuple[str, ...] = ()) -> list[str]:
-    """A labeled ``.mat`` in MATLAB v7.3 layout (HDF5 with a 512-byte MATLAB userblock, column-major
-    arrays stored transposed) and a v5 ``splits.mat``; ``test`` are the 1-based test frames. ``scenes`` (one
-    name a frame) are written as MATLAB writes a cell array of strings: references to uint16 character arrays."""
-    import tempfile
-
-    import h5py
-    import scipy.io
-
-    with tempfile.TemporaryDirectory() as tmp:
-        mat = Path(tmp) / "nyu_depth_v2_labeled.mat"
-        depths = [scene_depth(40 + i, height=48, width=64, near=0.8, far=12.0) for i in range(frames)]
-        with h5py.File(mat, "w", userblock_size=512) as f:
-            images = np.stack([scene_rgb(d).transpose(2, 1, 0) for d in depths])  # [N, 3, W, H]
-            raw = np.stack([np.where(d > 9.5, 0.0, d).T for d in depths]).astype(np.float32)  # [N, W, H]
-            f.create_dataset("images", data=images).attrs["MATLAB_class"] = np.bytes_("uint8")
-            f.create_dataset("rawDepths", data=raw).attrs["MATLAB_class"] = np.bytes_("single")
-            f.create_dataset("depths", data=np.stack([d.T for d in depths])).attrs["MATLAB_class"] = np.bytes_("single")
-            if scenes:
-                names = [f.create_dataset(f"#refs#/{i}", data=np.array([[ord(c) for c in name]], np.uint16).T)
-                         for i, name in enumerate(scenes)]
-                f.create_dataset("scenes", data=np.array([[n.ref for n in names]], dtype=h5py.ref_dtype))
-        with open(mat, "r+b") as f:
-            f.write(MATLAB_HEADER.ljust(116) + b"\x00" * 8 + b"\x00\x02IM")
-        splits = Path(tmp) / "splits.mat"
-        train = [i for i in range(1, frames + 1) if i not in test]
-        scipy.io.savemat(splits, {"testNdxs": np.array(test, float).reshape(-1, 1),
-                                  "trainNdxs": np.array(train, float).reshape(-1, 1)})
-        _put(root, "nyu/nyu_depth_v2_labeled.mat", mat.read_bytes())
-        _put(root, "nyu/splits.mat", splits.read_bytes())
+    """A labeled ``.mat`` in MATLAB v7.3 layout and a v5 ``splits.mat``, written by the product's writer
+    (:func:`pipeline.nyu_labeled.write_labeled`); ``test`` are the 1-based test frames, ``scenes`` one name a
+    frame. ``rawDepths`` are 0 (no measurement) beyond 9.5 m."""
+    depths = [scene_depth(40 + i, height=48, width=64, near=0.8, far=12.0) for i in range(frames)]
+    nyu = storage.join(root, "nyu")
+    write_labeled(storage.join(nyu, LABELED), [scene_rgb(d) for d in depths],
+                  [np.where(d > 9.5, 0.0, d) for d in depths], depths, scenes)
+    write_splits(storage.join(nyu, SPLITS), [i for i in range(1, frames + 1) if i not in test], test)
     return [f"{i:04d}" for i in test]
 
 
