@@ -214,3 +214,30 @@ def test_predict_on_real_fixture_images(checkpoint, tmp_path, shared_fixtures):
     assert main(["predict", str(kitti), str(nyu), "--checkpoint", str(checkpoint), "--out", str(tmp_path)]) == 0
     assert np.asarray(Image.open(tmp_path / "000046_10.png")).shape == (375, 1242)
     assert np.asarray(Image.open(tmp_path / "NYU_color.color.png")).shape == (480, 640, 3)
+
+
+def test_predict_on_a_metric_checkpoint_writes_metres(tmp_path, capsys):
+    """`dpt predict` of a metric model (issue 17): depth in metres as .npy, the same in millimetres as a 16-bit
+    PNG, and the colour picture with its bar; the .npy is the one inference path's output for the image."""
+    from training.model.inference import predict_images
+    from training.tasks.metric_depth import png_to_metres
+
+    torch.manual_seed(0)
+    model = build_model("dpt_tiny", metric_output=(2.5, 0.015))  # f ~ 0.05 -> about 6-10 m
+    path = tmp_path / "metric.safetensors"
+    save_checkpoint(model, str(path), name="dpt_tiny")
+    rgb = np.random.default_rng(3).integers(0, 255, (40, 56, 3), dtype=np.uint8)
+    (tmp_path / "in").mkdir()
+    Image.fromarray(rgb).save(tmp_path / "in" / "a.png")
+    code = main(["predict", str(tmp_path / "in"), "--checkpoint", str(path), "--out", str(tmp_path / "out"),
+                 "--device", "cpu"])
+    assert code == 0, capsys.readouterr().err
+    metres = np.load(tmp_path / "out" / "a.npy")
+    assert metres.shape == (40, 56) and metres.dtype == np.float32
+    assert 1.0 < float(np.median(metres)) < 65.0  # metres from the transform, not a disparity map
+    [expected] = predict_images(model.eval(), [rgb], model.preprocess)
+    np.testing.assert_allclose(metres, expected, rtol=1e-5)
+    back = png_to_metres((tmp_path / "out" / "a.png").read_bytes())
+    np.testing.assert_allclose(back, metres, atol=0.5e-3 + 1e-6)  # millimetres
+    color = np.asarray(Image.open(tmp_path / "out" / "a.color.png"))
+    assert color.ndim == 3 and color.shape[1] > color.shape[0]  # the picture and its bar in metres beside it
