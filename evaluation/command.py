@@ -152,18 +152,30 @@ def _check_data_root(root: str, benchmarks: list[str]) -> None:
 
 def task_benchmarks(args: argparse.Namespace, asked: list[str] | None) -> list[str]:
     """The benchmarks to run: those ``asked`` for, or every one of the checkpoint's task (``training.tasks``: the
-    task of the model's head, from the checkpoint's header or ``--model``); one the task does not support is
-    refused, naming it."""
+    task of the model's head, from the checkpoint's header or ``--model``) for a model with its number of classes
+    (segmentation: ADE20K's 150, Pascal Context's 59); one the task does not support, or of another number of
+    classes, is refused, naming it."""
     from training.model.checkpoint import checkpoint_config
     from training.tasks import task_for_model
 
-    task = task_for_model(checkpoint_config(args.checkpoint, args.model))
+    config = checkpoint_config(args.checkpoint, args.model)
+    task = task_for_model(config)
+    classes = task.classes(config)
+    # A protocol without classes (depth) has no num_classes; a task without classes has None: they go together.
+    counts = {b: getattr(get_protocol(b), "num_classes", None) for b in task.benchmarks}
     if asked is None:
-        return list(task.benchmarks)
+        fitting = [b for b in task.benchmarks if counts[b] == classes]
+        if not fitting:
+            raise ValueError(f"the checkpoint's model predicts {classes} classes, and none of the {task.name} "
+                             f"benchmarks has as many: {', '.join(f'{b} ({n})' for b, n in counts.items())}")
+        return fitting
     others = [b for b in asked if b not in task.benchmarks]
     if others:
         raise ValueError(f"--benchmarks {','.join(others)}: not for the checkpoint's task, {task.name} (a {task.head} "
                          f"head); its benchmarks: {','.join(task.benchmarks)}")
+    wrong = [f"{b} ({counts[b]} classes)" for b in asked if counts[b] != classes]
+    if wrong:
+        raise ValueError(f"--benchmarks {', '.join(wrong)}: the checkpoint's model predicts {classes} classes")
     return asked
 
 

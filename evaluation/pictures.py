@@ -7,7 +7,8 @@ near is bright here too, with one colour bar in metres per row.
 Under each input: the image's whole id and its own metric; under the grid, a legend for what is not a
 measurement (grey, DIW's points). DIW shows the annotated pair on the input (green = the point annotated
 closer, red = farther) and the predicted disparity.
-Segmentation shows ground-truth and predicted classes in one fixed palette (unlabelled pixels grey), and a
+Segmentation shows ground-truth and predicted classes in one fixed palette (the label set's own, as Pascal
+Context's, or one drawn per class count; unlabelled pixels grey), and a
 third panel with the prediction's errors: wrong pixels in the predicted class's colour, right ones dimmed.
 """
 
@@ -41,6 +42,7 @@ class Picture:
     pred: np.ndarray
     pairs: np.ndarray | None = None
     value: float = float("nan")
+    palette: np.ndarray | None = None  # segmentation: uint8 [classes, 3] of the label set, else label_palette's
     classes: int = 0
     metres: bool = False
 
@@ -66,12 +68,14 @@ def label_palette(classes: int) -> np.ndarray:
     return np.random.default_rng(0).uniform(0.15, 1.0, size=(classes, 3))
 
 
-def colour_labels(labels: np.ndarray, classes: int) -> np.ndarray:
-    """Class ids float [h, w] (NaN = unlabelled) -> RGB float [h, w, 3]."""
+def colour_labels(labels: np.ndarray, classes: int, palette: np.ndarray | None = None) -> np.ndarray:
+    """Class ids float [h, w] (NaN = unlabelled) -> RGB float [h, w, 3], in ``palette`` (uint8 ``[classes, 3]``:
+    a label set's own colours, ``pipeline.label_sets``) or :func:`label_palette`."""
+    colours = label_palette(classes) if palette is None else np.asarray(palette, np.float64) / 255
     out = np.empty(labels.shape + (3,))
     out[:] = UNLABELLED
     known = np.isfinite(labels)
-    out[known] = label_palette(classes)[labels[known].astype(np.int64)]
+    out[known] = colours[labels[known].astype(np.int64)]
     return out
 
 
@@ -79,7 +83,7 @@ def _errors(picture: Picture) -> np.ndarray:
     """The input dimmed, with each wrongly classified labelled pixel in its predicted class's colour."""
     out = picture.rgb.astype(np.float64) / 255 * 0.35
     wrong = np.isfinite(picture.gt) & (picture.gt != picture.pred)
-    out[wrong] = label_palette(picture.classes)[picture.pred[wrong].astype(np.int64)]
+    out[wrong] = colour_labels(picture.pred[wrong], picture.classes, picture.palette)
     return out
 
 
@@ -173,8 +177,8 @@ def picture_grid(pictures: Sequence[Picture], title: str, metric: str):
         label = "pixel accuracy" if picture.classes else metric  # the image's own metric, not the benchmark's
         row[0].set_xlabel(f"{wrap_id(picture.id)}\n{label} {picture.value:.3g}", fontsize=7)
         if picture.classes:
-            row[1].imshow(colour_labels(picture.gt, picture.classes))
-            row[2].imshow(colour_labels(picture.pred, picture.classes))
+            row[1].imshow(colour_labels(picture.gt, picture.classes, picture.palette))
+            row[2].imshow(colour_labels(picture.pred, picture.classes, picture.palette))
             row[3].imshow(_errors(picture))
         else:
             _show_depth(fig, row, picture, cmap)

@@ -22,6 +22,7 @@ from evaluation import metrics, segmentation_metrics
 from evaluation.crops import EIGEN_NYU_CROP
 from evaluation.metric_protocol import METRIC_PROTOCOLS, MetricDepthProtocol
 from pipeline.shards import ADE20K_CLASSES
+from pipeline.label_sets import PASCAL_CONTEXT_CLASSES, PASCAL_CONTEXT_PALETTE
 
 Metric = Literal["abs_rel", "delta_error", "whdr"]
 
@@ -94,7 +95,7 @@ PROTOCOLS: dict[str, BenchmarkProtocol] = {
 
 @dataclasses.dataclass(frozen=True)
 class SegmentationProtocol:
-    """A semantic segmentation benchmark (DPT Table 4): mIoU and pixel accuracy from one confusion matrix
+    """A semantic segmentation benchmark (DPT Tables 4 and 5): mIoU and pixel accuracy from one confusion matrix
     summed over every image (:mod:`evaluation.segmentation_metrics`). Inference (see
     :mod:`evaluation.segmentation`): longer side ``size * scale`` for each of ``scales`` (``size``: the model's
     preprocessing, 520 for the ADE20K variants, or ``--input-size``), mirrored too with ``flip``, class
@@ -107,6 +108,8 @@ class SegmentationProtocol:
     num_classes: int
     scales: tuple[float, ...] = (1.0,)
     flip: bool = False
+    # uint8 [num_classes, 3]: the colour of each class in the picture grids (None: evaluation.pictures.label_palette)
+    palette: np.ndarray | None = dataclasses.field(default=None, compare=False, repr=False)
     metric: str = "miou"
     group: ClassVar[str] = "segmentation"
 
@@ -148,6 +151,13 @@ SEGMENTATION_PROTOCOLS: dict[str, SegmentationProtocol] = {
                              ADE20K_CLASSES),
         SegmentationProtocol("ade20k_ms", "ADE20K (multi-scale)", "validation, scales 0.5-1.75 with flips",
                              2000, ADE20K_CLASSES, scales=MULTI_SCALES, flip=True),
+        # Table 5: the 59-class protocol, background not scored; multi-scale as for ADE20K (PyTorch-Encoding's
+        # evaluation of PASCAL-Context uses the same six scales and flips).
+        SegmentationProtocol("pascal_context", "Pascal Context", "val (VOC2010, 59 classes), single scale", 5105,
+                             PASCAL_CONTEXT_CLASSES, palette=PASCAL_CONTEXT_PALETTE),
+        SegmentationProtocol("pascal_context_ms", "Pascal Context (multi-scale)", "val, scales 0.5-1.75 with flips",
+                             5105, PASCAL_CONTEXT_CLASSES, scales=MULTI_SCALES, flip=True,
+                             palette=PASCAL_CONTEXT_PALETTE),
     )
 }
 

@@ -75,11 +75,12 @@ def _row(benchmark: str, sample_id: str, confusion: np.ndarray) -> dict:
             "reason": "" if labelled else "no labelled pixel"}
 
 
-def _picture(sample, pred: np.ndarray, value: float, classes: int) -> Picture:
+def _picture(sample, pred: np.ndarray, value: float, protocol: SegmentationProtocol) -> Picture:
     """Downsized input, ground truth (NaN = unlabelled) and prediction; nearest keeps class ids whole."""
     gt = np.where(sample.labels == IGNORE_LABEL, np.nan, sample.labels).astype(np.float32)
     return Picture(sample.id, shrink(sample.rgb, "area")[0], shrink(gt, "nearest")[0],
-                   shrink(pred.astype(np.float32), "nearest")[0], value=value, classes=classes)
+                   shrink(pred.astype(np.float32), "nearest")[0], value=value, palette=protocol.palette,
+                   classes=protocol.num_classes)
 
 
 def score_segmentation(model: torch.nn.Module, pre: Preprocess, protocol: SegmentationProtocol, reader,
@@ -106,7 +107,7 @@ def score_segmentation(model: torch.nn.Module, pre: Preprocess, protocol: Segmen
                 sums.skipped += 1
             rows.append(_row(protocol.name, sample.id, confusion))
             if sample.id in picture_ids:
-                pictures.append(_picture(sample, pred, rows[-1]["value"], protocol.num_classes))
+                pictures.append(_picture(sample, pred, rows[-1]["value"], protocol))
     return sums, rows, pictures
 
 

@@ -17,10 +17,13 @@ from ingest.job import run_ingest
 from ingest.plan import SPLIT_BY, IngestSettings
 from ingest.sources import ENTRY_POINT_GROUP, available_sources, get_source
 from ingest.sources.folder import FolderAdapter
+from ingest.sources.pascal_context import PascalContext
 from pipeline import storage
 from pipeline.job_paths import check_job_path
 
 _FOLDER_ONLY = ("image_glob", "target_glob", "mask_glob", "target", "invalid_value")
+# The options of one source only (argparse names, default None): given with another source, they are refused.
+_OWN_OPTIONS = {"folder": _FOLDER_ONLY, "pascal_context": ("pascal_classes",)}
 
 
 def source_lines() -> list[str]:
@@ -76,16 +79,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--endpoint-url", help="S3-compatible endpoint (default: AWS_ENDPOINT_URL or AWS)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     FolderAdapter.add_arguments(parser)
+    PascalContext.add_arguments(parser)
 
 
 def build_adapter(args: argparse.Namespace, options: storage.S3Options | None):
     """The adapter named by ``args.source`` for ``args.root``; unknown names list the known ones."""
     cls = get_source(args.source)
+    for owner, names in _OWN_OPTIONS.items():
+        stray = [f"--{n.replace('_', '-')}" for n in names if getattr(args, n, None) is not None]
+        if stray and owner != args.source:
+            raise ValueError(f"{', '.join(stray)} only apply to source {owner}, not {args.source!r}")
     if hasattr(cls, "from_args"):
         return cls.from_args(args.root, args, options)
-    stray = [f"--{n.replace('_', '-')}" for n in _FOLDER_ONLY if getattr(args, n, None) is not None]
-    if stray:
-        raise ValueError(f"{', '.join(stray)} only apply to source folder, not {args.source!r}")
     return cls(args.root, options)
 
 

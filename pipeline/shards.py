@@ -46,6 +46,7 @@ from PIL import Image
 
 from pipeline import storage
 from pipeline.disparity_npy import DISPARITY_DTYPES, encode_disparity
+from pipeline.label_sets import ADE20K_CLASSES  # noqa: F401  (what seg.png ids mean: pipeline.label_sets)
 from pipeline.png_gray import encode_gray8
 from pipeline.shard_tar import HashingReader, HashingTarWriter
 
@@ -60,9 +61,6 @@ SEG_MEMBER = "seg.png"
 # In seg.png: pixels that no class covers (ADE20K's class 0, "other"). The one definition: ingest writes it,
 # training's augmentation pads with it and its loss ignores it, evaluation leaves it out of the scores.
 IGNORE_LABEL = 255
-# ADE20K's scene-parsing classes, seg.png ids 0..149: the ingest adapter, the *_ade20k models' heads and the
-# ADE20K benchmark all count them from here.
-ADE20K_CLASSES = 150
 META_MEMBER = "json"
 REQUIRED_META = ("source", "id", "split", "kind", "height", "width")
 MANIFEST_NAME = "manifest.parquet"

@@ -18,9 +18,8 @@ from evaluation.segmentation import predict_labels
 from evaluation.segmentation_metrics import confusion_matrix, mean_iou, pixel_accuracy
 from pipeline import storage
 from tests.helpers.images import jpeg, png
+from tests.helpers.label_maps import COLOURS, ColourClassifier  # COLOURS: classes 0, 1, 2 (ADE 1, 2, 3)
 from training.model import Preprocess
-
-COLOURS = np.array([[200, 30, 30], [30, 200, 30], [30, 30, 200]], np.uint8)  # classes 0, 1, 2 (ADE 1, 2, 3)
 
 
 def write_ade(root: str, images: int = 4, nested: bool = True, h: int = 40, w: int = 56) -> list[str]:
@@ -40,27 +39,6 @@ def write_ade(root: str, images: int = 4, nested: bool = True, h: int = 40, w: i
     storage.write_bytes(storage.join(base, "images", "training", "ADE_train_00000001.jpg"),
                         jpeg(np.zeros((8, 8, 3), np.uint8), quality=98))
     return ids
-
-
-class ColourClassifier(nn.Module):
-    """A per-pixel classifier (1x1 convolution) that recognises the three test colours: ``[B, 3, H, W]`` normalised
-    -> ``[B, num_classes, H, W]`` logits. Per-pixel, so its answer does not depend on scale or mirroring.
-    ``swap`` makes it answer 2 for class 1 and 1 for class 2 (a confusion matrix with off-diagonal counts)."""
-
-    def __init__(self, num_classes: int = 150, swap: bool = False):
-        super().__init__()
-        self.conv = nn.Conv2d(3, num_classes, kernel_size=1)
-        with torch.no_grad():
-            self.conv.weight.zero_()
-            self.conv.bias.fill_(-10.0)
-            colours = torch.tensor(COLOURS, dtype=torch.float32) / 255 * 2 - 1  # after (x - 0.5) / 0.5
-            for c, colour in enumerate(colours):
-                out = {1: 2, 2: 1}.get(c, c) if swap else c
-                self.conv.weight[out, :, 0, 0] = 10 * colour  # logit = 5|x|^2 - 5|x - colour|^2
-                self.conv.bias[out] = -5 * float((colour ** 2).sum())
-
-    def forward(self, x):
-        return self.conv(x)
 
 
 class SwappingLoader:

@@ -25,7 +25,7 @@ from training.optim import build_optimizer, build_scheduler
 from training.step import train_step
 from training.model import build_model, save_checkpoint
 from training.tasks import create_task, get_task, task_for_model
-from training.tasks import metric_init
+from training.tasks import init_from, metric_init
 from training.tasks.metric_depth import (MetricDepthConfig, MetricDepthTask, png_to_metres, silog_terms,
                                          target_depth)
 
@@ -175,9 +175,9 @@ def test_start_loads_init_from_fits_the_transform_and_tags_the_lineage(tmp_path)
         torch.testing.assert_close(model.state_dict()[name], value)
     import hashlib
 
-    assert tags[metric_init.INIT_SHA256_TAG] == hashlib.sha256((checkpoint / "model.safetensors").read_bytes()
+    assert tags[init_from.INIT_SHA256_TAG] == hashlib.sha256((checkpoint / "model.safetensors").read_bytes()
                                                                ).hexdigest()
-    assert tags[metric_init.INIT_RUN_TAG] == "abc123" and tags[metric_init.SAMPLES_TAG] == "4"
+    assert tags[init_from.INIT_RUN_TAG] == "abc123" and tags[metric_init.SAMPLES_TAG] == "4"
     assert model.metric_output.values() == pytest.approx((float(tags[metric_init.SCALE_TAG]),
                                                           float(tags[metric_init.SHIFT_TAG])))
     missing = load_config(TrainConfig, TINY, [f"task.init_from={tmp_path}/none"])

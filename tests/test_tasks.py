@@ -66,10 +66,10 @@ def test_the_yaml_keys_map_onto_the_task_s_own_section():
     assert create_task(segmentation.task).config.aux_weight == 0.4
     # A key of another task is refused, naming it and the keys that task.kind has.
     with pytest.raises(ConfigError, match=r"^override task.aux_weight=0.3: unknown key task.aux_weight "
-                                          r"\(known under task: kind, loss, mixing\)$"):
+                                          r"\(known under task: init_from, kind, loss, mixing\)$"):
         load_config(TrainConfig, QUICKSTART, ["task.aux_weight=0.3"])
     with pytest.raises(ConfigError, match=r"^configs/dpt_hybrid_ade20k.yaml: unknown key task.aux_weight, "
-                                          r"task.ignore_index \(the keys of task.kind depth: kind, loss, mixing\)$"):
+                                          r"task.ignore_index \(the keys of task.kind depth: init_from, kind, loss, mixing\)$"):
         load_config(TrainConfig, ADE20K, ["task.kind=depth"])
     with pytest.raises(ConfigError, match=r"^override task.kind=normals: 'normals' is not one of "
                                           r"\['depth', 'segmentation', 'metric_depth'\]$"):

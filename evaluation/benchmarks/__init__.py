@@ -8,6 +8,7 @@ from evaluation.benchmarks.diw import DIWReader
 from evaluation.benchmarks.eth3d import ETH3DReader
 from evaluation.benchmarks.kitti import KITTIEigenReader, KITTIReader
 from evaluation.benchmarks.nyu import NYUReader
+from evaluation.benchmarks.pascal_context import PascalContextReader
 from evaluation.benchmarks.sintel import SintelReader
 from evaluation.benchmarks.tum import TUMReader
 
@@ -20,6 +21,10 @@ READERS: dict[str, type[BenchmarkReader]] = {
 ALIASES = {"ade20k_ms": "ade20k", "nyu_metric": "nyu", "kitti_metric": "kitti"}
 
 __all__ = ["READERS", "BenchmarkError", "BenchmarkReader", "BenchmarkSample", "make_reader"]
+
+# DPT's Table 5: Pascal Context validation, single- and multi-scale.
+READERS[PascalContextReader.name] = PascalContextReader
+ALIASES["pascal_context_ms"] = PascalContextReader.name
 
 
 def make_reader(name: str, data_root: str) -> BenchmarkReader:

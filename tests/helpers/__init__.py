@@ -11,6 +11,7 @@ everything else a test needs from outside itself is here:
 - eval_data: tiny benchmark folders in each benchmark's released formats, and a model that reads them back
 - fault_proxy: an HTTP proxy between boto3 and the S3 server that injects faults
 - images: PNG, JPEG, palette PNG and .npy bytes for the tiny trees
+- label_maps: PASCAL-Context's VOC2010 tree as released, and a colour classifier that reads label maps back
 - ingest_trees: a dataset in the ``folder`` adapter's layout for the ingest tests, and what an ingest wrote
 - netns: a private network namespace with loopback only (the two-node Ray cluster)
 - readme_blocks: the README's command blocks, as tests/test_readme.py runs them

@@ -10,6 +10,12 @@ Foreign files are read with ``torch.load(weights_only=True)`` (official ``.pt``)
 file's head keys) and loaded strictly: unknown keys (not in any
 table) and missing keys (the model has them, the file does not) raise ``ValueError`` listing them.
 
+Fine-tuning to another task or label set (:func:`load_trunk`) loads only the trunk, the backbone and the decoder
+(reassemble, fusion): the output side (``HEAD_PREFIXES``: the head, the auxiliary head, the metric output
+transform) keeps the model's own fresh weights unless the file's fits it exactly. A depth decoder and a
+segmentation one differ only in the fusion units' batch norms (``fusion_batch_norm``, ``FUSION_NORM``): batch norms
+the file lacks start fresh, and the convolution biases they replace are dropped; any other difference raises.
+
 One exception to "missing": the metric output transform of a metric variant (``metric_output.scale``,
 ``metric_output.shift``). Our checkpoints of a metric model carry its fitted values; a file without them (the
 official ``dpt_hybrid_nyu-2ce69ec7.pt`` / ``dpt_hybrid_kitti-cb926ef4.pt``, which keep the constants in code, or a
@@ -22,6 +28,7 @@ import dataclasses
 import io
 import json
 import os
+import re
 import struct
 from collections.abc import Mapping
 
@@ -36,6 +43,11 @@ from training.model.key_maps import RULES, convert, head_of
 FORMAT = "dpt-pipeline"
 # The metric output transform's buffers (training.model.metric_output), optional in a file.
 METRIC_OUTPUT_KEYS = ("metric_output.scale", "metric_output.shift")
+# The output side of a DPT, which its task owns (load_trunk leaves it fresh when the file's does not fit).
+HEAD_PREFIXES = ("head.", "aux_head.", "metric_output.")
+# Where a depth decoder and a segmentation one differ (DPTConfig.fusion_batch_norm): the units' batch norms, and the
+# convolution biases that batch norm makes redundant (ResidualConvUnit).
+FUSION_NORM = re.compile(r"fusion\.\d+\.(?:skip_unit|residual_unit)\.(?:bn[12]\..+|conv[12]\.bias)")
 # The safetensors format caps its JSON header at 100 MB; a larger length means "not safetensors".
 _MAX_HEADER = 100_000_000
 
@@ -225,6 +237,34 @@ def load_checkpoint(model: nn.Module, path: str) -> nn.Module:
     Returns ``model``."""
     state, _ = _read_state(path)
     return load_state(model, state, path)
+
+
+def load_trunk(model: nn.Module, path: str) -> list[str]:
+    """Load the backbone and decoder of ``path`` (any format :func:`load_checkpoint` reads) into ``model`` for
+    fine-tuning to another task or label set; the output side (``HEAD_PREFIXES``) is loaded too only when the
+    file's has exactly the model's keys and shapes. Returns the model's keys left as they were (fresh), sorted.
+
+    A trunk key one side has and the other lacks, or a shape that differs, raises ``ValueError`` listing them,
+    except the fusion's normalisation (``FUSION_NORM``, see the module docstring)."""
+    state, _ = _read_state(path)
+    native = to_native(state, path)
+    expected = model.state_dict()
+    trunk = {k: v for k, v in native.items() if not k.startswith(HEAD_PREFIXES)}
+    missing = sorted(k for k in expected if not k.startswith(HEAD_PREFIXES) and k not in trunk
+                     and not FUSION_NORM.fullmatch(k))
+    unexpected = sorted(k for k in trunk if k not in expected and not FUSION_NORM.fullmatch(k))
+    wrong = [f"{k}: file {tuple(v.shape)} vs model {tuple(expected[k].shape)}"
+             for k, v in trunk.items() if k in expected and v.shape != expected[k].shape]
+    if missing or unexpected or wrong:
+        raise ValueError(f"{path}: its backbone and decoder do not fit {type(model).__name__}: missing keys "
+                         f"{missing}; unexpected keys {unexpected}; shape mismatches {wrong}")
+    loaded = {k: v for k, v in trunk.items() if k in expected}
+    head = {k: v for k, v in native.items() if k.startswith(HEAD_PREFIXES)}
+    model_head = {k: v for k, v in expected.items() if k.startswith(HEAD_PREFIXES)}
+    if head.keys() == model_head.keys() and all(v.shape == model_head[k].shape for k, v in head.items()):
+        loaded.update(head)  # the same head and label set: nothing to swap
+    model.load_state_dict({**expected, **loaded}, strict=True)
+    return sorted(set(expected) - set(loaded))
 
 
 def load_model(path: str, **overrides) -> nn.Module:

@@ -6,6 +6,7 @@ import dataclasses
 
 from torch import nn
 
+from pipeline.label_sets import PASCAL_CONTEXT_CLASSES
 from pipeline.shards import ADE20K_CLASSES
 from training.model.config import DPTConfig, Preprocess
 
@@ -39,6 +40,10 @@ VARIANTS.update({
     "dpt_base_ade20k": _segmentation(VARIANTS["dpt_base"]),
     # CPU work (tests, quickstart): 150 classes on the tiny encoder; override head_kwargs for fewer.
     "dpt_tiny_ade20k": _segmentation(VARIANTS["dpt_tiny"], size=64),
+    # Pascal Context (paper Table 5: DPT-Hybrid fine-tuned, 59 classes; head_kwargs={"num_classes": 60} for the
+    # 60-class variant), at the same sizes as ADE20K: the paper keeps every hyper-parameter of its ADE20K training.
+    "dpt_hybrid_pascal_context": _segmentation(VARIANTS["dpt_hybrid"], PASCAL_CONTEXT_CLASSES),
+    "dpt_tiny_pascal_context": _segmentation(VARIANTS["dpt_tiny"], PASCAL_CONTEXT_CLASSES, size=64),
 })
 
 
@@ -84,7 +89,8 @@ def build_model(name: str, pretrained: bool | str = False, **overrides) -> nn.Mo
     Args:
         name: ``dpt_base``, ``dpt_large``, ``dpt_hybrid`` (the paper's) or ``dpt_small``, ``dpt_tiny`` (CPU work);
             segmentation (150 ADE20K classes): ``dpt_hybrid_ade20k``, ``dpt_large_ade20k``, ``dpt_base_ade20k``,
-            ``dpt_tiny_ade20k``; metric depth in metres (fine-tuned DPT-Hybrid): ``dpt_hybrid_nyu``,
+            ``dpt_tiny_ade20k``; Pascal Context's 59 classes: ``dpt_hybrid_pascal_context``,
+            ``dpt_tiny_pascal_context``; metric depth in metres (fine-tuned DPT-Hybrid): ``dpt_hybrid_nyu``,
             ``dpt_hybrid_kitti`` (any depth variant with ``metric_output=(scale, shift)``, e.g. a tiny one for CPU).
         pretrained: False builds from random initialisation with no download; True loads timm's ImageNet
             weights for the backbone (needs the network); a path loads a local timm backbone checkpoint.

@@ -7,11 +7,12 @@ and ``dpt compare`` ask the task instead of branching on its name. No Ray here.
 | the shard members it reads, the batch members it makes | ``target`` (what ``data.target`` must say), ``shard_members``, ``batch_members`` |
 | its augmentation | the data path's stages ``geometric`` (config: ``geometric_config(data)``) and ``tensors`` |
 | the model head it trains | ``head`` (``DPTConfig.head``), ``metric`` (an output transform in metres); ``task_for_model`` maps back |
+| what a new run starts from | ``task.init_from`` (every task's key), loaded whole or trunk only (``swap_head``) |
 | what a new run does before its first step | ``start(model, data, rank, world, device)`` -> tags (metric depth: fit the output transform) |
 | its loss | ``predict(model, image)``, then ``task(model, batch, prediction) -> (loss, logs)`` |
 | its validation metrics, as named sums | ``validation_sums`` -> ``{name: float64 tensor}`` (added up across ranks by name), ``validation_metrics`` |
 | its output encoding for ``dpt predict`` | ``infer(model, batch, sizes)``, ``encode(output, colormap, npy)`` -> ``{suffix: bytes}`` |
-| the evaluation protocols it supports | ``benchmarks``: names in ``evaluation.protocol`` (``dpt eval --benchmarks``) |
+| the evaluation protocols it supports | ``benchmarks``: names in ``evaluation.protocol``; by default those of the model's ``classes`` |
 
 The class attributes are read without an instance (the data path in a DataLoader worker, ``dpt predict``,
 ``dpt eval``); an instance is the task of one run: ``Task(config section, the run's sources)``.
@@ -20,12 +21,14 @@ The class attributes are read without an instance (the data path in a DataLoader
 from __future__ import annotations
 
 import dataclasses
+import os
 from collections.abc import Iterable, Mapping, Sequence
 from typing import ClassVar
 
 import numpy as np
 import torch
 
+from pipeline import storage
 from training.stages import photometric
 from training.step import to_device, unwrap
 
@@ -34,10 +37,16 @@ from training.step import to_device, unwrap
 class TaskConfig:
     """The config's ``task:`` section. ``kind`` names the task (``training.tasks.TASKS``); the other keys are that
     task's own: its ``Config``, a subclass of this class, which ``pipeline.config`` picks by ``kind``, so that
-    ``task.aux_weight`` is a key of ``kind: segmentation`` only."""
+    ``task.aux_weight`` is a key of ``kind: segmentation`` only. ``init_from``, every task's: the checkpoint a new
+    run starts from (weights only; ``training.tasks.init_from``), None: the model as built."""
 
     kind: str = "depth"  # training.tasks.DEFAULT_TASK
+    init_from: str | None = None
     variant_key: ClassVar[str] = "kind"
+
+    def __post_init__(self):
+        if self.init_from and not storage.is_s3(self.init_from):
+            self.init_from = os.path.abspath(self.init_from)  # Ray workers run in other directories
 
     @classmethod
     def variants(cls) -> dict[str, type[TaskConfig]]:
@@ -59,6 +68,9 @@ class Task:
     # Whether it predicts metres: its model has an output transform (DPTConfig.metric_output), which is how a
     # metric checkpoint is told from a relative one on the same head (training.tasks.task_for_model).
     metric: ClassVar[bool] = False
+    # How task.init_from is loaded: whole (False), or the backbone and decoder only, the head fresh unless the file's
+    # fits (True: a checkpoint of another task or label set is a starting point; training.tasks.init_from).
+    swap_head: ClassVar[bool] = False
     sums: ClassVar[tuple[str, ...]]  # the names of its validation sums
 
     def __init__(self, config: TaskConfig | None = None, sources: Sequence[str] = ()):
@@ -66,6 +78,12 @@ class Task:
         the run, in a fixed order."""
         self.config = self.Config() if config is None else config
         self.sources = list(sources)
+
+    @classmethod
+    def classes(cls, model_config) -> int | None:
+        """How many classes a model of this task predicts (its ``DPTConfig``); None for a task without classes.
+        ``dpt eval`` runs by default the task's benchmarks with that many (``SegmentationProtocol.num_classes``)."""
+        return None
 
     # -- the data path ---------------------------------------------------------------------------------------
 
@@ -100,14 +118,23 @@ class Task:
     # -- training --------------------------------------------------------------------------------------------
 
     def check_inputs(self) -> None:
-        """What the task's config names outside the run (a starting checkpoint, ...), checked before Ray starts:
-        ``ValueError`` in one line naming the key. Default: nothing to check."""
+        """What the task's config names outside the run (the starting checkpoint ``init_from``, ...), checked
+        before Ray starts: ``ValueError`` in one line naming the key."""
+        from training.tasks.init_from import check_init_from
+
+        check_init_from(self.config.init_from)
 
     def start(self, model: torch.nn.Module, data, rank: int, world: int, device: torch.device) -> dict[str, str]:
         """Set up the bare ``model`` of a new run before its first step (never on resume: the checkpoint has it),
         on every rank alike (a collective is allowed: every rank calls it); ``data``: the ``DataConfig``. Returns
-        MLflow tags for the run. Default: nothing to do."""
-        return {}
+        MLflow tags for the run. Default: the starting weights (:meth:`load_init`)."""
+        return self.load_init(model)
+
+    def load_init(self, model: torch.nn.Module) -> dict[str, str]:
+        """Load ``init_from`` into ``model`` as ``swap_head`` says; its lineage tags (none without ``init_from``)."""
+        from training.tasks.init_from import load_start
+
+        return load_start(model, self.config.init_from, self.swap_head) if self.config.init_from else {}
 
     def predict(self, model: torch.nn.Module, image: torch.Tensor):
         """The forward pass of a training step (what ``__call__`` receives as ``prediction``)."""

@@ -35,15 +35,12 @@ from __future__ import annotations
 import dataclasses
 import io
 import math
-import os
 from collections.abc import Mapping
 
 import numpy as np
 import torch
 
-from pipeline import storage
 from pipeline.depth_metrics import DEPTH_METRICS, depth_metric_sums, depth_metrics_from_sums
-from pipeline.job_paths import check_job_path
 from pipeline.shards import DISP_MEMBER, MASK_MEMBER
 from training.losses import gradient_matching
 from training.tasks.base import Task, TaskConfig
@@ -56,21 +53,22 @@ SILOG_FLOOR = 1e-12  # under the square root: its gradient at 0 is infinite (a p
 @dataclasses.dataclass
 class MetricDepthConfig(TaskConfig):
     """``task.kind: metric_depth``: SILog with ``silog_lambda`` (+ ``gradient_weight`` times gradient matching over
-    ``gradient_scales`` on the log depth); ``init_from``: the starting checkpoint (weights only) of a new run;
-    ``init_samples``: training samples per source whose robust alignment is averaged into the output transform
-    before the first step (None: the whole training split; 0: keep the model's transform as it is);
-    ``min_depth``, ``max_depth`` (metres, None: no bound): the target depths trained, fitted and validated on."""
+    ``gradient_scales`` on the log depth); ``init_from`` (every task's key): the starting checkpoint, a relative
+    model, loaded whole (``training.tasks.init_from``); ``init_samples``: training samples per source whose robust
+    alignment is averaged into the output transform before the first step (None: the whole training split; 0: keep
+    the model's transform as it is); ``min_depth``, ``max_depth`` (metres, None: no bound): the target depths
+    trained, fitted and validated on."""
 
     kind: str = "metric_depth"
     silog_lambda: float = 0.85
     gradient_weight: float = 0.0
     gradient_scales: int = 4
-    init_from: str | None = None
     init_samples: int | None = 1000
     min_depth: float = 1e-3
     max_depth: float | None = None
 
     def __post_init__(self):
+        super().__post_init__()
         if not 0.0 <= self.silog_lambda <= 1.0:
             raise ValueError(f"task.silog_lambda must be in [0, 1], got {self.silog_lambda}")
         if self.gradient_weight < 0 or self.gradient_scales < 1:
@@ -81,8 +79,6 @@ class MetricDepthConfig(TaskConfig):
                              "above it (or null)")
         if self.init_samples is not None and self.init_samples < 0:
             raise ValueError(f"task.init_samples must be >= 0 (or null: all), got {self.init_samples}")
-        if self.init_from and not storage.is_s3(self.init_from):
-            self.init_from = os.path.abspath(self.init_from)  # Ray workers run in other directories
 
 
 def target_depth(disparity: torch.Tensor, mask: torch.Tensor, min_depth: float = 0.0, max_depth: float | None = None
@@ -132,18 +128,6 @@ class MetricDepthTask(Task):
                              "fine-tuning needs the shards of a metric source: nyu, kitti, ...)")
         return RelativeDepthTask.geometric(sample, config, rng)
 
-    def check_inputs(self) -> None:
-        path = self.config.init_from
-        if path is None:
-            return
-        check_job_path(path, "task.init_from")
-        from training.model.checkpoint import inspect_checkpoint
-
-        try:
-            inspect_checkpoint(path)  # there, and of a kind load_checkpoint reads (its first bytes)
-        except (OSError, ValueError, RuntimeError) as exc:
-            raise ValueError(f"task.init_from: {exc}") from None
-
     def start(self, model: torch.nn.Module, data, rank: int, world: int, device: torch.device) -> dict[str, str]:
         """The starting weights (``init_from``) and the fitted output transform (``training.tasks.metric_init``);
         returns the lineage and transform tags."""
@@ -153,7 +137,7 @@ class MetricDepthTask(Task):
         if getattr(model, "metric_output", None) is None:
             raise ValueError("task.kind metric_depth needs a metric model: set model.overrides.metric_output "
                              "(e.g. [1.0, 0.0]) or model.name dpt_hybrid_nyu / dpt_hybrid_kitti")
-        tags = metric_init.load_start(model, self.config.init_from) if self.config.init_from else {}
+        tags = self.load_init(model)
         if self.config.init_samples == 0:
             return tags
         batches = (batch for source in data.shards.sources for batch in validation_batches(

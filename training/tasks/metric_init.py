@@ -6,7 +6,7 @@ the first step:
 
 1. the starting checkpoint (``task.init_from``: a relative-depth checkpoint of this project, an official
    ``dpt_hybrid`` file, ...) is loaded into the metric model (weights only; a file without the transform's
-   buffers leaves the model's own, ``training.model.checkpoint``);
+   buffers leaves the model's own, ``training.model.checkpoint``), as every task's is (``training.tasks.init_from``);
 2. the model's prediction ``f`` of each training sample is aligned to that sample's disparity ``d = 1 / depth``
    (1/metre, the shard contract) with the robust alignment of MiDaS (Ranftl et al., TPAMI 2020, eq. 6-7, the one
    the ``ssitrim`` loss trains with): ``t(x) = median(x)``, ``s(x) = mean |x - t(x)|`` over the valid pixels,
@@ -21,20 +21,13 @@ is left out of the average. No Ray here: the trainer calls this through ``Metric
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Callable, Iterable
 
 import torch
 
-from pipeline import storage
-from pipeline.checkpoint_layout import META_FILE
 from training.losses import EPS, masked_median
 from training.step import sum_across_ranks, to_device
 
-INIT_TAG = "dpt.init_from"  # the starting checkpoint as the config names it
-INIT_SHA256_TAG = "dpt.init_from.sha256"  # sha256 of its model file (the lineage of the fine-tuned model)
-INIT_RUN_TAG = "dpt.init_from.mlflow_run_id"  # the MLflow run that trained it (this project's checkpoints)
 SCALE_TAG, SHIFT_TAG, SAMPLES_TAG = ("dpt.metric_output.scale", "dpt.metric_output.shift",
                                      "dpt.metric_output.samples")
 
@@ -97,25 +90,6 @@ def fit_output_transform(model: torch.nn.Module, batches: Iterable[dict], device
         raise ValueError("metric output transform: no training sample has two valid pixels and a non-constant "
                          "prediction to align (task.init_samples, the training shards' masks)")
     return float(total["scale"]) / samples, float(total["shift"]) / samples, samples
-
-
-def load_start(model: torch.nn.Module, path: str) -> dict[str, str]:
-    """Load the starting checkpoint ``path`` (a file or a checkpoint directory, local or s3://) into ``model``
-    (weights only) and return its lineage tags: the path, its model file's sha256 and, for a checkpoint of
-    ``dpt train``, the MLflow run that wrote it (``mlflow_run_id`` of its ``meta.json``)."""
-    from training.model import load_checkpoint
-    from training.model.checkpoint import resolve_checkpoint
-
-    file = resolve_checkpoint(path)
-    data = storage.read_bytes(file)
-    load_checkpoint(model, file)
-    tags = {INIT_TAG: path, INIT_SHA256_TAG: hashlib.sha256(data).hexdigest()}
-    meta = storage.join(storage.dirname(file), META_FILE)
-    if storage.exists(meta):
-        run_id = json.loads(storage.read_bytes(meta)).get("mlflow_run_id")
-        if run_id:
-            tags[INIT_RUN_TAG] = str(run_id)
-    return tags
 
 
 def transform_tags(scale: float, shift: float, samples: int) -> dict[str, str]:

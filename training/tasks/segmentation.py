@@ -1,5 +1,9 @@
-"""Semantic segmentation (DPT paper Sec. 4.2, ADE20K): cross-entropy with an ignore index on the main head plus
-``aux_weight`` (0.2) times the same loss on the auxiliary head. No Ray here.
+"""Semantic segmentation (DPT paper Sec. 4.2: ADE20K, Table 4; Pascal Context, Table 5): cross-entropy with an ignore
+index on the main head plus ``aux_weight`` (0.2) times the same loss on the auxiliary head. No Ray here.
+
+Fine-tuning (``task.init_from``, ``swap_head``): a checkpoint of another label set (an ADE20K model for Pascal
+Context) or of another task (a relative-depth model) gives its backbone and decoder; the head and the auxiliary
+head start fresh for the run's classes (``training.model.checkpoint.load_trunk``).
 
 The model runs through ``forward(x, return_aux=True)`` (so that DDP sees the auxiliary head's parameters in
 the graph); the batch holds ``labels`` int64 ``[B, H, W]`` with 255 = ignore, from the shards' ``seg.png``,
@@ -8,8 +12,9 @@ the pixel accuracy (%) of the main head.
 
 ``dpt predict`` writes ``<name>.png`` (8-bit class ids) and ``<name>.color.png`` (a colour label map): ``infer``
 turns a batch of prepared images into class ids at each image's own size (logits resized bilinearly, then
-argmax); ``palette`` paints ids with a fixed palette (the PASCAL VOC bit-interleaved colours, distinct for every
-id up to 255), so the same class has the same colour in every picture and every run.
+argmax); ``palette`` paints ids with a fixed palette (``pipeline.label_sets.voc_colormap``: the PASCAL VOC
+bit-interleaved colours, distinct for every id up to 255), so the same class has the same colour in every picture
+and every run.
 """
 
 from __future__ import annotations
@@ -22,7 +27,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from pipeline.shards import IGNORE_LABEL, SEG_MEMBER
+from pipeline.label_sets import voc_colormap as palette  # the colour of each class id
+from pipeline.shards import ADE20K_CLASSES, IGNORE_LABEL, SEG_MEMBER
 from training import augment
 from training.seg_augment import SegmentationAugmentConfig, augment_segmentation
 from training.tasks.base import Task, TaskConfig
@@ -47,8 +53,15 @@ class SegmentationTask(Task):
     shard_members = (SEG_MEMBER,)
     batch_members = ("labels",)
     head = "segmentation"
-    benchmarks = ("ade20k", "ade20k_ms")  # Table 4
+    # Table 4 (150 classes) and Table 5 (59); dpt eval runs by default those of the model's classes.
+    benchmarks = ("ade20k", "ade20k_ms", "pascal_context", "pascal_context_ms")
+    swap_head = True
     sums = ("cross_entropy", "correct", "pixels")  # cross-entropy times the labelled pixels, right ones, labelled
+
+    @classmethod
+    def classes(cls, model_config) -> int:
+        """The head's ``num_classes`` (``training.model.heads.SegmentationHead``; ADE20K's 150 by default)."""
+        return int(model_config.head_kwargs.get("num_classes", ADE20K_CLASSES))
 
     @staticmethod
     def geometric_config(data) -> SegmentationAugmentConfig:
@@ -124,15 +137,3 @@ class SegmentationTask(Task):
         Image.fromarray(palette()[output]).save(colour, format="PNG")
         return {".png": ids.getvalue(), ".color.png": colour.getvalue()}
 
-
-def palette(count: int = 256) -> np.ndarray:
-    """uint8 ``[count, 3]``: colour of each class id (bits of the id spread over the high bits of R, G, B)."""
-    colours = np.zeros((count, 3), np.uint8)
-    for index in range(count):
-        value, shift = index, 7
-        while value:
-            for channel in range(3):
-                colours[index, channel] |= ((value >> channel) & 1) << shift
-            value >>= 3
-            shift -= 1
-    return colours
