@@ -11,14 +11,9 @@ or an annotation of another size than its image is a :class:`BenchmarkError` nam
 
 from __future__ import annotations
 
-import io
-
-import numpy as np
-from PIL import Image
-
-from evaluation.benchmarks.base import BenchmarkError, BenchmarkReader, BenchmarkSample, check_size, read_rgb
+from evaluation.benchmarks.base import BenchmarkReader, BenchmarkSample, read_class_ids, read_rgb
 from pipeline import storage
-from pipeline.shards import ADE20K_CLASSES, IGNORE_LABEL
+from pipeline.shards import ADE20K_CLASSES
 
 RELEASE = "ADEChallengeData2016"
 
@@ -49,18 +44,6 @@ class ADE20KReader(BenchmarkReader):
     def load(self, sample_id: str) -> BenchmarkSample:
         rgb = read_rgb(storage.join(self.base(), "images", "validation", f"{sample_id}.jpg"))
         url = storage.join(self.base(), "annotations", "validation", f"{sample_id}.png")
-        try:
-            with Image.open(io.BytesIO(storage.read_bytes(url))) as image:
-                annotation = np.asarray(image)
-        except FileNotFoundError:
-            raise BenchmarkError(f"{url}: annotation missing") from None
-        except (OSError, ValueError) as exc:
-            raise BenchmarkError(f"{url}: not a readable label map ({exc})") from exc
-        if annotation.ndim != 2:
-            raise BenchmarkError(f"{url}: expected a single-channel label map, got shape {list(annotation.shape)}")
-        check_size(rgb, annotation, url)
-        if annotation.max(initial=0) > ADE20K_CLASSES:
-            raise BenchmarkError(f"{url}: values above {ADE20K_CLASSES} (max {int(annotation.max())}); "
-                                 f"ADE20K labels are 0..{ADE20K_CLASSES}")
-        labels = np.where(annotation == 0, IGNORE_LABEL, annotation.astype(np.int64) - 1).astype(np.uint8)
+        labels = read_class_ids(url, rgb, ADE20K_CLASSES, f"ADE20K labels are 0..{ADE20K_CLASSES}",
+                                "annotation missing")
         return BenchmarkSample(sample_id, rgb, url, labels=labels)

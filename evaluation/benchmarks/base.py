@@ -94,6 +94,28 @@ def read_png_uint16(url: str) -> np.ndarray:
         return np.asarray(image).astype(np.uint16)
 
 
+def read_class_ids(url: str, rgb: np.ndarray, classes: int, labels: str, missing: str) -> np.ndarray:
+    """A segmentation benchmark's label map (values 0 = unlabelled, 1..``classes``) as class ids uint8 ``[H, W]``:
+    0 becomes ``IGNORE_LABEL``, k becomes k - 1 (ADE20K's and PASCAL-Context's released convention). ``labels``
+    words the valid values for the error (e.g. ``"ADE20K labels are 0..150"``), ``missing`` names a missing file
+    (``"annotation missing"``); the map must have ``rgb``'s size."""
+    from pipeline.shards import IGNORE_LABEL
+
+    try:
+        with Image.open(io.BytesIO(storage.read_bytes(url))) as image:
+            values = np.asarray(image)
+    except FileNotFoundError:
+        raise BenchmarkError(f"{url}: {missing}") from None
+    except (OSError, ValueError) as exc:
+        raise BenchmarkError(f"{url}: not a readable label map ({exc})") from exc
+    if values.ndim != 2:
+        raise BenchmarkError(f"{url}: expected a single-channel label map, got shape {list(values.shape)}")
+    check_size(rgb, values, url)
+    if values.max(initial=0) > classes:
+        raise BenchmarkError(f"{url}: values above {classes} (max {int(values.max())}); {labels}")
+    return np.where(values == 0, IGNORE_LABEL, values.astype(np.int64) - 1).astype(np.uint8)
+
+
 def check_size(rgb: np.ndarray, depth: np.ndarray, gt_url: str) -> None:
     if rgb.shape[:2] != depth.shape[:2]:
         raise BenchmarkError(

@@ -13,15 +13,9 @@ image is a :class:`BenchmarkError` naming the file.
 
 from __future__ import annotations
 
-import io
-
-import numpy as np
-from PIL import Image
-
-from evaluation.benchmarks.base import BenchmarkError, BenchmarkReader, BenchmarkSample, check_size, read_rgb
+from evaluation.benchmarks.base import BenchmarkError, BenchmarkReader, BenchmarkSample, read_class_ids, read_rgb
 from pipeline import storage
 from pipeline.label_sets import PASCAL_CONTEXT_CLASSES
-from pipeline.shards import IGNORE_LABEL
 
 LIST = ("ImageSets", "SegmentationContext", "val.txt")
 NESTINGS = (("VOCdevkit", "VOC2010"), ("VOC2010",), ())  # where VOC2010's folders may be under the root
@@ -64,18 +58,7 @@ class PascalContextReader(BenchmarkReader):
         except FileNotFoundError:
             raise BenchmarkError(f"{image}: image missing (listed in {'/'.join(LIST)})") from None
         url = storage.join(self.base(), "SegmentationClassContext", f"{sample_id}.png")
-        try:
-            with Image.open(io.BytesIO(storage.read_bytes(url))) as picture:
-                labels = np.asarray(picture)
-        except FileNotFoundError:
-            raise BenchmarkError(f"{url}: label map missing") from None
-        except (OSError, ValueError) as exc:
-            raise BenchmarkError(f"{url}: not a readable label map ({exc})") from exc
-        if labels.ndim != 2:
-            raise BenchmarkError(f"{url}: expected a single-channel label map, got shape {list(labels.shape)}")
-        check_size(rgb, labels, url)
-        if labels.max(initial=0) > PASCAL_CONTEXT_CLASSES:
-            raise BenchmarkError(f"{url}: values above {PASCAL_CONTEXT_CLASSES} (max {int(labels.max())}); "
-                                 f"PASCAL-Context labels are 0 (background) and 1..{PASCAL_CONTEXT_CLASSES}")
-        ids = np.where(labels == 0, IGNORE_LABEL, labels.astype(np.int64) - 1).astype(np.uint8)
+        ids = read_class_ids(url, rgb, PASCAL_CONTEXT_CLASSES,
+                             f"PASCAL-Context labels are 0 (background) and 1..{PASCAL_CONTEXT_CLASSES}",
+                             "label map missing")
         return BenchmarkSample(sample_id, rgb, url, labels=ids)
