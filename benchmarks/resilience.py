@@ -9,8 +9,10 @@
     PYTHONPATH=. python benchmarks/resilience.py --before 1ce0453 [--rounds 5] [--steps 40]
 
 ``--before`` is checked out into a temporary git worktree; every round runs each measurement once per code
-version, alternating which goes first, each in a fresh child process whose PYTHONPATH is that version's
-checkout. Servers on 127.0.0.1 only, stopped by their pid. Prints every round and the medians.
+version, in an order that rotates from round to round, each in a fresh child process whose PYTHONPATH is that
+version's checkout. A third loader variant, ``unchecked``, is the working tree with the per-shard sha256 switched
+off (the reader is given no manifest rows), which separates the checksum's cost from the S3 layer's. Servers on
+127.0.0.1 only, stopped by their pid. Prints every round and the medians.
 """
 
 from __future__ import annotations
@@ -36,11 +38,18 @@ CREDENTIALS = {"AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench-sec
 
 # --------------------------------------------------------------------------- children (one code version each)
 
-def child_loader(prefix: str, batches: int) -> dict[str, float]:
+def child_loader(prefix: str, batches: int, checksums: bool = True) -> dict[str, float]:
     """Samples/s of make_loader over ``prefix`` (s3://), one DataLoader worker, after one warm-up batch; and the
     CPU milliseconds per sample of the whole loader (this process and its worker, warm-up included), which the
-    other work on a shared machine disturbs far less than the rate."""
+    other work on a shared machine disturbs far less than the rate. ``checksums=False``: the shard reader gets
+    no manifest rows, so no shard is hashed (the forked loader worker inherits the patched class)."""
     import resource
+
+    if not checksums:
+        from training import bad_shards
+
+        plain_init = bad_shards.ShardReader.__init__
+        bad_shards.ShardReader.__init__ = lambda self, policy="fail", rows=None: plain_init(self, policy, None)
 
     from training import augment
     from training.data import DataConfig, LoaderConfig, ShardsConfig, StreamConfig, make_loader
@@ -167,7 +176,7 @@ def main() -> None:
     if args.child:
         what, *rest = args.child
         if what == "loader":
-            print(json.dumps(child_loader(rest[0], args.batches)))
+            print(json.dumps(child_loader(rest[0], args.batches, checksums=rest[1:] != ["unchecked"])))
         else:
             print(json.dumps({"rate": child_train(rest[0], args.steps, rest[1])}))
         return
@@ -199,25 +208,32 @@ def main() -> None:
         write_corpus(prefix, args.samples, env)
         (tmp / "spill").mkdir()
         versions = {"before": before, "after": ROOT}
+        # (name, checkout, extra child args) per loader variant; training has no checksum to switch off.
+        loader_variants = [("before", before, []), ("after", ROOT, []), ("unchecked", ROOT, ["unchecked"])]
         results: dict[tuple[str, str], list[float]] = {}
         print(f"machine: {platform.node()}, {platform.processor() or platform.machine()}, {os.cpu_count()} cores; "
               f"load average at start {os.getloadavg()[0]:.1f}; before = {args.before}, after = working tree")
         for round_ in range(args.rounds):
+            shift = round_ % len(loader_variants)
+            loader_runs = [("loader", name, code, [prefix, *extra])
+                           for name, code, extra in loader_variants[shift:] + loader_variants[:shift]]
             order = list(versions) if round_ % 2 == 0 else list(reversed(versions))
-            for what, child_args in (("loader", [prefix]), ("train", [uri, str(tmp / "spill")])):
-                for name in order:
-                    measured = run_child(versions[name], what, child_args, env)
-                    results.setdefault((what, name), []).append(measured["rate"])
-                    line = f"round {round_ + 1} {what:6s} {name:6s} {measured['rate']:8.2f}"
-                    if "cpu_ms" in measured:
-                        results.setdefault(("loader_cpu", name), []).append(measured["cpu_ms"])
-                        line += f"  ({measured['cpu_ms']:.2f} CPU ms/sample)"
-                    print(line, flush=True)
+            train_runs = [("train", name, versions[name], [uri, str(tmp / "spill")]) for name in order]
+            for what, name, code, child_args in loader_runs + train_runs:
+                measured = run_child(code, what, child_args, env)
+                results.setdefault((what, name), []).append(measured["rate"])
+                line = f"round {round_ + 1} {what:6s} {name:6s} {measured['rate']:8.2f}"
+                if "cpu_ms" in measured:
+                    results.setdefault(("loader_cpu", name), []).append(measured["cpu_ms"])
+                    line += f"  ({measured['cpu_ms']:.2f} CPU ms/sample)"
+                print(line, flush=True)
         print(f"load average at end {os.getloadavg()[0]:.1f}")
         for what, unit in (("loader", f"samples/s ({SIZE} px, 1 worker, S3)"), ("train", "steps/s (logged every step)"),
                            ("loader_cpu", "CPU ms per sample (lower is better)")):
-            b, a = (statistics.median(results[(what, n)]) for n in ("before", "after"))
-            print(f"{what}: median before {b:.2f}, after {a:.2f} {unit}: after/before = {a / b:.3f}")
+            medians = {n: statistics.median(v) for (w, n), v in results.items() if w == what}
+            line = ", ".join(f"{n} {m:.2f}" for n, m in medians.items())
+            ratios = ", ".join(f"{n}/before = {m / medians['before']:.3f}" for n, m in medians.items() if n != "before")
+            print(f"{what}: medians {line} {unit}; {ratios}")
     finally:
         for server in reversed(servers):
             server.stop()
