@@ -4,8 +4,12 @@ One home for: the tracking URI a stage uses when none is given, the get-or-creat
 artifacts beside a local SQLite store instead of MLflow's default ``./mlruns`` in whatever directory the
 command ran from), and the tag names of lineage that several stages write.
 
-Tag names put the distinguishing part first (``tartanair/train.manifest_sha256``), because the MLflow UI
-cuts long names at the end: ``dpt.manifest_sha256.tartanair.train`` reads as ``dpt.manifest...`` there.
+Tag names put the distinguishing part first (``tartanair/train.manifest_sha256``, ``code.version``), because
+the MLflow UI cuts long names at the end: ``dpt.manifest_sha256.tartanair.train`` reads as ``dpt.manifest...``
+there (a run page's tag shows a key of up to 15 characters whole beside a long value).
+
+Every experiment a stage creates is tagged as a model-training experiment (``EXPERIMENT_KIND_TAG``): MLflow 3's UI
+opens an experiment without that tag in its GenAI view (traces, prompts), where training runs are hard to find.
 """
 
 from __future__ import annotations
@@ -17,8 +21,14 @@ DEFAULT_DIR = "runs"  # a stage run without a workdir or tracking URI tracks int
 DB_NAME = "mlflow.db"
 ARTIFACTS_DIR = "mlartifacts"  # beside the SQLite file: runs/mlflow.db -> runs/mlartifacts/<experiment id>
 
-CODE_VERSION_TAG = "dpt.code_version"
-CODE_SHA256_TAG = "dpt.code_sha256"
+CODE_VERSION_TAG = "code.version"  # the git commit, or sources-sha256:... for a job's uploaded copy
+CODE_SHA256_TAG = "code.sha256"  # the sha256 of the sources (pipeline.code_version.source_sha256)
+CORPUS_TAG = "corpus.prefix"  # the shard corpus a training run reads (data.shards.prefix)
+
+# The MLflow UI's switch between its GenAI view and its model-training view ("Machine learning"): the
+# experiment tag its own "experiment type" selector writes (mlflow/server/js: ExperimentKind).
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+MODEL_TRAINING_KIND = "custom_model_development"
 
 
 def manifest_tag(source: str, split: str) -> str:
@@ -56,19 +66,26 @@ def local_store_dir(uri: str) -> str | None:
 
 
 def experiment_id(client, name: str, uri: str) -> str:
-    """The id of experiment ``name``, created if missing. On a local SQLite store its artifacts go beside the
-    database (``<dir>/mlartifacts/``); a tracking server decides its own artifact location."""
+    """The id of experiment ``name``, created if missing, tagged as a model-training experiment. On a local
+    SQLite store its artifacts go beside the database (``<dir>/mlartifacts/``); a tracking server decides its
+    own artifact location."""
     from mlflow.exceptions import MlflowException
 
     found = client.get_experiment_by_name(name)
     if found is not None:
+        if EXPERIMENT_KIND_TAG not in found.tags:  # made before this tag (or elsewhere); a kind chosen in the UI stays
+            try:
+                client.set_experiment_tag(found.experiment_id, EXPERIMENT_KIND_TAG, MODEL_TRAINING_KIND)
+            except MlflowException:
+                pass  # the view in the UI is no reason to stop a stage (a deleted experiment fails later, as before)
         return found.experiment_id
     store = local_store_dir(uri)
     location = None
     if store is not None:
         location = "file://" + os.path.join(store, ARTIFACTS_DIR, name.replace("/", "_"))
     try:
-        return client.create_experiment(name, artifact_location=location)
+        return client.create_experiment(name, artifact_location=location,
+                                        tags={EXPERIMENT_KIND_TAG: MODEL_TRAINING_KIND})
     except MlflowException:
         # Created meanwhile by another process (two stages starting together): use theirs.
         found = client.get_experiment_by_name(name)
