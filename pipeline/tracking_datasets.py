@@ -27,15 +27,25 @@ def _absolute(url: str) -> str:
     return url if "://" in url else os.path.abspath(url)
 
 
+def source_of(url: str) -> tuple[str, str]:
+    """``(source type, source JSON)`` of ``url`` as MLflow's own dataset sources write them (``local`` and
+    ``s3``: ``{"uri": ...}``; ``http``: ``{"url": ...}``). Written here: importing MLflow's source registry
+    takes seconds (it loads every dataset library it knows), at the start of every training run."""
+    if url.startswith(("http://", "https://")):
+        return "http", json.dumps({"url": url})
+    if storage.is_s3(url):
+        return "s3", json.dumps({"uri": url})
+    return "local", json.dumps({"uri": _absolute(url)})
+
+
 def dataset(name: str, url: str, sha256: str, profile: dict):
-    """An MLflow dataset entity: ``name``, source ``url`` (local path, s3://, http(s)://, resolved by MLflow's
-    own dataset sources), digest the first ``DIGEST_CHARS`` of ``sha256``, ``profile`` as JSON."""
-    from mlflow.data.dataset_source_registry import resolve_dataset_source
+    """An MLflow dataset entity: ``name``, source ``url`` (local path, s3://, http(s)://), digest the first
+    ``DIGEST_CHARS`` of ``sha256``, ``profile`` (with the whole sha256) as JSON."""
     from mlflow.entities import Dataset
 
-    source = resolve_dataset_source(_absolute(url))
-    return Dataset(name=name, digest=sha256[:DIGEST_CHARS], source_type=source._get_source_type(),
-                   source=source.to_json(), profile=json.dumps({**profile, "sha256": sha256}))
+    source_type, source = source_of(url)
+    return Dataset(name=name, digest=sha256[:DIGEST_CHARS], source_type=source_type, source=source,
+                   profile=json.dumps({**profile, "sha256": sha256}))
 
 
 def manifest_dataset(prefix: str, source: str, split: str, data: bytes | None = None):
