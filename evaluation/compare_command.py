@@ -67,6 +67,7 @@ def run(args: argparse.Namespace) -> int:
 
     from evaluation import compare_run
     from evaluation.compare_query import search as search_query
+    from pipeline.tracking import ui_link
 
     runs, query = search_query(args, DEFAULT_EXPERIMENT)
     client = mlflow.MlflowClient()
@@ -79,12 +80,13 @@ def run(args: argparse.Namespace) -> int:
         return code
     try:
         promoted = compare_run.promote(client, target[1], alias) if target else []
-        run_id = compare_run.log_comparison(client, runs, query, text.getvalue(), written, promoted)
+        run_id, experiment = compare_run.log_comparison(client, runs, query, text.getvalue(), written, promoted)
     except MlflowException as exc:  # the tables are written; MLflow did not take the rest
         raise RuntimeError(f"MLflow did not take the comparison run: {exc.message.splitlines()[0]}") from None
     for line in promoted:
         print(line)
-    print(f"MLflow comparison run {run_id}: the tables and charts as artifacts")
+    link = ui_link(mlflow.get_tracking_uri(), experiment, run_id)
+    print(f"MLflow comparison run {run_id}: the tables and charts as artifacts" + (f", {link}" if link else ""))
     return 0
 
 

@@ -63,9 +63,10 @@ def _selection_csv(runs) -> bytes:
     return buf.getvalue().encode()
 
 
-def log_comparison(client, runs, query, text: str, written: list[str], promoted: list[str] = ()) -> str:
+def log_comparison(client, runs, query, text: str, written: list[str],
+                   promoted: list[str] = ()) -> tuple[str, str]:
     """Create the comparison run with ``written`` (URLs of the files under --out), ``text`` (the printed tables)
-    and the selection as artifacts; returns its id."""
+    and the selection as artifacts; returns ``(its id, its experiment id)``."""
     from pipeline.tracking import experiment_id
 
     if query.experiment_names:
@@ -78,7 +79,7 @@ def log_comparison(client, runs, query, text: str, written: list[str], promoted:
             "compare.order_by": ", ".join(query.order_by)[:MAX_TAG_VALUE]}
     if promoted:
         tags["compare.promoted"] = "; ".join(promoted)[:MAX_TAG_VALUE]
-    run = client.create_run(experiment, run_name=f"compare ({len(runs)} runs)", tags=tags)
+    run = client.create_run(experiment, run_name=f"compare ({len(runs)} run{'s' * (len(runs) != 1)})", tags=tags)
     with tempfile.TemporaryDirectory(prefix="dpt-compare-") as folder:
         files = {storage.basename(url): storage.read_bytes(url) for url in written}
         files["compare.md"] = _markdown(text, query).encode()
@@ -88,7 +89,7 @@ def log_comparison(client, runs, query, text: str, written: list[str], promoted:
                 f.write(data)
         client.log_artifacts(run.info.run_id, folder)
     client.set_terminated(run.info.run_id)
-    return run.info.run_id
+    return run.info.run_id, experiment
 
 
 def _markdown(text: str, query) -> str:

@@ -41,6 +41,16 @@ def manifest_sha256_tag(source: str, split: str) -> str:
     return f"{source}/{split}.manifest_sha256"
 
 
+def ui_link(uri: str, experiment_id: str, run_id: str | None = None) -> str | None:
+    """The MLflow UI page of an experiment (or run) on tracking server ``uri``, in the model-training view; None
+    for a local store. MLflow 3.17's UI picks GenAI or model training by a switch it keeps per browser (GenAI
+    unless changed), not by ``EXPERIMENT_KIND_TAG``; ``?workflowType=machine_learning`` opens the page in it."""
+    if not uri.startswith(("http://", "https://")):
+        return None
+    page = f"#/experiments/{experiment_id}" + (f"/runs/{run_id}" if run_id else "")
+    return f"{uri.rstrip('/')}/{page}?workflowType=machine_learning"
+
+
 def sqlite_uri(directory: str) -> str:
     """``sqlite:////abs/dir/mlflow.db``."""
     return f"sqlite:///{os.path.abspath(os.path.join(directory, DB_NAME))}"

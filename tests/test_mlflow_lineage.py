@@ -194,6 +194,7 @@ def test_compare_by_query_selects_what_search_runs_selects_and_logs_a_comparison
     order = f"metrics.`{KITTI}` ASC"
     code, out = _compare("--experiment", name, "--filter", query, "--order-by", order, "--out", str(tmp_path))
     assert code == 0, out
+    assert f"/#/experiments/{experiment}/runs/" in out and "?workflowType=machine_learning" in out  # the UI link
     expected = [r.info.run_id for r in client.search_runs([experiment], query, order_by=[order], max_results=50)]
     assert [values[r] for r in expected] == [10.0, 15.0]
 
