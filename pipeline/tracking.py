@@ -8,8 +8,10 @@ Tag names put the distinguishing part first (``tartanair/train.manifest_sha256``
 the MLflow UI cuts long names at the end: ``dpt.manifest_sha256.tartanair.train`` reads as ``dpt.manifest...``
 there (a run page's tag shows a key of up to 15 characters whole beside a long value).
 
-Every experiment a stage creates is tagged as a model-training experiment (``EXPERIMENT_KIND_TAG``): MLflow 3's UI
-opens an experiment without that tag in its GenAI view (traces, prompts), where training runs are hard to find.
+Every experiment a stage creates is tagged as a model-training experiment (``EXPERIMENT_KIND_TAG``), the tag the
+MLflow UI's experiment-type selector writes. MLflow 3.17's UI itself opens every experiment in the view of a
+switch it keeps per browser (GenAI until changed); links to our runs carry ``?workflowType=machine_learning``
+(:func:`ui_link`), which opens them in the model-training view (runs, charts, models).
 """
 
 from __future__ import annotations
