@@ -127,7 +127,7 @@ def child_train(uri: str, steps: int, spill_dir: str) -> float:
         metrics = {f"loss/{k}": float(step) for k in ("loss", "data", "grad")}
         metrics.update({f"lr/{k}": 1e-4 for k in ("backbone", "decoder")})
         metrics.update({f"perf/{k}": 1.0 for k in ("images_per_s", "data_wait_fraction")})
-        metrics.update({f"data/share/s{i}": 0.2 for i in range(5)})
+        metrics.update({f"mix/s{i}": 0.2 for i in range(5)})
         logger.log(metrics, step)
     if hasattr(logger, "close"):
         logger.close()

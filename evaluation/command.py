@@ -272,7 +272,7 @@ def run(args: argparse.Namespace) -> int:
 
         def on_done(outcome) -> None:
             _report(outcome, limited=args.limit is not None)
-            log_outcome(outcome)
+            log_outcome(outcome, args.data_root)
 
         outcomes = evaluate(loader, benchmarks, args.data_root, options, on_done=on_done) if benchmarks else {}
         failed = [o.name for o in outcomes.values() if o.error or math.isnan(o.value)]

@@ -183,9 +183,9 @@ def has_runs(runs) -> bool:
     return bool(run_rows(runs))
 
 
-def show(runs, args) -> None:
+def show(runs, args) -> list[str]:
     """``dpt compare``'s Table 1 of ``runs``: printed (``args.no_paper``, ``args.baseline``), and written as
-    ``compare.csv`` and ``compare.png`` under ``args.out``."""
+    ``compare.csv`` and ``compare.png`` under ``args.out`` (their URLs returned)."""
     from pipeline import storage
 
     rows = rows_with_paper(run_rows(runs), paper=not args.no_paper)
@@ -195,3 +195,4 @@ def show(runs, args) -> None:
     storage.write_bytes(csv_url, to_csv(rows, baseline))
     storage.write_bytes(png_url, chart_png(rows, baseline))
     print(f"wrote {csv_url} and {png_url}")
+    return [csv_url, png_url]

@@ -109,11 +109,12 @@ def chart_png(protocol: MetricDepthProtocol, rows: Sequence[Row]) -> bytes:
     return buf.getvalue()
 
 
-def show(runs, args) -> None:
+def show(runs, args) -> list[str]:
     """``dpt compare``'s Tables 2 and 3 of ``runs``, each that some run has: printed (``args.no_paper``), and
-    written as ``compare_<benchmark>.csv`` and ``.png`` under ``args.out``."""
+    written as ``compare_<benchmark>.csv`` and ``.png`` under ``args.out`` (their URLs returned)."""
     from pipeline import storage
 
+    written = []
     for index, protocol in enumerate(_protocols_with_runs(runs)):
         rows = table_rows(runs, protocol, paper=not args.no_paper)
         if index:
@@ -124,3 +125,5 @@ def show(runs, args) -> None:
         storage.write_bytes(csv_url, to_csv(protocol, rows))
         storage.write_bytes(png_url, chart_png(protocol, rows))
         print(f"wrote {csv_url} and {png_url}")
+        written += [csv_url, png_url]
+    return written

@@ -10,6 +10,7 @@ Names (stable across runs, so that the MLflow UI lines them up):
 | segmentation details | artifacts ``eval/segmentation/<benchmark>_confusion.npy``, ``<benchmark>_class_iou.csv`` |
 | images scored / skipped | metrics ``<group>/<benchmark>_images``, ``_skipped`` (``zero_shot/``, ``metric_depth/``, ...) |
 | a benchmark that failed | tag ``eval.error.<benchmark>`` with the message |
+| the images a benchmark scored | dataset input ``<benchmark>`` (context ``evaluation``; source: its folder; digest: the sha256 of its image ids) |
 | the evaluated checkpoint, data root | tags ``eval.checkpoint``, ``eval.data_root`` |
 | per-image metrics | artifact ``eval/per_image/<benchmark>.parquet`` (metric depth: a row per image and metric) |
 | picture grids | artifact ``eval/pictures/<benchmark>.png`` (metric depth: in metres) |
@@ -25,7 +26,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from evaluation.job import BenchmarkOutcome
+from pipeline import storage
 from pipeline.tracking import experiment_id, tracking_uri
+from pipeline.tracking_datasets import benchmark_dataset, dataset_input
 from evaluation.pictures import picture_grid
 from evaluation.protocol import get_protocol
 
@@ -51,9 +54,26 @@ def per_image_table(rows: list[dict]) -> pa.Table:
     return pa.Table.from_pylist(rows, schema=ROW_SCHEMA)
 
 
-def log_outcome(outcome: BenchmarkOutcome) -> None:
-    """Log one finished benchmark into the active run; what beside its number its protocol says."""
+def log_benchmark_input(outcome: BenchmarkOutcome, data_root: str) -> None:
+    """The images ``outcome`` scored (its per-image rows) as a dataset input of the active run, context
+    ``evaluation``: the same images of the same benchmark show the same digest in every run."""
+    from evaluation.benchmarks import ALIASES
+
+    ids = [row["id"] for row in outcome.rows]
+    if outcome.error or not ids:
+        return
     protocol = get_protocol(outcome.name)
+    url = storage.join(data_root, ALIASES.get(outcome.name, outcome.name))
+    entity = benchmark_dataset(outcome.name, url, ids, {"protocol": protocol.title, "listed": outcome.listed})
+    mlflow.MlflowClient().log_inputs(mlflow.active_run().info.run_id, datasets=[dataset_input(entity, "evaluation")])
+
+
+def log_outcome(outcome: BenchmarkOutcome, data_root: str | None = None) -> None:
+    """Log one finished benchmark into the active run; what beside its number its protocol says; with
+    ``data_root``, the benchmark as a dataset input (:func:`log_benchmark_input`)."""
+    protocol = get_protocol(outcome.name)
+    if data_root is not None:
+        log_benchmark_input(outcome, data_root)
     if outcome.error:
         mlflow.set_tag(f"eval.error.{outcome.name}", outcome.error[:4000])
     elif not math.isnan(outcome.value):

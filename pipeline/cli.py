@@ -171,7 +171,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_shards(sub)
     _add_tracking(sub)
     version = sub.add_parser("version", help="the code's git commit and source hash (what runs record as "
-                                             "dpt.code_version and dpt.code_sha256)")
+                                             "code.version and code.sha256)")
     version.set_defaults(func=_version)
     return parser
 

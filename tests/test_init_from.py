@@ -14,7 +14,7 @@ from training.config import TrainConfig
 from training.model import build_model, save_checkpoint
 from training.model.checkpoint import FUSION_NORM, HEAD_PREFIXES
 from training.tasks import create_task
-from training.tasks.init_from import INIT_HEAD_TAG, INIT_RUN_TAG, INIT_SHA256_TAG
+from training.tasks.init_from import INIT_HEAD_TAG, INIT_RUN_TAG, INIT_SHA256_TAG, INIT_TAG
 
 TINY = "configs/pascal_context_tiny.yaml"
 CPU = torch.device("cpu")
@@ -59,7 +59,7 @@ def test_an_ade20k_checkpoint_starts_pascal_context_with_a_new_head(tmp_path):
         torch.testing.assert_close(after[key], before[key], rtol=0, atol=0, msg=key)
     assert not torch.equal(after["head.conv.weight"], ade["head.conv.weight"])  # not the ADE20K head's
     assert tags[INIT_HEAD_TAG] == "re-initialised" and tags[INIT_RUN_TAG] == "run42"
-    assert tags[INIT_SHA256_TAG] and tags["dpt.init_from"] == path
+    assert tags[INIT_SHA256_TAG] and tags[INIT_TAG] == path
 
 
 def test_a_relative_depth_checkpoint_gives_its_backbone_and_decoder(tmp_path):

@@ -67,8 +67,8 @@ def test_fine_tuning_stage_after_pre_training_then_a_rerun_repeats_nothing(ray_c
     fine_tuned = latest_checkpoint(str(workdir / "train" / "metric_smoke-nyu"))
     assert pre_trained and fine_tuned
     tags = runs["finetune:nyu"].data.tags
-    assert tags["dpt.init_from"] == pre_trained == parent.data.tags["dpt.checkpoint"]
-    assert tags["dpt.init_from.mlflow_run_id"] == runs["train"].info.run_id  # the lineage, through meta.json
+    assert tags["init.from"] == pre_trained == parent.data.tags["dpt.checkpoint"]
+    assert tags["init.run_id"] == runs["train"].info.run_id  # the lineage, through meta.json
     assert runs["finetune:nyu"].data.params["task.kind"] == "metric_depth"
     assert parent.data.tags["dpt.checkpoint.nyu"] == fine_tuned
 

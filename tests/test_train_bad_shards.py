@@ -217,7 +217,7 @@ def test_skip_runs_every_step_on_both_ranks_and_logs_the_shard(ray_cluster, mlfl
     assert tag.startswith(f"shard {bad}, key alpha-scene00004: corrupt or truncated tar")
     # Whichever rank an epoch deals the shard to, rank 0 logs the total over both ranks, which the last
     # checkpoint keeps for a restart; rank 0's own skipped draws are in its data position.
-    skipped = MlflowClient(mlflow_tracking).get_metric_history(run.info.run_id, "data/skipped_samples")
+    skipped = MlflowClient(mlflow_tracking).get_metric_history(run.info.run_id, "shards/skipped_samples")
     with result.checkpoint.as_directory() as directory:
         meta = json.loads(Path(directory, "meta.json").read_text())
     assert skipped and max(m.value for m in skipped) == meta["skipped_samples"] >= 2

@@ -74,12 +74,12 @@ def test_two_ddp_workers_train_log_and_checkpoint(ray_cluster, mlflow_tracking, 
     assert run.data.params["optim.lr_backbone"] == "0.0001" and run.data.params["scaling.workers"] == "2"
     assert len(run.data.tags["alpha/train.manifest_sha256"]) == 64
     assert _history(mlflow_tracking, result.mlflow_run_id, "loss/loss") == [1, 2, 3, 4]
-    assert run.data.metrics["cluster/workers"] == 2 and run.data.metrics["cluster/nodes"] == 1
+    assert run.data.metrics["ray/workers"] == 2 and run.data.metrics["ray/nodes"] == 1
     for key in ("perf/images_per_s", "perf/data_wait_fraction", "lr/backbone", "lr/decoder",
                 "pareto_weight/alpha", "val/beta/ssitrim"):
         assert key in run.data.metrics, key
     # Curriculum: the first two steps drew only beta, the rest both sources.
-    shares = MlflowClient(mlflow_tracking).get_metric_history(result.mlflow_run_id, "data/share/beta")
+    shares = MlflowClient(mlflow_tracking).get_metric_history(result.mlflow_run_id, "mix/beta")
     assert {m.step: m.value for m in shares}[2] == 1.0
 
 

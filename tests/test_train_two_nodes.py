@@ -123,8 +123,8 @@ def test_ddp_workers_train_on_two_nodes(loopback_cluster, tmp_path):
     assert run.info.status == "FINISHED"
     # Two Ray nodes (each worker reports its node id; with one CPU per node they cannot share one) on one
     # host address (Ray Train's node rank groups workers by IP, and both nodes are 127.0.0.1).
-    assert run.data.metrics["cluster/workers"] == 2
-    assert run.data.metrics["cluster/nodes"] == 2
-    assert run.data.metrics["cluster/hosts"] == 1
+    assert run.data.metrics["ray/workers"] == 2
+    assert run.data.metrics["ray/nodes"] == 2
+    assert run.data.metrics["ray/hosts"] == 1
     assert sorted(m.step for m in client.get_metric_history(run.info.run_id, "loss/loss")) == [1, 2, 3, 4]
     assert list((tmp_path / "ckpt" / "two-nodes").glob("*/model.safetensors"))

@@ -18,7 +18,7 @@ shard in a phase (about 1 ms of CPU per MB, a few % of decoding and augmenting t
   mismatch is reported (the shard's samples were already used, its last one excepted). A skipped sample is a
   draw that delivers nothing: the batch takes the next one, so every rank still runs every step, and each
   batch counts its skipped draws, which the data position keeps (exact resume). Rank 0 logs
-  ``data/skipped_samples`` and a tag per bad shard, and prints one warning line per shard.
+  ``shards/skipped_samples`` and a tag per bad shard, and prints one warning line per shard.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ from pipeline.shards import ShardError, ShardInfo, ShardIntegrityError, iter_sha
 
 OnBadShard = Literal["fail", "skip"]
 SKIPPED = "dpt-skipped-sample"  # in a source stream: the place of a sample that a bad shard gave up
-SKIPPED_SAMPLES_METRIC = "data/skipped_samples"
+SKIPPED_SAMPLES_METRIC = "shards/skipped_samples"
 SKIPPED_SHARD_TAG = "dpt.skipped_shard."  # + <source>/<split>/<shard file>: "<url>, key ...: what was wrong"
 DATA_ERROR_TAG = "dpt.data_error"  # the line a run stopped with (data.on_bad_shard: fail)
 _TAG_CHARACTERS = re.compile(r"[^A-Za-z0-9_\-. /]")
@@ -151,7 +151,7 @@ def warning_line(skip: Skip) -> str:
 class SkipAccount:
     """What the ranks skipped, for MLflow and the console; ``total``: training samples skipped before (meta.json).
 
-    Rank 0 logs ``data/skipped_samples`` (the run's total over all ranks) whenever it grows, tags each bad
+    Rank 0 logs ``shards/skipped_samples`` (the run's total over all ranks) whenever it grows, tags each bad
     shard once (``dpt.skipped_shard.<source>/<split>/<file>``, value: what was wrong) and prints one warning
     line per shard."""
 

@@ -81,17 +81,24 @@ class TrackingConfig:
     """MLflow: ``uri`` (default ``MLFLOW_TRACKING_URI``, else SQLite under ``runs/``) and the experiment;
     ``run_id``: log into this existing run instead of creating one (how ``dpt pipeline`` links its stages);
     ``end_wait_s``: how long the end of training waits, in seconds, for an MLflow that does not answer
-    before it leaves the rest in the spill file (``dpt tracking replay``)."""
+    before it leaves the rest in the spill file (``dpt tracking replay``); ``system_metrics``: MLflow's system
+    metrics (CPU, memory, GPU) from the driver and each node's rank 0, one sample every
+    ``system_metrics_interval_s`` seconds (training.system_metrics)."""
 
     uri: str | None = None
     experiment: str = "dpt-train"
     run_name: str | None = None
     run_id: str | None = None
     end_wait_s: float = 30.0
+    system_metrics: bool = True
+    system_metrics_interval_s: float = 10.0
 
     def __post_init__(self):
         if self.end_wait_s < 0:
             raise ValueError(f"tracking.end_wait_s must be >= 0 seconds, got {self.end_wait_s}")
+        if self.system_metrics_interval_s <= 0:
+            raise ValueError(f"tracking.system_metrics_interval_s must be > 0 seconds, "
+                             f"got {self.system_metrics_interval_s}")
 
 
 @dataclasses.dataclass

@@ -2,7 +2,9 @@
 
 The driver creates the run once and logs the resolved config as params (MLflow params cannot change, so a
 resumed attempt never logs them again); rank 0 of the Ray workers logs metrics into that run by id and
-tags each restart. Lineage tags: each source's manifest sha256 and the code version.
+tags each restart. Lineage: each source's manifest as an MLflow dataset input (context training, and
+validation for the splits it validates on; pipeline.tracking_datasets) and as a tag with its sha256, the code
+version. The driver and each node's rank 0 log MLflow's system metrics (training.system_metrics).
 
 Tracking never blocks or fails training. Creating the run is the one synchronous call (a run cannot start
 without its MLflow run) and fails fast, in one line naming the URI. Everything after it, metrics, restart
@@ -14,7 +16,6 @@ ends, one line says how much is not delivered, where it is, and the ``dpt tracki
 
 from __future__ import annotations
 
-import hashlib
 import socket
 import sys
 import time
@@ -24,11 +25,13 @@ from pipeline import storage
 from pipeline.code_version import code_version, source_sha256
 from pipeline.config import to_dict
 from pipeline.shards import MANIFEST_NAME, shard_dir
-from pipeline.tracking import CODE_SHA256_TAG, CODE_VERSION_TAG, experiment_id, manifest_sha256_tag
+from pipeline.tracking import CODE_SHA256_TAG, CODE_VERSION_TAG, CORPUS_TAG, experiment_id, manifest_sha256_tag
+from pipeline.tracking_datasets import dataset_input, manifest_dataset
 from pipeline.tracking_ops import FEW_ATTEMPTS, http_attempts, permanent, reason
 from pipeline.tracking_outbox import Outbox
 from pipeline.tracking_spill import Pending, spill_path, without_credentials
 from training.config import TrackingConfig
+from training.system_metrics import STOP_WAIT_S, SystemMetrics
 
 MAX_PARAM_LENGTH = 6000  # MLflow's limit on a param value
 
@@ -43,13 +46,26 @@ def flatten(data: Any, prefix: str = "") -> dict[str, str]:
     return {prefix: str(data)[:MAX_PARAM_LENGTH]}
 
 
-def lineage_tags(prefix: str, sources: list[str], split: str) -> dict[str, str]:
-    """The code version and source hash, the corpus prefix, and the sha256 of each source's manifest.parquet."""
-    tags = {CODE_VERSION_TAG: code_version(), CODE_SHA256_TAG: source_sha256(), "dpt.corpus": prefix}
-    for source in sources:
-        data = storage.read_bytes(storage.join(shard_dir(prefix, source, split), MANIFEST_NAME))
-        tags[manifest_sha256_tag(source, split)] = hashlib.sha256(data).hexdigest()
-    return tags
+_driver_metrics: dict[str, SystemMetrics] = {}  # run id -> the driver's system metrics, stopped by finish_run
+
+
+def lineage(config) -> tuple[dict[str, str], list]:
+    """The run's lineage: tags (the code version and source hash, the corpus prefix, the sha256 of each source's
+    manifest.parquet) and MLflow dataset inputs (each source's training split, context ``training``, and where
+    it has one its validation split ``schedule.val_split``, context ``validation``)."""
+    shards = config.data.shards
+    tags = {CODE_VERSION_TAG: code_version(), CODE_SHA256_TAG: source_sha256(), CORPUS_TAG: shards.prefix}
+    inputs = []
+    for source in shards.sources:
+        entity, sha256 = manifest_dataset(shards.prefix, source, shards.split)
+        tags[manifest_sha256_tag(source, shards.split)] = sha256
+        inputs.append(dataset_input(entity, "training"))
+    val_split = config.schedule.val_split
+    for source in shards.sources:
+        directory = shard_dir(shards.prefix, source, val_split)
+        if val_split != shards.split and storage.exists(storage.join(directory, MANIFEST_NAME)):
+            inputs.append(dataset_input(manifest_dataset(shards.prefix, source, val_split)[0], "validation"))
+    return tags, inputs
 
 
 def create_run(config, uri: str, origin: str = "") -> str:
@@ -64,7 +80,7 @@ def create_run(config, uri: str, origin: str = "") -> str:
 
     try:
         with http_attempts(FEW_ATTEMPTS):
-            return _create_run(config, uri)
+            run_id = _create_run(config, uri)
     except MlflowException as exc:
         origin = {"config": "tracking.uri"}.get(origin, origin)
         where = without_credentials(uri) + (f" (from {origin})" if origin else "")
@@ -72,6 +88,9 @@ def create_run(config, uri: str, origin: str = "") -> str:
             raise RuntimeError(f"MLflow at {where} refused the training run: {reason(exc)}") from None
         raise RuntimeError(f"MLflow at {where} did not answer ({reason(exc)}): a training run cannot be created "
                            f"without it; start the server, or set tracking.uri / MLFLOW_TRACKING_URI") from None
+    _driver_metrics[run_id] = SystemMetrics(uri, run_id, config.tracking.system_metrics,
+                                            interval_s=config.tracking.system_metrics_interval_s)
+    return run_id
 
 
 def _create_run(config, uri: str) -> str:
@@ -79,16 +98,17 @@ def _create_run(config, uri: str) -> str:
     from mlflow.entities import Param, RunTag
 
     client = MlflowClient(uri)
-    shards = config.data.shards
-    tags = lineage_tags(shards.prefix, shards.sources, shards.split)
+    tags, inputs = lineage(config)
     if config.tracking.run_id:
         run = client.get_run(config.tracking.run_id)
         client.log_batch(run.info.run_id, tags=[RunTag(k, v) for k, v in tags.items()], synchronous=True)
+        client.log_inputs(run.info.run_id, datasets=inputs)  # MLflow keeps one of each dataset and context
         if run.data.params:
             return run.info.run_id
     else:
         experiment = experiment_id(client, config.tracking.experiment, uri)
         run = client.create_run(experiment, run_name=config.tracking.run_name or config.storage.name, tags=tags)
+        client.log_inputs(run.info.run_id, datasets=inputs)
     params = [Param(k, v) for k, v in sorted(flatten(to_dict(config)).items())]
     for start in range(0, len(params), 100):  # MLflow accepts at most 100 params per batch
         client.log_batch(run.info.run_id, params=params[start:start + 100], synchronous=True)
@@ -117,7 +137,11 @@ def finish_run(config, uri: str, run_id: str, status: str, wait_s: float | None 
     """Set the run's final status (``FINISHED``, ``FAILED``, ``KILLED``) and ``tags`` through an outbox, after
     what rank 0 left in the spill file, within ``wait_s`` (default ``tracking.end_wait_s``) of MLflow not
     answering: the driver waits, as it can deliver what rank 0 left in a spill file it can read. Prints and
-    returns the one-line report when MLflow did not get everything; never raises for MLflow."""
+    returns the one-line report when MLflow did not get everything; never raises for MLflow. The driver's
+    system metrics stop first (within a few seconds, or at once with ``wait_s=0``)."""
+    monitor = _driver_metrics.pop(run_id, None)
+    if monitor is not None:
+        monitor.stop(min(STOP_WAIT_S, config.tracking.end_wait_s if wait_s is None else wait_s))
     outbox = Outbox(uri, run_id, spill_file(config, run_id), announce=False)  # its one line is below
     if tags:
         outbox.put("tags", tags=tags)

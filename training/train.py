@@ -42,6 +42,7 @@ from training.curriculum import data_phases, start_position
 from training.data import validation_batches
 from training.optim import build_optimizer, build_scheduler
 from training.step import StepTimer, sum_across_ranks, to_device, train_step, unwrap
+from training.system_metrics import SystemMetrics
 from training.tasks import Task, create_task
 from training.train_state import load_train_state, save_train_state
 
@@ -80,15 +81,16 @@ def _validate(model, task: Task, config: TrainConfig, rank: int, world: int, dev
 
 def _cluster_shape(node_rank: int, world: int) -> dict[str, int]:
     """How many Ray nodes and hosts the workers span. Ray Train's node rank groups workers by IP address, so
-    it counts hosts; several Ray nodes can share one host (a loopback test cluster), hence the node ids."""
+    it counts hosts; several Ray nodes can share one host (a loopback test cluster), hence the node ids.
+    Named ``ray/*``: the MLflow UI orders its chart sections by name, and the loss curves (``loss/*``) come first."""
     import ray
 
     placement = [(ray.get_runtime_context().get_node_id(), node_rank)]
     if world > 1:
         placement = [None] * world
         dist.all_gather_object(placement, (ray.get_runtime_context().get_node_id(), node_rank))
-    return {"cluster/workers": world, "cluster/nodes": len({node for node, _ in placement}),
-            "cluster/hosts": len({host for _, host in placement})}
+    return {"ray/workers": world, "ray/nodes": len({node for node, _ in placement}),
+            "ray/hosts": len({host for _, host in placement})}
 
 
 def _report(step: int, metrics: dict, model, optimizer, scheduler, meta: dict, rank: int) -> None:
@@ -168,7 +170,10 @@ def train_loop_per_worker(loop_config: dict) -> dict | None:
         preemption.watch_board(loop_config["stop"], done)
     try:
         with tracking.RankZeroLogger(mlflow["uri"], mlflow["run_id"], rank == 0, spill, mlflow.get("host"),
-                                     config.tracking.end_wait_s) as logger:
+                                     config.tracking.end_wait_s) as logger, \
+                SystemMetrics(mlflow["uri"], mlflow["run_id"], config.tracking.system_metrics and
+                              context.get_local_rank() == 0, node=f"node_{context.get_node_rank()}",
+                              interval_s=config.tracking.system_metrics_interval_s):
             if step:
                 logger.mark_restart(step, data=how, reason=meta.get("stopped_by") or "periodic")
                 if rank == 0 and how != "exact":
@@ -215,7 +220,7 @@ def _train(config: TrainConfig, model, optimizer, scheduler, step: int, position
             if step % schedule.log_every == 0 or step == end:
                 perf = timer.summary()
                 perf["perf/images_per_s"] *= world  # every rank runs the same step
-                shares = {f"data/share/{s}": seen[s] / max(1, sum(seen.values())) for s in sources}
+                shares = {f"mix/{s}": seen[s] / max(1, sum(seen.values())) for s in sources}
                 logger.log({**logs, **perf, **shares}, step)
             if (schedule.validate_every and step % schedule.validate_every == 0) or step == schedule.steps:
                 fatal = _validate(model, task, config, rank, world, device, step, account, logger)

@@ -26,10 +26,11 @@ from pipeline import storage
 from pipeline.checkpoint_layout import META_FILE
 from pipeline.job_paths import check_job_path
 
-INIT_TAG = "dpt.init_from"  # the starting checkpoint as the config names it
-INIT_SHA256_TAG = "dpt.init_from.sha256"  # sha256 of its model file (the lineage of the fine-tuned model)
-INIT_RUN_TAG = "dpt.init_from.mlflow_run_id"  # the MLflow run that trained it (this project's checkpoints)
-INIT_HEAD_TAG = "dpt.init_from.head"  # trunk loads: "re-initialised" (another head) or "loaded" (the same)
+# Lineage tags, short so that the MLflow UI shows each name whole (pipeline.tracking says why).
+INIT_TAG = "init.from"  # the starting checkpoint as the config names it
+INIT_SHA256_TAG = "init.sha256"  # sha256 of its model file (the lineage of the fine-tuned model)
+INIT_RUN_TAG = "init.run_id"  # the MLflow run that trained it (this project's checkpoints)
+INIT_HEAD_TAG = "init.head"  # trunk loads: "re-initialised" (another head) or "loaded" (the same)
 
 
 def check_init_from(path: str | None) -> None:
