@@ -81,17 +81,23 @@ class TrackingConfig:
     """MLflow: ``uri`` (default ``MLFLOW_TRACKING_URI``, else SQLite under ``runs/``) and the experiment;
     ``run_id``: log into this existing run instead of creating one (how ``dpt pipeline`` links its stages);
     ``end_wait_s``: how long the end of training waits, in seconds, for an MLflow that does not answer
-    before it leaves the rest in the spill file (``dpt tracking replay``)."""
+    before it leaves the rest in the spill file (``dpt tracking replay``). The final model is logged to the run
+    as an MLflow model (``training.model.mlflow_model``); ``register_as``: also a new version of this registered
+    model in the Model Registry (``models:/NAME/VERSION``)."""
 
     uri: str | None = None
     experiment: str = "dpt-train"
     run_name: str | None = None
     run_id: str | None = None
     end_wait_s: float = 30.0
+    register_as: str | None = None
 
     def __post_init__(self):
         if self.end_wait_s < 0:
             raise ValueError(f"tracking.end_wait_s must be >= 0 seconds, got {self.end_wait_s}")
+        if self.register_as is not None and (not self.register_as.strip() or set("/@:") & set(self.register_as)):
+            raise ValueError(f"tracking.register_as {self.register_as!r}: a registered model name, without '/', "
+                             "'@' or ':' (it is read back as models:/NAME/VERSION and models:/NAME@ALIAS)")
 
 
 @dataclasses.dataclass
