@@ -98,12 +98,13 @@ def test_the_logged_model_loads_with_pyfunc_and_predicts_the_map_dpt_predict_wri
                                                                                       expected):
     import mlflow
     from mlflow import MlflowClient
+    from mlflow.types import DataType
 
     from training.model import build_model, load_checkpoint
 
     model = mlflow.pyfunc.load_model(logged["uri"])
     inputs = model.metadata.get_input_schema()
-    assert inputs.input_names() == ["image"] and str(inputs.input_types()[0]) == "binary"
+    assert inputs.input_names() == ["image"] and inputs.input_types() == [DataType.binary]
     a, b = model.predict(_frame(images))
     assert a.dtype == np.float32 and a.shape == (37, 53) and b.shape == (50, 30)
     np.testing.assert_array_equal(a, expected["a"])
@@ -116,8 +117,8 @@ def test_the_logged_model_loads_with_pyfunc_and_predicts_the_map_dpt_predict_wri
     client = MlflowClient(mlflow_tracking)
     version = client.get_model_version(logged["name"], "1")
     (output,) = client.get_run(logged["run_id"]).outputs.model_outputs
-    assert output.model_id == version.model_id and output.step == 2
-    linked = client.get_logged_model(version.model_id)
+    assert version.source == f"models:/{output.model_id}" and output.step == 2
+    linked = client.get_logged_model(output.model_id)
     assert linked.source_run_id == logged["run_id"]
     assert [(m.key, m.value, m.step) for m in linked.metrics] == [("loss/loss", 0.5, 2)]
     assert mlflow.models.Model.load(logged["uri"]).load_input_example() is not None
@@ -186,7 +187,8 @@ def test_a_fine_tuning_start_takes_a_reference_resolved_on_the_driver(mlflow_tra
 def test_mlflow_models_serve_answers_a_posted_image_with_the_map_dpt_predict_writes(mlflow_server, logged, images,
                                                                                     expected, tmp_path):
     port = free_port()
-    env = dict(os.environ, MLFLOW_TRACKING_URI=mlflow_server, PYTHONPATH=str(ROOT), MLFLOW_DISABLE_TELEMETRY="true")
+    env = dict(os.environ, MLFLOW_TRACKING_URI=mlflow_server, PYTHONPATH=str(ROOT), MLFLOW_DISABLE_TELEMETRY="true",
+               MLFLOW_MODELS_WORKERS="1")
     cmd = [str(BIN / "mlflow"), "models", "serve", "-m", logged["uri"], "--env-manager", "local",
            "-h", "127.0.0.1", "-p", str(port)]
     server = Server("mlflow models serve", cmd, env, tmp_path / "serve.log", cwd=tmp_path)
@@ -230,8 +232,8 @@ def test_a_training_run_logs_its_final_model_linked_to_its_last_step_and_registe
     version = client.get_model_version(name, "1")
     assert version.run_id == result.mlflow_run_id
     (output,) = client.get_run(result.mlflow_run_id).outputs.model_outputs
-    assert output.model_id == version.model_id and output.step == 2
-    linked = {m.key: m.step for m in client.get_logged_model(version.model_id).metrics}
+    assert version.source == f"models:/{output.model_id}" and output.step == 2
+    linked = {m.key: m.step for m in client.get_logged_model(output.model_id).metrics}
     assert linked["loss/loss"] == 2
     # The model MLflow serves is the checkpoint the run ended with.
     rgb = np.random.default_rng(1).integers(0, 255, (40, 24, 3), dtype=np.uint8)

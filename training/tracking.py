@@ -27,7 +27,7 @@ from pipeline.code_version import code_version, source_sha256
 from pipeline.config import to_dict
 from pipeline.shards import MANIFEST_NAME, shard_dir
 from pipeline.tracking import CODE_SHA256_TAG, CODE_VERSION_TAG, experiment_id, manifest_sha256_tag
-from pipeline.tracking_ops import FEW_ATTEMPTS, http_attempts, permanent, reason
+from pipeline.tracking_ops import FEW_ATTEMPTS, current_tracking_uri, http_attempts, permanent, reason
 from pipeline.tracking_outbox import Outbox
 from pipeline.tracking_spill import Pending, spill_path, without_credentials
 from training.config import TrackingConfig
@@ -137,13 +137,11 @@ def log_final_model(config, uri: str, run_id: str, checkpoint: str, step: int) -
     ``step`` (``training.model.mlflow_model``), and register it as ``tracking.register_as`` when set; returns the
     model's URI (``models:/NAME/VERSION`` when registered, else ``models:/<model id>``). Synchronous, in a few short
     attempts per request; when MLflow does not take it, one warning line and None: the training result stands."""
-    from mlflow.tracking._tracking_service.utils import _use_tracking_uri  # MLflow's own scoped URI, no global change
-
     from training.model.mlflow_model import log_model
 
     register_as = config.tracking.register_as
     try:
-        with http_attempts(FEW_ATTEMPTS), _use_tracking_uri(uri):
+        with http_attempts(FEW_ATTEMPTS), current_tracking_uri(uri):
             info = log_model(checkpoint, run_id, step, register_as,
                              storage.S3Options(config.storage.endpoint_url, config.storage.region))
     except Exception as exc:  # MLflow's, storage's, the model's: none of them undoes the training

@@ -47,15 +47,14 @@ def resolve_checkpoint(ref: str) -> str:
     if not is_reference(ref):
         return ref
     from mlflow.exceptions import MlflowException
-    from mlflow.tracking._tracking_service.utils import _use_tracking_uri  # models:/ reads the registry by it
 
     from pipeline.tracking import tracking_uri
-    from pipeline.tracking_ops import FEW_ATTEMPTS, http_attempts, permanent, reason
+    from pipeline.tracking_ops import FEW_ATTEMPTS, current_tracking_uri, http_attempts, permanent, reason
     from pipeline.tracking_spill import without_credentials
 
     uri = tracking_uri()[0]
     try:
-        with http_attempts(FEW_ATTEMPTS), _use_tracking_uri(uri):
+        with http_attempts(FEW_ATTEMPTS), current_tracking_uri(uri):  # models:/ downloads read the registry by it
             source, key = _source(ref, uri)
             return _cached(source, key, uri)
     except MlflowException as exc:  # what MLflow itself says no to is named above; this is the rest

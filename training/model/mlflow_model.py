@@ -17,7 +17,8 @@ Output: one map per row, at that image's own size, the task's output (``Task.inf
 The model's one artifact ``checkpoint`` is the checkpoint directory as ``dpt train`` writes it (``model.safetensors``
 and ``meta.json``, ``pipeline.checkpoint_layout``; not the optimiser state), so that this project's loaders read the
 downloaded model unchanged (``training.model.checkpoint_ref`` hands ``models:/...`` to them as that directory).
-The code is this project's (``training.model``), imported from the environment that loads the model: serve with
+The code is this project's (``training.model``), imported from the environment that loads the model (the model
+holds only ``mlflow_code.py``, which builds :class:`DPTModel`: MLflow's models from code, no pickle): serve with
 ``--env-manager local`` in an environment where ``dpt`` is installed.
 """
 
@@ -38,6 +39,7 @@ from pipeline.checkpoint_layout import META_FILE, MODEL_FILE
 IMAGE_COLUMN = "image"
 CHECKPOINT_ARTIFACT = "checkpoint"  # artifacts/<this>/ in the MLflow model: a checkpoint directory
 MODEL_NAME = "model"  # the logged model's name in its run: runs:/<run id>/model
+CODE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "mlflow_code.py")  # builds DPTModel on load
 # What the model imports; recorded in its requirements (serving with --env-manager local does not install them).
 REQUIREMENTS = ("dpt-pipeline", "mlflow", "torch", "timm", "safetensors", "numpy", "pandas", "pillow")
 
@@ -167,9 +169,9 @@ def log_model(checkpoint: str, run_id: str, step: int, register_as: str | None =
         local = copy_checkpoint(checkpoint, directory, options)
         output, size, task = _example_output(local)
         return Model.log(
-            name=MODEL_NAME, flavor=mlflow.pyfunc, run_id=run_id, step=step, python_model=DPTModel(),
+            artifact_path=None, name=MODEL_NAME, flavor=mlflow.pyfunc, run_id=run_id, step=step, python_model=CODE,
             artifacts={CHECKPOINT_ARTIFACT: local}, signature=signature(output.dtype, size),
             input_example=pd.DataFrame({IMAGE_COLUMN: [example_image()]}), pip_requirements=_requirements(),
             metadata={"task": task, "checkpoint": checkpoint, "step": step},
             registered_model_name=register_as, await_registration_for=60,
-            flavor_name="pyfunc.CustomPythonModel")  # what mlflow.pyfunc.log_model passes for a PythonModel
+            flavor_name="pyfunc.ModelFromCode")  # what mlflow.pyfunc.log_model passes for a code file
