@@ -163,15 +163,21 @@ def log_model(checkpoint: str, run_id: str, step: int, register_as: str | None =
     logged model ``model`` of run ``run_id``, produced at ``step`` (MLflow links the run's metrics of that step to
     it), with its signature and input example; ``register_as``: also a new version of that registered model;
     ``options``: for an s3:// checkpoint. Uses MLflow's current tracking URI. Returns MLflow's ``ModelInfo``."""
+    from mlflow import MlflowClient
     from mlflow.models import Model
 
     with tempfile.TemporaryDirectory(prefix="dpt-mlflow-model-") as directory:
         local = copy_checkpoint(checkpoint, directory, options)
         output, size, task = _example_output(local)
+        client = MlflowClient()
+        run = client.get_run(run_id)
+        # Created here, in the run's experiment: Model.log would put it in the default experiment when no run is
+        # active (MLflow 3.17), where MLflow's runs:/<run id>/model does not find it.
+        logged = client.create_logged_model(run.info.experiment_id, name=MODEL_NAME, source_run_id=run_id,
+                                            params=dict(run.data.params))
         return Model.log(
-            artifact_path=None, name=MODEL_NAME, flavor=mlflow.pyfunc, run_id=run_id, step=step, python_model=CODE,
-            artifacts={CHECKPOINT_ARTIFACT: local}, signature=signature(output.dtype, size),
-            input_example=pd.DataFrame({IMAGE_COLUMN: [example_image()]}), pip_requirements=_requirements(),
-            metadata={"task": task, "checkpoint": checkpoint, "step": step},
-            registered_model_name=register_as, await_registration_for=60,
-            flavor_name="pyfunc.ModelFromCode")  # what mlflow.pyfunc.log_model passes for a code file
+            artifact_path=None, name=MODEL_NAME, flavor=mlflow.pyfunc, flavor_name="pyfunc.ModelFromCode",
+            model_id=logged.model_id, run_id=run_id, step=step, python_model=CODE, artifacts={CHECKPOINT_ARTIFACT: local},
+            signature=signature(output.dtype, size), input_example=pd.DataFrame({IMAGE_COLUMN: [example_image()]}),
+            pip_requirements=_requirements(), metadata={"task": task, "checkpoint": checkpoint, "step": step},
+            registered_model_name=register_as, await_registration_for=60)  # flavor_name: as mlflow.pyfunc.log_model
