@@ -187,8 +187,9 @@ def test_a_fine_tuning_start_takes_a_reference_resolved_on_the_driver(mlflow_tra
 def test_mlflow_models_serve_answers_a_posted_image_with_the_map_dpt_predict_writes(mlflow_server, logged, images,
                                                                                     expected, tmp_path):
     port = free_port()
+    # The venv's bin on PATH, as with `source .venv/bin/activate`: mlflow starts `uvicorn` by name.
     env = dict(os.environ, MLFLOW_TRACKING_URI=mlflow_server, PYTHONPATH=str(ROOT), MLFLOW_DISABLE_TELEMETRY="true",
-               MLFLOW_MODELS_WORKERS="1")
+               MLFLOW_MODELS_WORKERS="1", PATH=os.pathsep.join([str(BIN), os.environ.get("PATH", "")]))
     cmd = [str(BIN / "mlflow"), "models", "serve", "-m", logged["uri"], "--env-manager", "local",
            "-h", "127.0.0.1", "-p", str(port)]
     server = Server("mlflow models serve", cmd, env, tmp_path / "serve.log", cwd=tmp_path)
