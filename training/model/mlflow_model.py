@@ -177,7 +177,8 @@ def log_model(checkpoint: str, run_id: str, step: int, register_as: str | None =
                                             params=dict(run.data.params))
         return Model.log(
             artifact_path=None, name=MODEL_NAME, flavor=mlflow.pyfunc, flavor_name="pyfunc.ModelFromCode",
-            model_id=logged.model_id, run_id=run_id, step=step, python_model=CODE, artifacts={CHECKPOINT_ARTIFACT: local},
+            model_id=logged.model_id, run_id=run_id, step=step, python_model=CODE,
+            artifacts={CHECKPOINT_ARTIFACT: local},
             signature=signature(output.dtype, size), input_example=pd.DataFrame({IMAGE_COLUMN: [example_image()]}),
             pip_requirements=_requirements(), metadata={"task": task, "checkpoint": checkpoint, "step": step},
             registered_model_name=register_as, await_registration_for=60)  # flavor_name: as mlflow.pyfunc.log_model
