@@ -245,7 +245,9 @@ def _report(outcome, limited: bool) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from evaluation.model_loading import CheckpointLoader
+    from training.model.checkpoint_ref import resolve_checkpoint
 
+    args.checkpoint = resolve_checkpoint(args.checkpoint)  # models:/..., runs:/... -> a local checkpoint directory
     loader = CheckpointLoader(args.checkpoint, args.model, args.input_size)
     requested = benchmarks = check_inputs(args, loader)  # nothing is started or written before this passes
 

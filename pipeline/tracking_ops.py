@@ -57,6 +57,26 @@ def http_attempts(settings: dict[str, str]) -> Iterator[None]:
                 os.environ[name] = value
 
 
+@contextlib.contextmanager
+def current_tracking_uri(uri: str) -> Iterator[None]:
+    """MLflow's current tracking URI set to ``uri`` for the calls inside, for MLflow's APIs that take none (a model's
+    logging and registration, ``models:/`` downloads), then restored. Not MLflow's own ``_use_tracking_uri``:
+    ``set_tracking_uri`` also sets ``MLFLOW_TRACKING_URI``, and restoring "unset" would delete the variable."""
+    import mlflow
+    from mlflow.tracking._tracking_service import utils
+
+    saved, variable = utils._tracking_uri, os.environ.get("MLFLOW_TRACKING_URI")
+    mlflow.set_tracking_uri(uri)
+    try:
+        yield
+    finally:
+        mlflow.set_tracking_uri(saved)
+        if variable is None:
+            os.environ.pop("MLFLOW_TRACKING_URI", None)
+        else:
+            os.environ["MLFLOW_TRACKING_URI"] = variable
+
+
 def metric_values(record: dict) -> int:
     return len(record.get("metrics", ()))
 

@@ -83,7 +83,9 @@ class TrackingConfig:
     ``end_wait_s``: how long the end of training waits, in seconds, for an MLflow that does not answer
     before it leaves the rest in the spill file (``dpt tracking replay``); ``system_metrics``: MLflow's system
     metrics (CPU, memory, GPU) from the driver and each node's rank 0, one sample every
-    ``system_metrics_interval_s`` seconds (training.system_metrics)."""
+    ``system_metrics_interval_s`` seconds (training.system_metrics). The final model is logged to the run as an
+    MLflow model (``training.model.mlflow_model``); ``register_as``: also a new version of this registered model
+    in the Model Registry (``models:/NAME/VERSION``)."""
 
     uri: str | None = None
     experiment: str = "dpt-train"
@@ -92,6 +94,7 @@ class TrackingConfig:
     end_wait_s: float = 30.0
     system_metrics: bool = True
     system_metrics_interval_s: float = 10.0
+    register_as: str | None = None
 
     def __post_init__(self):
         if self.end_wait_s < 0:
@@ -99,6 +102,9 @@ class TrackingConfig:
         if self.system_metrics_interval_s <= 0:
             raise ValueError(f"tracking.system_metrics_interval_s must be > 0 seconds, "
                              f"got {self.system_metrics_interval_s}")
+        if self.register_as is not None and (not self.register_as.strip() or set("/@:") & set(self.register_as)):
+            raise ValueError(f"tracking.register_as {self.register_as!r}: a registered model name, without '/', "
+                             "'@' or ':' (it is read back as models:/NAME/VERSION and models:/NAME@ALIAS)")
 
 
 @dataclasses.dataclass

@@ -8,8 +8,9 @@ onnxruntime on a random input and compared with PyTorch: a relative error (max |
 maps: the variant's preprocessing (``dpt.preprocess``: mean, std and sizes) and how a map is resized back to its
 image (``dpt.resize_back``).
 
-``--checkpoint`` is a checkpoint directory as ``dpt train`` prints it or a model file. The options, the
-checkpoint (its first bytes) and ``--out`` are checked before the model loads (:func:`check_inputs`).
+``--checkpoint`` is a checkpoint directory as ``dpt train`` prints it, a model file, or a model in MLflow
+(``models:/NAME/VERSION``, ``models:/NAME@ALIAS``, ``runs:/RUN_ID/PATH``: ``training.model.checkpoint_ref``). The
+options, the checkpoint (its first bytes) and ``--out`` are checked before the model loads (:func:`check_inputs`).
 """
 
 from __future__ import annotations
@@ -26,7 +27,8 @@ import numpy as np
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", required=True,
-                        help="checkpoint: a directory as `dpt train` prints it, or a model file (local or s3://)")
+                        help="checkpoint: a directory as `dpt train` prints it, a model file (local or s3://), or "
+                             "models:/NAME/VERSION, models:/NAME@ALIAS, runs:/RUN_ID/PATH")
     parser.add_argument("--model", default=None, help="variant name for foreign checkpoints (official, transformers)")
     parser.add_argument("--format", choices=("onnx",), default="onnx", help="export format (onnx)")
     parser.add_argument("--out", required=True, help="output .onnx file (local or s3://)")
@@ -103,7 +105,9 @@ def check_inputs(args: argparse.Namespace) -> None:
 def run(args: argparse.Namespace) -> int:
     from pipeline import storage
     from training.model import build_model, load_checkpoint, load_model
+    from training.model.checkpoint_ref import resolve_checkpoint
 
+    args.checkpoint = resolve_checkpoint(args.checkpoint)  # models:/..., runs:/... -> a local checkpoint directory
     check_inputs(args)
     model = load_model(args.checkpoint) if args.model is None else load_checkpoint(build_model(args.model),
                                                                                    args.checkpoint)

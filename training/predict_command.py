@@ -180,9 +180,11 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from pipeline.progress import progress
+    from training.model.checkpoint_ref import resolve_checkpoint
     from training.model.inference import prepare
     from training.tasks import get_task, task_for_model
 
+    args.checkpoint = resolve_checkpoint(args.checkpoint)  # models:/..., runs:/... -> a local checkpoint directory
     found = check_inputs(args)
     model = _load(args)
     task = task_for_model(model.config) if args.task == "auto" else get_task(args.task)

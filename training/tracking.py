@@ -4,10 +4,13 @@ The driver creates the run once and logs the resolved config as params (MLflow p
 resumed attempt never logs them again); rank 0 of the Ray workers logs metrics into that run by id and
 tags each restart. Lineage: each source's manifest as an MLflow dataset input (context training, and
 validation for the splits it validates on; pipeline.tracking_datasets) and as a tag with its sha256, the code
-version. The driver and each node's rank 0 log MLflow's system metrics (training.system_metrics).
+version. The driver and each node's rank 0 log MLflow's system metrics (training.system_metrics). At the end
+the driver logs the final checkpoint as the run's MLflow model (:func:`log_final_model`; ``tracking.register_as``
+registers it).
 
 Tracking never blocks or fails training. Creating the run is the one synchronous call (a run cannot start
-without its MLflow run) and fails fast, in one line naming the URI. Everything after it, metrics, restart
+without its MLflow run) and fails fast, in one line naming the URI; logging the final model, after training,
+the other (a few short attempts, then one warning line). Everything after it, metrics, restart
 tags and the final status, goes through an outbox (pipeline.tracking_outbox): a queue put on the training
 side, a background thread that delivers in order and keeps what MLflow did not take in the run's spill file
 (``<storage.path>/<storage.name>/mlflow-spill-<run id>.jsonl``). If MLflow still does not answer when training
@@ -27,7 +30,7 @@ from pipeline.config import to_dict
 from pipeline.shards import MANIFEST_NAME, shard_dir
 from pipeline.tracking import CODE_SHA256_TAG, CODE_VERSION_TAG, CORPUS_TAG, experiment_id, manifest_sha256_tag
 from pipeline.tracking_datasets import dataset_input, manifest_dataset
-from pipeline.tracking_ops import FEW_ATTEMPTS, http_attempts, permanent, reason
+from pipeline.tracking_ops import FEW_ATTEMPTS, current_tracking_uri, http_attempts, permanent, reason
 from pipeline.tracking_outbox import Outbox
 from pipeline.tracking_spill import Pending, spill_path, without_credentials
 from training.config import TrackingConfig
@@ -152,6 +155,26 @@ def finish_run(config, uri: str, run_id: str, status: str, wait_s: float | None 
     line = undelivered_line(uri, run_id, pending or Pending(outbox.spill.path, 0, 0), outbox.lost)
     print(line, file=sys.stderr, flush=True)
     return line
+
+
+def log_final_model(config, uri: str, run_id: str, checkpoint: str, step: int) -> str | None:
+    """Log the run's final checkpoint directory ``checkpoint`` (local or s3://) as its MLflow model, produced at
+    ``step`` (``training.model.mlflow_model``), and register it as ``tracking.register_as`` when set; returns the
+    model's URI (``models:/NAME/VERSION`` when registered, else ``models:/<model id>``). Synchronous, in a few short
+    attempts per request; when MLflow does not take it, one warning line and None: the training result stands."""
+    from training.model.mlflow_model import log_model
+
+    register_as = config.tracking.register_as
+    try:
+        with http_attempts(FEW_ATTEMPTS), current_tracking_uri(uri):
+            info = log_model(checkpoint, run_id, step, register_as,
+                             storage.S3Options(config.storage.endpoint_url, config.storage.region))
+    except Exception as exc:  # MLflow's, storage's, the model's: none of them undoes the training
+        print(f"tracking: the final model was not logged to MLflow at {without_credentials(uri)} ({reason(exc)}); "
+              f"the training result stands, its checkpoint is {checkpoint}", file=sys.stderr, flush=True)
+        return None
+    version = getattr(info, "registered_model_version", None)
+    return f"models:/{register_as}/{version}" if register_as and version else info.model_uri
 
 
 class RankZeroLogger:

@@ -274,23 +274,30 @@ def _worker_env(config: TrainConfig) -> dict[str, str]:
 @dataclasses.dataclass
 class FitResult:
     """checkpoint: the last checkpoint (``ray.train.Checkpoint``); metrics: the last reported; the MLflow run;
-    stopped: when a SIGTERM ended the run before ``schedule.steps``, the line that says so."""
+    stopped: when a SIGTERM ended the run before ``schedule.steps``, the line that says so; model_uri: the final
+    model in MLflow (``models:/...``), None when it was not logged."""
 
     checkpoint: object
     metrics: dict
     mlflow_run_id: str
     path: str
     stopped: str | None = None
+    model_uri: str | None = None
 
 
 def absolute_local_paths(config: TrainConfig) -> TrainConfig:
-    """The config with local corpus and checkpoint paths made absolute: Ray workers run in other directories."""
+    """The config with local corpus and checkpoint paths made absolute: Ray workers run in other directories.
+    ``task.init_from`` in MLflow (``models:/...``, ``runs:/...``) becomes its local copy, downloaded here."""
+    from training.model.checkpoint_ref import resolve_checkpoint
+
     def absolute(path: str | None) -> str | None:
         return path if path is None or storage.is_s3(path) else os.path.abspath(path)
 
     shards = dataclasses.replace(config.data.shards, prefix=absolute(config.data.shards.prefix))
+    init_from = resolve_checkpoint(config.task.init_from) if config.task.init_from else None
     return dataclasses.replace(
         config, data=dataclasses.replace(config.data, shards=shards),
+        task=dataclasses.replace(config.task, init_from=init_from),
         storage=dataclasses.replace(config.storage, path=absolute(config.storage.path)),
         run=dataclasses.replace(config.run, resume_from=absolute(config.run.resume_from)))
 
@@ -381,8 +388,24 @@ def fit(config: TrainConfig) -> FitResult:
         # No waiting for an MLflow that does not answer: the stop's grace period is short (the spill file keeps it).
         tracking.finish_run(config, uri, run_id, "KILLED", wait_s=0, tags={"dpt.stopped": line})
         return FitResult(result.checkpoint, metrics, run_id, result.path, stopped=line)
-    tracking.finish_run(config, uri, run_id, "FINISHED")  # what MLflow did not get is reported, training stands
-    return FitResult(result.checkpoint, metrics, run_id, result.path)
+    undelivered = tracking.finish_run(config, uri, run_id, "FINISHED")  # reported in one line; training stands
+    return FitResult(result.checkpoint, metrics, run_id, result.path,
+                     model_uri=_log_model(config, uri, run_id, result.checkpoint, metrics, undelivered))
+
+
+def _log_model(config: TrainConfig, uri: str, run_id: str, checkpoint, metrics: dict, undelivered: str | None
+               ) -> str | None:
+    """The final checkpoint as the run's MLflow model (``tracking.log_final_model``), once MLflow has the run's
+    metrics, to which MLflow links the model by step; its URI, or None (one warning line) when MLflow did not
+    answer at the end of training or does not take the model."""
+    url = checkpoint_url(config, checkpoint)
+    if url is None:
+        return None
+    if undelivered is not None:
+        print(f"tracking: the final model was not logged to MLflow (it did not answer); its checkpoint is {url}",
+              file=sys.stderr, flush=True)
+        return None
+    return tracking.log_final_model(config, uri, run_id, url, int(metrics.get("step", config.schedule.steps)))
 
 
 def checkpoint_url(config: TrainConfig, checkpoint) -> str | None:
@@ -431,8 +454,9 @@ def run(args: argparse.Namespace) -> int:
 
         print(f"{result.stopped}; MLflow run {result.mlflow_run_id} (KILLED)", flush=True)
         return EXIT_CODE
+    model = f"; MLflow model {result.model_uri}" if result.model_uri else ""
     print(f"trained {config.model.name} for {config.schedule.steps} steps; last checkpoint: "
-          f"{checkpoint_url(config, result.checkpoint)}; MLflow run {result.mlflow_run_id}")
+          f"{checkpoint_url(config, result.checkpoint)}; MLflow run {result.mlflow_run_id}{model}")
     return 0
 
 

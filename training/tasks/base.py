@@ -45,7 +45,9 @@ class TaskConfig:
     variant_key: ClassVar[str] = "kind"
 
     def __post_init__(self):
-        if self.init_from and not storage.is_s3(self.init_from):
+        from training.model.checkpoint_ref import is_reference
+
+        if self.init_from and not storage.is_s3(self.init_from) and not is_reference(self.init_from):
             self.init_from = os.path.abspath(self.init_from)  # Ray workers run in other directories
 
     @classmethod

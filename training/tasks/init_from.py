@@ -38,10 +38,12 @@ def check_init_from(path: str | None) -> None:
     starts: ``ValueError`` in one line naming the key. None: nothing to check."""
     if path is None:
         return
-    check_job_path(path, "task.init_from")
     from training.model.checkpoint import inspect_checkpoint
+    from training.model.checkpoint_ref import resolve_checkpoint
 
     try:
+        path = resolve_checkpoint(path)  # models:/..., runs:/...: the local copy (training.train hands it on)
+        check_job_path(path, "task.init_from")
         inspect_checkpoint(path)
     except (OSError, ValueError, RuntimeError) as exc:
         raise ValueError(f"task.init_from: {exc}") from None
