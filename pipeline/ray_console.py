@@ -25,6 +25,9 @@ DRIVER_NOISE: dict[str, tuple[str, ...]] = {
     "ray._private.worker": (
         "Started a local Ray instance", "Connecting to existing Ray cluster at address", "Connected to Ray cluster",
     ),
+    # Ray Data, whose own progress bars dpt eval turns off (it draws one bar over images and prints each result)
+    "ray.data._internal.progress": ("Progress bars disabled",),
+    "ray.data._internal.execution.streaming_executor": ("\u2714\ufe0f  Dataset ",),  # "... execution finished in"
 }
 # (actor, text in the line) of worker output that is dropped
 WORKER_NOISE: tuple[tuple[str, str], ...] = (
