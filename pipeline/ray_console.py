@@ -60,6 +60,9 @@ def quiet_ray_logs() -> None:
     """Drop ``DRIVER_NOISE`` from Ray's loggers in this process (before ``ray.init``; idempotent)."""
     if verbose():
         return
+    # Ray Data's usage poller, a driver thread, logs at debug each metrics query that finds no Prometheus; one at
+    # interpreter exit, after Ray shut its log file, prints a "--- Logging error ---" traceback instead.
+    logging.getLogger("ray.data._internal.usage").setLevel(logging.INFO)
     for name, starts in DRIVER_NOISE.items():
         logger = logging.getLogger(name)
         if not any(isinstance(f, _DropMessages) for f in logger.filters):

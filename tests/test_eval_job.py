@@ -85,6 +85,7 @@ def test_ray_job_logs_every_benchmark_and_keeps_results_when_one_fails(ray_clust
     assert logged.data.metrics[PROTOCOLS["nyu"].metric_key] == pytest.approx(values.mean())
 
 
+@pytest.mark.slow  # two Ray Data runs, each starting its actors
 def test_ray_data_sums_are_the_same_with_any_actors_and_batch_size(ray_cluster, tmp_path):
     """Each image's sums come back from the actor pool and are added in image order: 1 actor with batches of 1
     and 2 actors with batches of 3 give the sums of one in-process pass, bit for bit (dense, pairs and 4+ images
