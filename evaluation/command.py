@@ -1,4 +1,4 @@
-"""``dpt eval``: zero-shot evaluation of a checkpoint on the paper's benchmarks, on Ray, into MLflow.
+"""``dpt eval``: zero-shot evaluation of a checkpoint on the paper's benchmarks, on Ray Data, into MLflow.
 
     dpt eval --checkpoint s3://runs/exp1/checkpoint.safetensors --data-root s3://benchmarks \
              --benchmarks nyu,kitti --experiment dpt-zero-shot
@@ -62,9 +62,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     where.add_argument("--experiment", default=None, help=f"start a new run in this experiment (default {DEFAULT_EXPERIMENT})")
     parser.add_argument("--run-name", default=None, help="name of the new MLflow run")
     parser.add_argument("--input-size", type=int, default=None, help="longer input side (default: the variant's, 384)")
-    parser.add_argument("--workers", type=int, default=0, help="Ray actors (default: one per GPU, else 2)")
-    parser.add_argument("--chunk-images", type=int, default=8, help="images per Ray task (default 8)")
-    parser.add_argument("--batch-size", type=int, default=4, help="images per forward pass (default 4)")
+    parser.add_argument("--workers", type=int, default=0, help="model actors (default: one per GPU, else 2)")
+    parser.add_argument("--chunk-images", type=int, default=8,
+                        help="images per read task, one Ray Data block (default 8)")
+    parser.add_argument("--batch-size", type=int, default=4,
+                        help="images per call of a model actor and per forward pass (default 4)")
     parser.add_argument("--pictures", type=int, default=4, help="images per benchmark in the picture grid (default 4)")
     parser.add_argument("--limit", type=int, default=None, help="only the first N images of each benchmark (smoke runs)")
     parser.add_argument("--force", action="store_true",

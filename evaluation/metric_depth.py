@@ -1,5 +1,5 @@
-"""Metric depth evaluation (DPT Tables 2 and 3): a metric model's depth in metres for a chunk of a benchmark's
-images, scored by :mod:`evaluation.metric_protocol`, as named sums that add up across chunks and Ray workers.
+"""Metric depth evaluation (DPT Tables 2 and 3): a metric model's depth in metres for a batch of a benchmark's
+images, scored by :mod:`evaluation.metric_protocol`, as named per-image sums that add up across images and actors.
 
 Inference is the one path of ``dpt predict`` (:func:`training.model.inference.predict_images`: the variant's
 preprocessing, the model, bicubic back to the image's size), whose output for a metric model is depth in metres.
@@ -15,16 +15,16 @@ truth for it, or none of its pixels is valid under the protocol). Such an image 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 
 import numpy as np
 import torch
 
-from evaluation.benchmarks import BenchmarkReader
+from evaluation.benchmarks import BenchmarkSample
 from evaluation.crops import kb_crop_box, paste
 from evaluation.metric_protocol import MetricDepthProtocol, clip_prediction, evaluate_metric_depth, metric_valid_mask
 from evaluation.pictures import Picture, shrink
-from evaluation.protocol import MetricSums
+from evaluation.protocol import ImageScore, MetricSums
 from pipeline.depth_metrics import DEPTH_METRICS, depth_metrics_from_sums
 from training.model import Preprocess
 from training.model.inference import predict_images
@@ -64,36 +64,35 @@ def _picture(sample, pred: np.ndarray, mask: np.ndarray, scale: float, value: fl
 
 
 def score_metric_depth(model: torch.nn.Module, pre: Preprocess, protocol: MetricDepthProtocol,
-                       reader: BenchmarkReader, ids: Sequence[str], device: str = "cpu", batch_size: int = 4,
-                       picture_ids: Sequence[str] = ()) -> tuple[MetricSums, list[dict], list[Picture]]:
-    """Predict and score ``ids`` of a metric depth benchmark: ``(sums, rows, pictures of the images in
-    picture_ids)``. ``sums.depth`` holds each metric summed over the scored images, ``sums.value`` their mean
-    AbsRel; images are read, predicted and scored one batch at a time (on the model's device)."""
-    sums = MetricSums(depth=dict.fromkeys(DEPTH_METRICS, 0.0))
-    rows, pictures = [], []
-    for start in range(0, len(ids), batch_size):
-        samples = [reader.load(i) for i in ids[start:start + batch_size]]
-        scorable = [s for s in samples if not s.reason]
-        preds = dict(zip((s.id for s in scorable),
-                         predict_metric_depth(model, [s.rgb for s in scorable], pre, protocol, batch_size)))
-        for sample in samples:
-            if sample.reason:  # listed by the split, but the reader has no ground truth for it
-                sums.skipped += 1
-                rows += _rows(protocol, sample.id, {}, 0, math.nan, sample.reason)
-                continue
-            image_sums, scale = evaluate_metric_depth(preds[sample.id], sample.depth, sample.valid, protocol)
-            mask = metric_valid_mask(sample.depth, sample.valid, protocol)
-            if not image_sums["images"]:
-                sums.skipped += 1
-                reason = (f"no valid ground-truth pixel ({protocol.min_depth:g} < depth < {protocol.max_depth:g} m "
-                          f"inside the {protocol.crop.name} crop)")
-                rows += _rows(protocol, sample.id, {}, 0, scale, reason)
-                continue
-            values = depth_metrics_from_sums(image_sums)
-            sums.add(values[protocol.metric], 1.0)
-            for name in DEPTH_METRICS:
-                sums.depth[name] += float(image_sums[name])
-            rows += _rows(protocol, sample.id, values, int(mask.sum()), scale, "")
-            if sample.id in picture_ids:
-                pictures.append(_picture(sample, preds[sample.id], mask, scale, values[protocol.metric], protocol))
-    return sums, rows, pictures
+                       samples: Sequence[BenchmarkSample], device: str = "cpu", batch_size: int = 4,
+                       picture_ids: Collection[str] = ()) -> list[ImageScore]:
+    """Predict (on the model's device) and score decoded ``samples`` of a metric depth benchmark: one
+    :class:`~evaluation.protocol.ImageScore` per sample, a picture for those in ``picture_ids``. Its
+    ``sums.depth`` holds each metric's per-image sums, ``sums.value`` (over images) their mean AbsRel."""
+    scorable = [s for s in samples if not s.reason]
+    preds = dict(zip((s.id for s in scorable),
+                     predict_metric_depth(model, [s.rgb for s in scorable], pre, protocol, batch_size)))
+    scores = []
+    for sample in samples:
+        sums = MetricSums(depth=dict.fromkeys(DEPTH_METRICS, 0.0))
+        if sample.reason:  # listed by the split, but the reader has no ground truth for it
+            sums.skipped += 1
+            scores.append(ImageScore(sample.id, sums, _rows(protocol, sample.id, {}, 0, math.nan, sample.reason)))
+            continue
+        image_sums, scale = evaluate_metric_depth(preds[sample.id], sample.depth, sample.valid, protocol)
+        mask = metric_valid_mask(sample.depth, sample.valid, protocol)
+        if not image_sums["images"]:
+            sums.skipped += 1
+            reason = (f"no valid ground-truth pixel ({protocol.min_depth:g} < depth < {protocol.max_depth:g} m "
+                      f"inside the {protocol.crop.name} crop)")
+            scores.append(ImageScore(sample.id, sums, _rows(protocol, sample.id, {}, 0, scale, reason)))
+            continue
+        values = depth_metrics_from_sums(image_sums)
+        sums.add(values[protocol.metric], 1.0)
+        for name in DEPTH_METRICS:
+            sums.depth[name] += float(image_sums[name])
+        picture = (_picture(sample, preds[sample.id], mask, scale, values[protocol.metric], protocol)
+                   if sample.id in picture_ids else None)
+        scores.append(ImageScore(sample.id, sums, _rows(protocol, sample.id, values, int(mask.sum()), scale, ""),
+                                 picture))
+    return scores

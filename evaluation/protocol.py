@@ -14,7 +14,7 @@ of workers add up exactly (:class:`MetricSums`).
 from __future__ import annotations
 
 import dataclasses
-from typing import ClassVar, Literal
+from typing import TYPE_CHECKING, ClassVar, Literal
 
 import numpy as np
 
@@ -23,6 +23,9 @@ from evaluation.crops import EIGEN_NYU_CROP
 from evaluation.metric_protocol import METRIC_PROTOCOLS, MetricDepthProtocol
 from pipeline.shards import ADE20K_CLASSES
 from pipeline.label_sets import PASCAL_CONTEXT_CLASSES, PASCAL_CONTEXT_PALETTE
+
+if TYPE_CHECKING:
+    from evaluation.pictures import Picture
 
 Metric = Literal["abs_rel", "delta_error", "whdr"]
 
@@ -211,6 +214,18 @@ class MetricSums:
         if self.confusion is not None:
             return segmentation_metrics.mean_iou(self.confusion)
         return self.total / self.weight if self.weight else float("nan")
+
+
+@dataclasses.dataclass
+class ImageScore:
+    """What scoring one image sends back (any protocol): its :class:`MetricSums` (added up over a benchmark's
+    images, in their order, wherever and in whichever batch each was scored), its rows of the per-image table
+    (``evaluation.tracking.ROW_SCHEMA``) and its downsized picture when it is one of the first of its benchmark."""
+
+    id: str
+    sums: MetricSums
+    rows: list[dict]
+    picture: Picture | None = None
 
 
 @dataclasses.dataclass

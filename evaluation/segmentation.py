@@ -1,4 +1,4 @@
-"""Semantic segmentation evaluation: single- and multi-scale inference and one chunk's confusion matrix.
+"""Semantic segmentation evaluation: single- and multi-scale inference and each image's confusion matrix.
 
 Inference (the protocol's ``scales`` and ``flip``, the model's preprocessing ``size``): for each scale ``s`` the
 image goes in with its longer side ``round(size * s)`` and both sides multiples of 32
@@ -6,21 +6,22 @@ image goes in with its longer side ``round(size * s)`` and both sides multiples 
 of the logits, and of the mirrored image's mirrored logits with ``flip``) are resized bilinearly to the image's
 own size and summed over scales; the prediction is their argmax. Single-scale is ``scales=(1.0,)`` without flip.
 
-A chunk sends back a confusion matrix (:mod:`evaluation.segmentation_metrics`) inside its
-:class:`~evaluation.protocol.MetricSums`, so the driver's sum over chunks and Ray workers is exact.
+Each image's score holds its confusion matrix (:mod:`evaluation.segmentation_metrics`) inside its
+:class:`~evaluation.protocol.MetricSums`, so the driver's sum over images and Ray actors is exact.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from evaluation.benchmarks import BenchmarkSample
 from evaluation.pictures import Picture, shrink
-from evaluation.protocol import MetricSums, SegmentationProtocol
+from evaluation.protocol import ImageScore, MetricSums, SegmentationProtocol
 from evaluation.segmentation_metrics import confusion_matrix, pixel_accuracy
 from pipeline.shards import IGNORE_LABEL
 from training.model import Preprocess
@@ -83,32 +84,30 @@ def _picture(sample, pred: np.ndarray, value: float, protocol: SegmentationProto
                    classes=protocol.num_classes)
 
 
-def score_segmentation(model: torch.nn.Module, pre: Preprocess, protocol: SegmentationProtocol, reader,
-                       ids: Sequence[str], device: str = "cpu", batch_size: int = 4,
-                       picture_ids: Sequence[str] = ()) -> tuple[MetricSums, list[dict], list[Picture]]:
-    """Predict and score ``ids`` of a segmentation benchmark: ``(sums with the summed confusion matrix, rows,
-    pictures of the images in picture_ids)``.
+def score_segmentation(model: torch.nn.Module, pre: Preprocess, protocol: SegmentationProtocol,
+                       samples: Sequence[BenchmarkSample], device: str = "cpu", batch_size: int = 4,
+                       picture_ids: Collection[str] = ()) -> list[ImageScore]:
+    """Predict and score decoded ``samples`` of a segmentation benchmark: one
+    :class:`~evaluation.protocol.ImageScore` per sample, whose sums hold the image's confusion matrix, and a
+    picture for those in ``picture_ids``.
 
-    One row per image holds its own pixel accuracy (for finding the worst images); the benchmark's numbers come
+    Each image's row holds its own pixel accuracy (for finding the worst images); the benchmark's numbers come
     from the summed matrix only.
     """
-    sums = MetricSums(confusion=np.zeros((protocol.num_classes,) * 2, np.int64))
-    rows, pictures = [], []
-    for start in range(0, len(ids), batch_size):
-        samples = [reader.load(i) for i in ids[start:start + batch_size]]
-        preds = predict_labels(model, [s.rgb for s in samples], pre, protocol.scales, protocol.flip, device,
-                               batch_size, protocol.num_classes)
-        for sample, pred in zip(samples, preds):
-            confusion = confusion_matrix(pred, sample.labels, protocol.num_classes)
-            sums.confusion += confusion
-            if confusion.sum():
-                sums.images += 1
-            else:
-                sums.skipped += 1
-            rows.append(_row(protocol.name, sample.id, confusion))
-            if sample.id in picture_ids:
-                pictures.append(_picture(sample, pred, rows[-1]["value"], protocol))
-    return sums, rows, pictures
+    preds = predict_labels(model, [s.rgb for s in samples], pre, protocol.scales, protocol.flip, device,
+                           batch_size, protocol.num_classes)
+    scores = []
+    for sample, pred in zip(samples, preds):
+        confusion = confusion_matrix(pred, sample.labels, protocol.num_classes)
+        sums = MetricSums(confusion=confusion)
+        if confusion.sum():
+            sums.images += 1
+        else:
+            sums.skipped += 1
+        row = _row(protocol.name, sample.id, confusion)
+        picture = _picture(sample, pred, row["value"], protocol) if sample.id in picture_ids else None
+        scores.append(ImageScore(sample.id, sums, [row], picture))
+    return scores
 
 
 def confusion_artifacts(benchmark: str, confusion: np.ndarray) -> dict[str, bytes]:

@@ -25,6 +25,9 @@ DRIVER_NOISE: dict[str, tuple[str, ...]] = {
     "ray._private.worker": (
         "Started a local Ray instance", "Connecting to existing Ray cluster at address", "Connected to Ray cluster",
     ),
+    # Ray Data, whose own progress bars dpt eval turns off (it draws one bar over images and prints each result)
+    "ray.data._internal.progress": ("Progress bars disabled",),
+    "ray.data._internal.execution.streaming_executor": ("\u2714\ufe0f  Dataset ",),  # "... execution finished in"
 }
 # (actor, text in the line) of worker output that is dropped
 WORKER_NOISE: tuple[tuple[str, str], ...] = (
@@ -57,6 +60,9 @@ def quiet_ray_logs() -> None:
     """Drop ``DRIVER_NOISE`` from Ray's loggers in this process (before ``ray.init``; idempotent)."""
     if verbose():
         return
+    # Ray Data's usage poller, a driver thread, logs at debug each metrics query that finds no Prometheus; one at
+    # interpreter exit, after Ray shut its log file, prints a "--- Logging error ---" traceback instead.
+    logging.getLogger("ray.data._internal.usage").setLevel(logging.INFO)
     for name, starts in DRIVER_NOISE.items():
         logger = logging.getLogger(name)
         if not any(isinstance(f, _DropMessages) for f in logger.filters):

@@ -85,6 +85,31 @@ def test_ray_job_logs_every_benchmark_and_keeps_results_when_one_fails(ray_clust
     assert logged.data.metrics[PROTOCOLS["nyu"].metric_key] == pytest.approx(values.mean())
 
 
+@pytest.mark.slow  # two Ray Data runs, each starting its actors
+def test_ray_data_sums_are_the_same_with_any_actors_and_batch_size(ray_cluster, tmp_path):
+    """Each image's sums come back from the actor pool and are added in image order: 1 actor with batches of 1
+    and 2 actors with batches of 3 give the sums of one in-process pass, bit for bit (dense, pairs and 4+ images
+    per benchmark, where a sum in another order would differ)."""
+    import ray
+
+    root = str(tmp_path)
+    ids = {"sintel": eval_data.write_sintel(root, frames=5), "tum": eval_data.write_tum(root, frames=5),
+           "diw": eval_data.write_diw(root, frames=4)}
+    ids = {name: sorted(listed) for name, listed in ids.items()}  # the readers' order
+    loader = eval_data.RedChannelDisparity()
+    local = {b: run_chunk(*loader(), b, root, i, picture_ids=i[:2]) for b, i in ids.items()}
+    ray.init(log_to_driver=False)
+    for workers, batch_size in ((1, 1), (2, 3)):
+        outcomes = evaluate(loader, list(ids), root, EvalOptions(workers=workers, batch_size=batch_size,
+                                                                 chunk_images=2, pictures=2))
+        for name, expected in local.items():
+            got = outcomes[name]
+            assert got.error is None and got.listed == len(ids[name]) >= 4, (name, got.error)
+            assert got.sums == expected.sums, (name, workers, batch_size)  # every field, floats exactly
+            assert [(r["id"], r["value"]) for r in got.rows] == [(r["id"], r["value"]) for r in expected.rows]
+            assert [p.id for p in got.pictures] == ids[name][:2]
+
+
 @pytest.mark.slow
 def test_ray_job_reports_a_model_that_does_not_load(ray_cluster, tmp_path):
     import ray
