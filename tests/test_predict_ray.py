@@ -6,6 +6,7 @@ a handful of small images. The in-process engine's maps are the reference the Ra
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -90,9 +91,22 @@ def images(tmp_path_factory) -> Path:
 def local_maps(teacher, images, tmp_path_factory) -> Path:
     """What the in-process engine writes for :func:`images` (the reference)."""
     out = tmp_path_factory.mktemp("local") / "maps"
-    assert main(["predict", str(images), "--checkpoint", teacher, "--out", str(out), "--npy", "--engine", "local",
-                 "--device", "cpu"]) == 1  # broken.png skipped
+    with one_torch_thread():
+        assert main(["predict", str(images), "--checkpoint", teacher, "--out", str(out), "--npy", "--engine",
+                     "local", "--device", "cpu"]) == 1  # broken.png skipped
     return out
+
+
+@contextlib.contextmanager
+def one_torch_thread():
+    """In process as in a one-CPU model actor (Ray gives it one OpenMP thread): on the CPU the arithmetic of a
+    forward pass, and so its last bits, depends on how many threads share it."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 def _files(root: Path) -> dict[str, bytes]:
@@ -106,7 +120,7 @@ def test_ray_engine_writes_the_in_process_maps_and_rejects_the_unreadable(ray_wo
 
     out = tmp_path / "maps"
     code = main(["predict", str(images), "--checkpoint", teacher, "--out", str(out), "--npy", "--engine", "ray",
-                 "--actors", "1", "--batch-size", "2"])
+                 "--actors", "1"])  # one image a pass, as in process: the same arithmetic
     captured = capsys.readouterr()
     assert code == 1  # one image skipped, as in process
     assert f"skipped {images / 'broken.png'}: not an image (cannot identify image file)" in captured.err
@@ -227,8 +241,9 @@ def test_pseudo_labels_are_a_corpus_that_verifies_and_trains(ray_workers, teache
 
     # the in-process engine writes the same shards (deterministic), and a re-run keeps them all
     again = tmp_path / "again"
-    assert main(["predict", str(images), "--checkpoint", teacher, "--as-shards", str(again), "--source", "pseudo",
-                 "--shard-size", "2", "--engine", "local"]) == 1
+    with one_torch_thread():
+        assert main(["predict", str(images), "--checkpoint", teacher, "--as-shards", str(again), "--source",
+                     "pseudo", "--shard-size", "2", "--engine", "local"]) == 1
     assert [s.sha256 for s in read_manifest(str(again / "pseudo" / "train"))] == [s.sha256 for s in shards]
     mtimes = {p: p.stat().st_mtime_ns for p in directory.glob("shard-*.tar")}
     capsys.readouterr()

@@ -38,6 +38,7 @@ from pathlib import Path
 
 from pipeline import storage
 from training import predict_rows
+from training.model.config import Preprocess
 
 RUN_RECORD = "_predict.json"
 
@@ -48,9 +49,10 @@ class Plan:
     (the variant's, ``--size`` applied) and where the model goes."""
 
     task: str
-    preprocess: object
+    preprocess: Preprocess
     checkpoint: str
     variant: str | None
+    model_config: object  # the DPTConfig the checkpoint's header holds (or the variant's)
 
 
 def plan(args: argparse.Namespace) -> Plan:
@@ -61,7 +63,7 @@ def plan(args: argparse.Namespace) -> Plan:
     config = checkpoint_config(args.checkpoint, args.model)
     task = task_for_model(config) if args.task == "auto" else get_task(args.task)
     preprocess = config.preprocess if args.size is None else dataclasses.replace(config.preprocess, size=args.size)
-    return Plan(task.name, preprocess, absolute_local(args.checkpoint), args.model)
+    return Plan(task.name, preprocess, absolute_local(args.checkpoint), args.model, config)
 
 
 class Predictor:
@@ -96,9 +98,9 @@ def connect(args: argparse.Namespace) -> None:
     workers given this code and the S3 settings (not credentials) that ``dpt train`` forwards by default."""
     from pipeline import ray_cluster
     from pipeline.job_paths import in_ray_job
-    from training.config import RunConfig
+    from training.config import LaunchConfig
 
-    names = [*RunConfig().forward_env, "RAY_ADDRESS"]
+    names = [*LaunchConfig().forward_env, "RAY_ADDRESS"]
     env = {name: os.environ[name] for name in names if os.environ.get(name)}
     root = str(Path(__file__).resolve().parents[1])
     env["PYTHONPATH"] = os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)
@@ -137,7 +139,7 @@ def run_ray(args: argparse.Namespace, items: list[tuple[str, str]]) -> int:
 
     run = plan(args)
     out = absolute_local(args.out)
-    suffixes = predict_rows.output_suffixes(get_task(run.task), args.colormap, args.npy)
+    suffixes = predict_rows.output_suffixes(get_task(run.task), run.model_config, args.colormap, args.npy)
     keep = _resume(out, _settings(args, run), items, suffixes)
     todo = [(url, stem) for url, stem in items if stem not in keep]
     problems: list[tuple[str, str]] = []

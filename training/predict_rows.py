@@ -93,10 +93,12 @@ def write_maps(row: dict, out: str, task, colormap: str, npy: bool) -> dict:
     return dict(row, out=b"")
 
 
-def output_suffixes(task, colormap: str, npy: bool) -> tuple[str, ...]:
+def output_suffixes(task, model_config, colormap: str, npy: bool) -> tuple[str, ...]:
     """The suffixes of the files the task writes for one image with these options (asked of ``Task.encode`` on a
-    small map), so that a finished image is known by its files: all of them there."""
-    return tuple(task.encode(np.ones((4, 4), np.uint8), colormap, npy))
+    small map of the task's output type: class ids where it has classes, else a float map), so that a finished
+    image is known by its files: all of them there."""
+    small = np.ones((4, 4), np.uint8 if task.classes(model_config) else np.float32)
+    return tuple(task.encode(small, colormap, npy))
 
 
 def finished(out: str, items: list[tuple[str, str]], suffixes: tuple[str, ...]) -> set[str]:

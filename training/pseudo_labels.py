@@ -141,8 +141,8 @@ def run_pseudo_labels(args: argparse.Namespace, items: list[tuple[str, str]], en
     items = [(absolute_local(url), stem) for url, stem in items]
     teacher = Teacher.of(args.checkpoint)
     directory = shard_dir(args.as_shards, args.source, args.split)
-    settings = {"teacher_sha256": teacher.sha256, "size": args.size, "source": args.source, "split": args.split,
-                "writer": WRITER_VERSION}
+    settings = {"teacher_sha256": teacher.sha256, "model": args.model, "size": args.size, "source": args.source,
+                "split": args.split, "writer": WRITER_VERSION}
     shards = plan_shards(items, args.shard_size, settings)
     _remove_stale(directory, len(shards))
     records = {shard.index: _load_record(directory, shard) for shard in shards}
