@@ -11,7 +11,10 @@ with backpressure between the operators:
       -> the driver                            one small row per image: written, or rejected with its reason
 
 The steps are :mod:`training.predict_rows`, the same functions the in-process pseudo-label loop calls, around
-the one inference path (``training.model.inference``), so that both engines give the same bits.
+the one inference path (``training.model.inference``), so that both engines give the same bits for the same
+arithmetic (on the CPU that includes the thread count: a one-CPU actor runs one OpenMP thread). With GPU actors
+the decoding runs in CPU tasks beside them; with CPU actors Ray Data fuses it into the actor (the two ask for the
+same resources), which on a CPU-only cluster costs nothing: they would share the same cores.
 
 Why ``from_items`` + ``map`` and not ``ray.data.read_binary_files``: the driver lists in either case (Ray's file
 datasources list on the driver too), and it needs the list itself, sorted, to skip finished images and to cut
