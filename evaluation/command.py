@@ -45,7 +45,8 @@ DEFAULT_EXPERIMENT = "dpt-zero-shot"
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", required=True,
-                        help="checkpoint: a directory as `dpt train` prints it, or a model file (local or s3://)")
+                        help="checkpoint: a directory as `dpt train` prints it, or a model file (local or s3://), "
+                             "or models:/NAME/VERSION, models:/NAME@ALIAS, runs:/RUN_ID/PATH")
     parser.add_argument("--model", default=None,
                         help="DPT variant to build (dpt_large, dpt_hybrid, ...); default: read from the checkpoint")
     parser.add_argument("--benchmarks", default=None,

@@ -65,9 +65,15 @@ def _relative(directory: str, url: str) -> str:
     return url[len(prefix):] if url.startswith(prefix) else url
 
 
-def write_manifest(directory: str, shards: list[ShardInfo], options: storage.S3Options | None = None) -> str:
-    """Write ``<directory>/manifest.parquet`` (rows sorted by url); returns its URL."""
+def write_manifest(directory: str, shards: list[ShardInfo], options: storage.S3Options | None = None,
+                   metadata: dict[str, str] | None = None) -> str:
+    """Write ``<directory>/manifest.parquet`` (rows sorted by url); returns its URL. ``metadata``: what holds for
+    every sample of the directory (a pseudo-label corpus's kind and teacher), kept beside the contract version
+    in the parquet schema's metadata (:func:`read_manifest_metadata`)."""
     rows = sorted(shards, key=lambda s: s.url)
+    schema = MANIFEST_SCHEMA
+    if metadata:
+        schema = schema.with_metadata({**schema.metadata, **{k.encode(): str(v).encode() for k, v in metadata.items()}})
     table = pa.table(
         {
             "url": [_relative(directory, s.url) for s in rows],
@@ -75,7 +81,7 @@ def write_manifest(directory: str, shards: list[ShardInfo], options: storage.S3O
             "bytes": [s.bytes for s in rows],
             "sha256": [s.sha256 for s in rows],
         },
-        schema=MANIFEST_SCHEMA,
+        schema=schema,
     )
     url = storage.join(directory, MANIFEST_NAME)
     _write_table(url, table, options)
@@ -95,6 +101,17 @@ def read_manifest(directory: str, options: storage.S3Options | None = None) -> l
             shard = storage.join(directory, shard)
         out.append(ShardInfo(shard, row["samples"], row["bytes"], row["sha256"]))
     return out
+
+
+def read_manifest_metadata(directory: str, options: storage.S3Options | None = None) -> dict[str, str]:
+    """The schema metadata of ``<directory>/manifest.parquet``: ``dpt_shard_contract`` and what
+    :func:`write_manifest` was given."""
+    url = storage.join(directory, MANIFEST_NAME)
+    try:
+        schema = pq.read_schema(pa.BufferReader(storage.read_bytes(url, options)))
+    except (pa.ArrowException, OSError) as exc:
+        raise ValueError(f"{url}: not a readable parquet file ({exc})") from exc
+    return {k.decode(): v.decode() for k, v in (schema.metadata or {}).items()}
 
 
 def write_rejects(directory: str, rejects: list[Reject], options: storage.S3Options | None = None) -> str:

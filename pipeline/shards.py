@@ -17,6 +17,8 @@ member              content
 
 A depth sample has ``disp.npy`` and ``mask.png``; a segmentation sample has ``seg.png`` (and may have both).
 
+A ``pseudo_disparity`` sample (its ``kind``) holds a teacher model's predicted disparity (``dpt predict
+--as-shards``), with the teacher's ``teacher_sha256`` (and ``teacher_mlflow_run_id`` when known) in its json.
 Disparity is defined up to an unknown scale and shift, except in a ``metric_depth`` sample (its ``kind``):
 there it is exactly ``1 / depth`` in 1/metre, never rescaled, so that metric fine-tuning recovers depth in
 metres as ``1 / disparity``. Stored as float32 it is the correctly rounded float32 reciprocal of the
@@ -62,6 +64,7 @@ SEG_MEMBER = "seg.png"
 # training's augmentation pads with it and its loss ignores it, evaluation leaves it out of the scores.
 IGNORE_LABEL = 255
 META_MEMBER = "json"
+PSEUDO_DISPARITY = "pseudo_disparity"  # the kind of a teacher's predictions as targets (training.pseudo_labels)
 REQUIRED_META = ("source", "id", "split", "kind", "height", "width")
 MANIFEST_NAME = "manifest.parquet"
 REJECTS_NAME = "rejects.parquet"
@@ -335,6 +338,16 @@ class ShardWriter:
         members = encode_sample(sample, self.disparity_dtype)
         self._keys.add(sample.key)
         return self._tar.write(sample.key, members)
+
+    def write_encoded(self, key: str, members: Mapping[str, bytes]) -> int:
+        """Append one sample that :func:`encode_sample` encoded elsewhere (a Ray worker: ``dpt predict
+        --as-shards``), so that the process writing the shard does not decode or encode it again."""
+        if key in self._keys:
+            raise ShardError(self.url, key, "duplicate key in shard")
+        if not KEY_PATTERN.match(key):
+            raise ShardError(self.url, key, "key must match [a-z0-9_-]{1,200}")
+        self._keys.add(key)
+        return self._tar.write(key, members)
 
     def close(self) -> ShardInfo:
         self._tar.close()

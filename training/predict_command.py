@@ -7,13 +7,22 @@ and, with ``--npy``, ``<name>.npy`` (float32 disparity at the input resolution);
 (8-bit class ids) and ``<name>.color.png`` (a colour label map, one fixed colour per class); see each task's
 ``encode``; for metric depth ``<name>.png`` (16-bit, millimetres), ``<name>.npy`` (float32 metres) and
 ``<name>.color.png`` (with a colour bar in metres). Directories are searched recursively and their structure is kept under ``--out``.
-``--checkpoint`` is a checkpoint directory as ``dpt train`` prints it or a model file.
+``--checkpoint`` is a checkpoint directory as ``dpt train`` prints it, a model file, or an MLflow reference
+(``models:/NAME/VERSION``, ``models:/NAME@ALIAS``, ``runs:/RUN_ID/PATH``).
 
 Before the model loads, every input is checked (:func:`check_inputs`): each IMAGE_OR_DIR exists (a directory holds
 images), the checkpoint is there and of a kind that loads, ``--out`` can be written; a bad one is one line naming
 it and exit code 1, nothing written. A file that is not a readable image is reported (file and reason) and
 skipped; the last line says how many images were written, and the exit code is 1 when any was skipped (or none
 written). Inputs and outputs may be local or s3:// (pipeline.storage); writes are atomic.
+
+Engines (``--engine``): ``local`` runs in this process, as above; ``ray`` runs on Ray Data
+(:mod:`training.predict_ray`: reads and decodes on any node, a pool of model actors, writes from any node,
+resumable, unreadable images also in ``<out>/rejects.parquet``). ``auto`` (the default) is ``ray`` when
+``--ray-address`` or ``RAY_ADDRESS`` names a cluster or when there are more than :data:`AUTO_RAY_IMAGES`
+inputs, else ``local``. A file list (``--file-list``: a text file, local or s3://, one image URL or path a line)
+adds its images to the IMAGE_OR_DIR arguments. ``--as-shards OUT --source NAME`` writes the predictions of a
+relative-depth teacher as a shard corpus instead of maps (:mod:`training.pseudo_labels`).
 """
 
 from __future__ import annotations
@@ -29,16 +38,21 @@ import numpy as np
 from training.tasks import TASKS
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".tif", ".tiff", ".webp")
+# --engine auto: above this many images a Ray Data job's start (~10 s for a local instance) is paid back; below
+# it the in-process loop is as fast as it was before there was an engine to choose.
+AUTO_RAY_IMAGES = 1000
+ENGINES = ("auto", "local", "ray")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("inputs", nargs="+", metavar="IMAGE_OR_DIR", help="images or directories (local or s3://)")
+    parser.add_argument("inputs", nargs="*", metavar="IMAGE_OR_DIR", help="images or directories (local or s3://)")
     parser.add_argument("--checkpoint", required=True,
-                        help="checkpoint: a directory as `dpt train` prints it, or a model file (local or s3://)")
+                        help="checkpoint: a directory as `dpt train` prints it, or a model file (local or s3://), "
+                             "or models:/NAME/VERSION, models:/NAME@ALIAS, runs:/RUN_ID/PATH")
     parser.add_argument("--model", default=None,
                         help="variant name for foreign checkpoints (official DPT/MiDaS .pt, transformers); "
                              "this project's checkpoints carry their config and need no --model")
-    parser.add_argument("--out", required=True, help="output directory (local or s3://)")
+    parser.add_argument("--out", default=None, help="output directory (local or s3://); not with --as-shards")
     parser.add_argument("--batch-size", type=int, default=1, help="images per forward pass (default 1)")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     parser.add_argument("--size", type=int, default=None, help="longer side fed to the model (default: the variant's)")
@@ -47,6 +61,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--task", choices=("auto", *TASKS), default="auto",
                         help="what to write: depth maps or class label maps (default: the task of the checkpoint's "
                              "head)")
+    scale = parser.add_argument_group("at scale (Ray Data) and pseudo-labels")
+    scale.add_argument("--file-list", default=None, metavar="FILE",
+                       help="a text file (local or s3://) of image URLs or paths, one a line, as further inputs")
+    scale.add_argument("--engine", choices=ENGINES, default="auto",
+                       help=f"local: in this process; ray: Ray Data with a pool of model actors; auto (default): ray "
+                            f"when --ray-address/RAY_ADDRESS is set or there are over {AUTO_RAY_IMAGES} images")
+    scale.add_argument("--ray-address", default=None, help="Ray cluster address (default: RAY_ADDRESS or local)")
+    scale.add_argument("--actors", type=int, default=None,
+                       help="model actors of the Ray engine (default: one per GPU of the cluster, else 1)")
+    scale.add_argument("--as-shards", default=None, metavar="OUT",
+                       help="write a shard corpus of pseudo-labels under OUT/<source>/<split>/ instead of maps")
+    scale.add_argument("--source", default=None, help="the corpus's source name with --as-shards ([a-z0-9_]+)")
+    scale.add_argument("--split", default="train", help="the corpus's split with --as-shards (default train)")
+    scale.add_argument("--shard-size", type=int, default=1000,
+                       help="images per shard with --as-shards (default 1000; fixed, so shards are deterministic)")
 
 
 def find_images(inputs: list[str]) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
@@ -86,18 +115,32 @@ def _unique_stems(found: list[tuple[str, str]]) -> list[tuple[str, str]]:
 def read_rgb(url: str) -> np.ndarray:
     """uint8 ``[H, W, 3]``; a file that is not a readable image raises ``ValueError`` saying why (PIL's own
     message would show the in-memory buffer's repr, not the file)."""
-    from PIL import Image, UnidentifiedImageError
-
     from pipeline import storage
 
-    data = storage.read_bytes(url)
+    return decode_rgb(storage.read_bytes(url))[0]
+
+
+def decode_rgb(data: bytes) -> tuple[np.ndarray, str]:
+    """(uint8 ``[H, W, 3]``, ``jpg`` or ``png`` where ``data`` is an 8-bit RGB JPEG or PNG that a shard keeps as
+    it is, else ``""``: ingest's rule) of an encoded image; ``ValueError`` as :func:`read_rgb`."""
+    from PIL import Image, UnidentifiedImageError
+
     try:
         with Image.open(io.BytesIO(data)) as image:
-            return np.asarray(image.convert("RGB"))
+            kept = {"JPEG": "jpg", "PNG": "png"}.get(image.format or "", "") if image.mode == "RGB" else ""
+            return np.asarray(image.convert("RGB")), kept
     except UnidentifiedImageError:
         raise ValueError("not an image (cannot identify image file)") from None
     except (OSError, ValueError, SyntaxError) as exc:  # truncated or corrupt data: PIL says what is wrong
         raise ValueError(f"unreadable image ({exc})") from None
+
+
+def reject_reason(exc: BaseException) -> str:
+    """What a skipped image's line says: our own ``ValueError`` as is, anything else (storage, PIL's other
+    types for broken files) with its type; a file that is not there (a file list's stale line) as such."""
+    if isinstance(exc, FileNotFoundError):
+        return "missing (no such file or object)"
+    return str(exc) if isinstance(exc, ValueError) else f"{type(exc).__name__}: {exc}"
 
 
 def check_output(url: str, option: str, is_file: bool = False) -> None:
@@ -137,16 +180,21 @@ def _device(choice: str) -> str:
 
 
 def _load(args: argparse.Namespace):
+    return load_for_inference(args.checkpoint, args.model, _device(args.device))
+
+
+def load_for_inference(checkpoint: str, variant: str | None, device: str):
+    """The model of ``checkpoint`` (``variant``: the variant to build for foreign weights), in eval mode on
+    ``device``: what the in-process loop and each model actor of the Ray engine run."""
     from training.model import build_model, load_checkpoint, load_model
 
-    model = load_model(args.checkpoint) if args.model is None else load_checkpoint(build_model(args.model),
-                                                                                   args.checkpoint)
-    return model.eval().to(_device(args.device))
+    model = load_model(checkpoint) if variant is None else load_checkpoint(build_model(variant), checkpoint)
+    return model.eval().to(device)
 
 
 def check_inputs(args: argparse.Namespace) -> list[tuple[str, str]]:
     """Fail now, before the model loads and writing nothing, on any bad option or input; returns the images
-    found (``find_images``)."""
+    found (``find_images``, then the ``--file-list``'s lines)."""
     import matplotlib
 
     from training.model.checkpoint import check_checkpoint
@@ -157,14 +205,91 @@ def check_inputs(args: argparse.Namespace) -> list[tuple[str, str]]:
         raise ValueError(f"--size must be at least 32, got {args.size}")
     if args.colormap not in matplotlib.colormaps:
         raise ValueError(f"--colormap {args.colormap!r}: not a matplotlib colormap (e.g. inferno, magma, viridis)")
-    _device(args.device)
+    _check_scale_options(args)
     check_checkpoint(args.checkpoint, args.model)
+    if args.as_shards:
+        from training.pseudo_labels import check_teacher
+
+        check_teacher(args)
     found, missing = find_images(args.inputs)
     if missing:
         item, reason = missing[0]
         raise FileNotFoundError(f"IMAGE_OR_DIR {item}: {reason}")
-    check_output(args.out, "--out")
+    if args.file_list:
+        found += read_file_list(args.file_list)
+    if choose_engine(args, len(found)) == "local":
+        _device(args.device)  # the Ray engine asks its cluster (training.predict_ray)
+    else:
+        from pipeline.ray_cluster import resolve
+
+        resolve(args.ray_address)  # an address that cannot be a cluster's (a dashboard URL): one line, now
+    if args.as_shards:
+        check_output(args.as_shards, "--as-shards")
+    else:
+        check_output(args.out, "--out")
     return found
+
+
+def _check_scale_options(args: argparse.Namespace) -> None:
+    """The options of the Ray engine and of ``--as-shards``, each in one line."""
+    from pipeline.shards import KEY_PATTERN, make_key
+
+    if not args.inputs and not args.file_list:
+        raise ValueError("no images: give IMAGE_OR_DIR arguments or --file-list FILE")
+    if args.as_shards and args.out:
+        raise ValueError("--out and --as-shards: give one (--as-shards writes a shard corpus instead of maps)")
+    if not args.as_shards and not args.out:
+        raise ValueError("--out is required (or --as-shards OUT --source NAME for a shard corpus)")
+    if args.as_shards and not args.source:
+        raise ValueError("--as-shards needs --source NAME (the corpus's source name, [a-z0-9_]+)")
+    if args.source and not args.as_shards:
+        raise ValueError("--source is an option of --as-shards")
+    if args.source:
+        try:
+            make_key(args.source, "x")
+        except ValueError as exc:
+            raise ValueError(f"--source: {exc}") from None
+    if args.as_shards and not KEY_PATTERN.match(args.split):
+        raise ValueError(f"--split {args.split!r}: must match [a-z0-9_-]+")
+    if args.actors is not None and args.actors < 1:
+        raise ValueError(f"--actors must be at least 1, got {args.actors}")
+    if args.shard_size < 1:
+        raise ValueError(f"--shard-size must be at least 1, got {args.shard_size}")
+    if args.engine == "local" and args.ray_address:
+        raise ValueError("--ray-address is an option of the Ray engine, not of --engine local")
+    if args.file_list:
+        from pipeline import storage
+
+        if not storage.exists(args.file_list):
+            raise FileNotFoundError(f"--file-list {args.file_list}: no such file")
+
+
+def read_file_list(url: str) -> list[tuple[str, str]]:
+    """``[(url, output stem)]`` of a file list's lines (blank lines and ``#`` comments left out), in its order.
+    Each named image is read when its turn comes: one that is not there becomes a skipped image (a reject), not
+    a failure of the whole command, as a list of millions cannot be checked up front."""
+    from pipeline import storage
+
+    try:
+        text = storage.read_bytes(url).decode("utf-8")
+    except UnicodeDecodeError:
+        raise ValueError(f"--file-list {url}: not a text file (UTF-8, one image URL or path a line)") from None
+    lines = [line.strip() for line in text.splitlines()]
+    images = [line for line in lines if line and not line.startswith("#")]
+    if not images:
+        raise ValueError(f"--file-list {url}: names no image")
+    return [(item, PurePosixPath(storage.basename(item)).stem) for item in images]
+
+
+def choose_engine(args: argparse.Namespace, images: int) -> str:
+    """``local`` or ``ray`` (see the module docstring for the rule of ``auto``)."""
+    import os
+
+    if args.engine != "auto":
+        return args.engine
+    if args.ray_address or os.environ.get("RAY_ADDRESS") or images > AUTO_RAY_IMAGES:
+        return "ray"
+    return "local"
 
 
 def _write(out: str, stem: str, files: dict[str, bytes]) -> None:
@@ -175,17 +300,33 @@ def _write(out: str, stem: str, files: dict[str, bytes]) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from training.model.checkpoint_ref import resolve_checkpoint
+
+    args.checkpoint = resolve_checkpoint(args.checkpoint)  # models:/..., runs:/... -> a local checkpoint directory
+    found = check_inputs(args)
+    items = _unique_stems(found)
+    engine = choose_engine(args, len(items))
+    if args.as_shards:
+        from training.pseudo_labels import run_pseudo_labels
+
+        return run_pseudo_labels(args, items, engine)
+    if engine == "ray":
+        from training.predict_ray import run_ray
+
+        return run_ray(args, items)
+    return _run_local(args, items)
+
+
+def _run_local(args: argparse.Namespace, items: list[tuple[str, str]]) -> int:
+    """The in-process loop: read, prepare and predict image by image, batching those of one prepared size."""
     import dataclasses
 
     import torch
 
     from pipeline.progress import progress
-    from training.model.checkpoint_ref import resolve_checkpoint
     from training.model.inference import prepare
     from training.tasks import get_task, task_for_model
 
-    args.checkpoint = resolve_checkpoint(args.checkpoint)  # models:/..., runs:/... -> a local checkpoint directory
-    found = check_inputs(args)
     model = _load(args)
     task = task_for_model(model.config) if args.task == "auto" else get_task(args.task)
     preprocess = model.preprocess if args.size is None else dataclasses.replace(model.preprocess, size=args.size)
@@ -202,11 +343,11 @@ def run(args: argparse.Namespace) -> int:
                 _write(args.out, stem, task.encode(output, args.colormap, args.npy))
                 written += 1
 
-    for url, stem in progress(_unique_stems(found), desc="dpt predict", unit="image"):
+    for url, stem in progress(items, desc="dpt predict", unit="image"):
         try:
             rgb = read_rgb(url)
         except Exception as exc:  # PIL raises many types for broken files; storage its own: report and go on
-            problems.append((url, str(exc) if isinstance(exc, ValueError) else f"{type(exc).__name__}: {exc}"))
+            problems.append((url, reject_reason(exc)))
             continue
         x = prepare(rgb, preprocess)
         shape = tuple(x.shape[1:])
@@ -215,10 +356,17 @@ def run(args: argparse.Namespace) -> int:
             flush(shape)
     for shape in list(pending):
         flush(shape)
+    return report(problems, written, len(items), args.out)
+
+
+def report(problems: list[tuple[str, str]], written: int, total: int, out: str, kept: int = 0) -> int:
+    """The closing lines of either engine, and the exit code: 1 when any image was skipped or none written.
+    ``kept``: images whose outputs an earlier run had finished (the Ray engine's resume)."""
     for item, reason in problems:
         print(f"skipped {item}: {reason}", file=sys.stderr)
-    if not written:
-        print(f"nothing written: none of the {len(found)} image(s) could be read", file=sys.stderr)
+    if not written and not kept:
+        print(f"nothing written: none of the {total} image(s) could be read", file=sys.stderr)
         return 1
-    print(f"wrote {written} of {len(found)} images to {args.out}")
+    finished = f" ({kept} finished before, kept)" if kept else ""
+    print(f"wrote {written} of {total} images to {out}{finished}")
     return 1 if problems else 0

@@ -68,9 +68,17 @@ def load_start(model: torch.nn.Module, path: str, swap_head: bool = False) -> di
             load_checkpoint(model, file)
     except ValueError as exc:
         raise ValueError(f"task.init_from: {exc}") from None
-    meta = storage.join(storage.dirname(file), META_FILE)
-    if storage.exists(meta):
-        run_id = json.loads(storage.read_bytes(meta)).get("mlflow_run_id")
-        if run_id:
-            tags[INIT_RUN_TAG] = str(run_id)
+    run_id = training_run_id(file)
+    if run_id:
+        tags[INIT_RUN_TAG] = run_id
     return tags
+
+
+def training_run_id(file: str) -> str | None:
+    """The MLflow run that trained the model file ``file``: what the ``meta.json`` beside it says (this project's
+    checkpoint directories), else None."""
+    meta = storage.join(storage.dirname(file), META_FILE)
+    if not storage.exists(meta):
+        return None
+    run_id = json.loads(storage.read_bytes(meta)).get("mlflow_run_id")
+    return str(run_id) if run_id else None
