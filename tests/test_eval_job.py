@@ -61,8 +61,7 @@ def test_ray_job_logs_every_benchmark_and_keeps_results_when_one_fails(ray_clust
     eval_data.write_all(root)
     (tmp_path / "data/sintel/training/depth/alley_1/frame_0002.dpt").write_bytes(b"\x00" * 20)  # corrupt
     ray.init(log_to_driver=False)
-    mlflow.set_experiment("job-test")
-    with start_run(None, "job-test") as run:
+    with start_run(None, "job-test") as run:  # no mlflow.set_experiment: process-wide state for later files
         outcomes = evaluate(eval_data.RedChannelDisparity(), ["nyu", "kitti", "sintel", "diw", "tum", "eth3d"],
                             root, EvalOptions(chunk_images=1, workers=2, pictures=2), on_done=log_outcome)
     assert outcomes["sintel"].error and "frame_0002.dpt" in outcomes["sintel"].error

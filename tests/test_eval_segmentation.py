@@ -16,6 +16,7 @@ from evaluation.chunk import run_chunk
 from evaluation.protocol import SEGMENTATION_PROTOCOLS, get_protocol
 from evaluation.segmentation import predict_labels
 from evaluation.segmentation_metrics import confusion_matrix, mean_iou, pixel_accuracy
+from evaluation.tracking import start_run
 from pipeline import storage
 from tests.helpers.images import jpeg, png
 from tests.helpers.label_maps import COLOURS, ColourClassifier  # COLOURS: classes 0, 1, 2 (ADE 1, 2, 3)
@@ -177,8 +178,9 @@ def test_ray_job_sums_workers_exactly_and_logs_miou(ray_cluster, mlflow_tracking
     np.testing.assert_array_equal(outcome.sums.confusion, local.sums.confusion)  # 3 chunks, 2 workers: exact
     assert outcome.sums.confusion[1, 2] > 0 and outcome.sums.confusion[1, 1] == 0
 
-    mlflow.set_experiment("seg-eval-test")
-    with mlflow.start_run() as run:
+    # Not mlflow.set_experiment: an active experiment is process-wide state that outlives this test and makes a
+    # later file's mlflow.start_run(run_id=...) on this worker refuse a run of another experiment.
+    with start_run(None, "seg-eval-test") as run:
         log_outcome(outcome)
     metrics = mlflow.get_run(run.info.run_id).data.metrics
     protocol = SEGMENTATION_PROTOCOLS["ade20k"]
