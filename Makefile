@@ -27,7 +27,7 @@ quickstart: install
 # Most of the suite waits on servers and subprocesses: two test files at a time fill 2 cores. A test file runs
 # whole on one worker (its module fixtures are set up once), longest files first (tests/conftest.py
 # LONGEST_FIRST; xdist would otherwise reorder them by their number of tests); TEST_WORKERS=0 runs everything
-# in this process. The README's journey (tests/test_readme.py, about 13 minutes) then runs alone: it trains on
+# in this process. The README's journey (tests/test_readme.py, about 14 minutes) then runs alone: it trains on
 # both cores as a newcomer's `make quickstart` does, and beside other tests it took more than twice as long.
 TEST_WORKERS ?= 2
 
