@@ -85,10 +85,12 @@ def dpt_predict_seconds(inputs: list[Path], weights: Path, out: Path, extra: lis
 
 
 def ours_rate(images: list[Path], weights: Path, tmp: Path, extra: list[str]) -> float:
-    """Images/s of ``dpt predict`` at the margin: (N - 1) / (t_N - t_1)."""
-    one = dpt_predict_seconds(images[:1], weights, tmp / "out-one", extra)
+    """Images/s of ``dpt predict`` at the margin: (N - 1) / (t_N - t_1). Each run writes into a new folder: the
+    Ray engine resumes, and would skip images an earlier measurement wrote."""
+    out = Path(tempfile.mkdtemp(prefix="out-", dir=tmp))
+    one = dpt_predict_seconds(images[:1], weights, out / "one", extra)
     folder = images[0].parent
-    all_ = dpt_predict_seconds([folder], weights, tmp / "out-all", extra)
+    all_ = dpt_predict_seconds([folder], weights, out / "all", extra)
     return (len(images) - 1) / (all_ - one)
 
 
