@@ -87,6 +87,16 @@ def resolve(address: str | None = None) -> Target:
     return target
 
 
+def worker_env(names) -> dict[str, str]:
+    """The variables a job's Ray workers are given: those of ``names`` (a config's ``forward_env``) that are set
+    here, ``RAY_ADDRESS`` (Ray Train's and Ray Data's helper actors look the cluster up by it when several run on
+    one machine), and this checkout on ``PYTHONPATH``, so that workers import the code the driver runs."""
+    env = {name: os.environ[name] for name in [*names, "RAY_ADDRESS"] if os.environ.get(name)}
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)
+    return env
+
+
 def connect(address: str | None = None, *, env_vars: dict[str, str] | None = None, log_to_driver: bool = True) -> None:
     """Make this process a Ray driver, once: later calls (the next stage of ``dpt pipeline run``) keep it.
 

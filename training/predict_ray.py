@@ -37,7 +37,6 @@ import argparse
 import dataclasses
 import json
 import os
-from pathlib import Path
 
 from pipeline import storage
 from training import predict_rows
@@ -103,10 +102,7 @@ def connect(args: argparse.Namespace) -> None:
     from pipeline.job_paths import in_ray_job
     from training.config import LaunchConfig
 
-    names = [*LaunchConfig().forward_env, "RAY_ADDRESS"]
-    env = {name: os.environ[name] for name in names if os.environ.get(name)}
-    root = str(Path(__file__).resolve().parents[1])
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)
+    env = ray_cluster.worker_env(LaunchConfig().forward_env)
     ray_cluster.connect(args.ray_address, env_vars=None if in_ray_job() else env, log_to_driver=True)
 
 

@@ -24,7 +24,6 @@ import sys
 import tempfile
 import threading
 from collections import Counter
-from pathlib import Path
 
 import torch
 import torch.distributed as dist
@@ -261,16 +260,6 @@ def _storage(config: TrainConfig) -> tuple[str, object]:
     return (path if storage.is_s3(path) else os.path.abspath(path)), None
 
 
-def _worker_env(config: TrainConfig) -> dict[str, str]:
-    """Variables the workers need: the listed ones that are set here, and this code on PYTHONPATH."""
-    # RAY_ADDRESS too: Ray Train's own helper actors look the cluster up by it when several run on one machine.
-    names = [*config.run.forward_env, "RAY_ADDRESS"]
-    env = {name: os.environ[name] for name in names if os.environ.get(name)}
-    root = str(Path(__file__).resolve().parents[1])
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)
-    return env
-
-
 @dataclasses.dataclass
 class FitResult:
     """checkpoint: the last checkpoint (``ray.train.Checkpoint``); metrics: the last reported; the MLflow run;
@@ -352,7 +341,7 @@ def fit(config: TrainConfig) -> FitResult:
     config = absolute_local_paths(config)
     uri, origin = tracking_uri(config.tracking.uri)
     run_id = tracking.create_run(config, uri, origin)  # before Ray starts: a run cannot begin without it
-    env = _worker_env(config)
+    env = ray_cluster.worker_env(config.run.forward_env)
     in_job = in_ray_job()  # `ray job submit` provides the runtime env
     ray_cluster.connect(env_vars=None if in_job else env, log_to_driver=True)
     storage_path, filesystem = _storage(config)
