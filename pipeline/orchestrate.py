@@ -1,4 +1,5 @@
-"""``dpt pipeline run``: ingest -> train -> zero-shot evaluation -> fine-tuning -> comparison, as one restartable job.
+"""``dpt pipeline run``: ingest -> train -> zero-shot evaluation -> fine-tuning -> pseudo-labels -> students ->
+comparison, as one restartable job.
 
 The stages are driven through their own command lines (``dpt ingest``, ``dpt train``, ``dpt eval``,
 ``dpt compare``), in this process, on one Ray cluster (:mod:`pipeline.ray_cluster`: a local instance on
@@ -13,6 +14,13 @@ checkpoint (``task.init_from``, the one key the pipeline adds; the task decides 
 storage name ``<pipeline>-<step>``, then ``dpt eval`` of its last checkpoint; its runs are ``finetune:<step>`` and
 ``eval:<step>``, and the parent gets its checkpoint (tag ``dpt.checkpoint.<step>``) and its metrics as
 ``<step>/<metric>``, so that two steps never overwrite each other's numbers.
+
+Pseudo-labels (``pseudo_label:`` and ``students:``, the teacher-student loop of Depth Anything): the teacher (the
+pipeline's trained model, or ``pseudo_label.teacher``) labels unlabeled images with ``dpt predict --as-shards`` into
+the pipeline's corpus as one more source (run ``pseudo_label``, with its manifest on the parent as an ingest's);
+then each student is a ``dpt train`` from the model's own initialisation (no ``task.init_from``) whose sources may
+name it, and ``dpt eval`` of its checkpoint: runs ``student:<step>`` and ``eval:<step>``, on the parent as a
+fine-tuning step's. ``dpt compare`` then shows the teacher's evaluation beside each student's.
 
 Restart: ``<workdir>/pipeline_state.json`` records the runs and the finished stages. A re-run continues
 where it stopped: finished ingests are skipped (their manifests still present), training resumes from its
@@ -33,7 +41,7 @@ from collections.abc import Callable, Sequence
 from pipeline import storage
 from pipeline.checkpoint_layout import latest_checkpoint
 from pipeline.config import ConfigError, load_config, to_dict
-from pipeline.pipeline_config import EvalStep, FinetuneStep, PipelineConfig, expand
+from pipeline.pipeline_config import EvalStep, FinetuneStep, PipelineConfig, StudentStep, expand
 from pipeline.ray_console import verbose
 from pipeline.shards import MANIFEST_NAME, REJECTS_NAME
 from pipeline.tracking import experiment_id, local_store_dir, manifest_sha256_tag, manifest_tag, tracking_uri
@@ -109,12 +117,13 @@ class Pipeline:
         self.state.setdefault("done", []).append(key)
         self._save()
 
-    def _call(self, argv: list[str]) -> None:
+    def _call(self, argv: list[str], accept: tuple[int, ...] = (0,)) -> int:
         self.say("$ dpt " + " ".join(argv))
         code = self.command(argv)
-        if code != 0:
+        if code not in accept:
             raise RuntimeError(f"`dpt {' '.join(argv[:2])} ...` failed with exit code {code}; re-run the pipeline "
                                "to continue from here")
+        return code
 
     # ----------------------------------------------------------------- stages
 
@@ -129,7 +138,7 @@ class Pipeline:
         c = self.config.sample_data
         self.say(f"writing procedural sample data under {storage.join(self.config.workdir, 'data')}")
         write_sample_data(storage.join(self.config.workdir, "data"), c.per_source, c.per_benchmark, (c.height, c.width),
-                          c.benchmarks)
+                          c.benchmarks, c.unlabeled)
         self._mark_done("sample_data")
 
     def ingest(self, parent: str) -> None:
@@ -177,30 +186,37 @@ class Pipeline:
         """The pipeline's keys in the training config, then the config's own overrides."""
         return [*self._pipeline_overrides(run_id, self.config.name), *self.config.train.overrides]
 
-    def _finetune_overrides(self, step: FinetuneStep, run_id: str, start: str) -> list[str]:
-        """The starting checkpoint, the pipeline's keys (storage name ``<pipeline>-<step>``), then the step's own."""
-        return [f"task.init_from={start}", *self._pipeline_overrides(run_id, self._finetune_name(step)),
-                *step.overrides]
+    def _step_overrides(self, step: FinetuneStep, run_id: str, start: str | None) -> list[str]:
+        """The starting checkpoint (a fine-tuning step's; none for a student), the pipeline's keys (storage name
+        ``<pipeline>-<step>``), then the step's own."""
+        init = [f"task.init_from={start}"] if start else []
+        return [*init, *self._pipeline_overrides(run_id, self._step_name(step)), *step.overrides]
 
-    def _finetune_name(self, step: FinetuneStep) -> str:
+    def _step_name(self, step: FinetuneStep) -> str:
         return f"{self.config.name}-{step.name}"
+
+    @staticmethod
+    def _step_kind(step: FinetuneStep) -> str:
+        return "student" if isinstance(step, StudentStep) else "finetune"
 
     def _check(self, config: str, overrides: list[str], what: str) -> None:
         if self.command(["train", "--config", config, "--check-config", *overrides]) != 0:
             raise ConfigError(f"{what} does not check out; see the line above")
 
     def check_train_config(self) -> None:
-        """The training configs with the pipeline's overrides (pre-training, then each fine-tuning step not finished
-        yet), checked before the first stage runs: a typo in one would otherwise surface only after the stages
-        before it. A fine-tuning step is checked with the pre-training's run directory as its start."""
-        if not self._done("train"):
+        """The training configs with the pipeline's overrides (pre-training, then each fine-tuning and student step
+        not finished yet), checked before the first stage runs: a typo in one would otherwise surface only after
+        the stages before it. A fine-tuning step is checked with the pre-training's run directory as its start."""
+        if self.config.train and not self._done("train"):
             self._check(self.config.train.config, self._train_overrides("check"),
                         f"train.config {self.config.train.config} (with train.overrides)")
         start = storage.join(self.train_path, self.config.name)
-        for i, step in enumerate(self.config.finetune):
-            if not self._done(f"finetune:{step.name}"):
-                self._check(step.config, self._finetune_overrides(step, "check", start),
-                            f"finetune[{i}] ({step.name}): config {step.config} (with finetune[{i}].overrides)")
+        for key, steps in (("finetune", self.config.finetune), ("students", self.config.students)):
+            for i, step in enumerate(steps):
+                if not self._done(f"{self._step_kind(step)}:{step.name}"):
+                    init = start if key == "finetune" else None
+                    self._check(step.config, self._step_overrides(step, "check", init),
+                                f"{key}[{i}] ({step.name}): config {step.config} (with {key}[{i}].overrides)")
 
     def _last_checkpoint(self, name: str) -> str:
         """The last checkpoint of the training run ``name`` under the pipeline's storage path."""
@@ -209,8 +225,12 @@ class Pipeline:
             raise ConfigError(f"training wrote no checkpoint under {self.train_path}/{name}")
         return checkpoint
 
-    def train(self, parent: str) -> tuple[str, str]:
-        """Train (or resume); returns (checkpoint directory, model name)."""
+    def train(self, parent: str) -> tuple[str, str | None]:
+        """Train (or resume); returns (checkpoint directory, model name). Without a train step, the teacher that
+        ``pseudo_label.teacher`` names, as given (``dpt eval`` and ``dpt predict`` resolve it)."""
+        if self.config.train is None:
+            self.client.set_tag(parent, "dpt.checkpoint", self.config.pseudo_label.teacher)
+            return self.config.pseudo_label.teacher, None
         run_id = self._run("train", "train", parent)
         if self._done("train"):
             self.say(f"train: finished in an earlier run of this pipeline ({self.state_url}), skipped")
@@ -242,22 +262,47 @@ class Pipeline:
             self.client.log_metric(parent, prefix + metric, value)
         return run_id
 
-    def finetune(self, parent: str, step: FinetuneStep, start: str) -> str | None:
-        """Fine-tune from the checkpoint ``start`` (or resume the step), then evaluate it; returns the eval run id."""
-        key = f"finetune:{step.name}"
+    def train_step(self, parent: str, step: FinetuneStep, start: str | None) -> str | None:
+        """Fine-tune from the checkpoint ``start``, or train a student from scratch (``start`` None), or resume the
+        step; then evaluate it. Returns the eval run id."""
+        kind = self._step_kind(step)
+        key = f"{kind}:{step.name}"
         run_id = self._run(key, key, parent)
         if self._done(key):
-            self.say(f"finetune {step.name}: finished in an earlier run of this pipeline ({self.state_url}), skipped")
+            self.say(f"{kind} {step.name}: finished in an earlier run of this pipeline ({self.state_url}), skipped")
         else:
-            self._call(["train", "--config", step.config, *self._finetune_overrides(step, run_id, start)])
+            self._call(["train", "--config", step.config, *self._step_overrides(step, run_id, start)])
             self._mark_done(key)
-        checkpoint = self._last_checkpoint(self._finetune_name(step))
+        checkpoint = self._last_checkpoint(self._step_name(step))
         self.client.set_tag(parent, f"dpt.checkpoint.{step.name}", checkpoint)
         if step.eval is None:
             return None
-        # No --model: the fine-tuned checkpoint carries its model config (a metric model's output transform too).
-        return self._evaluate(f"eval:{step.name}", self._finetune_name(step), parent, checkpoint, step.eval,
+        # No --model: the checkpoint carries its model config (a metric model's output transform too).
+        return self._evaluate(f"eval:{step.name}", self._step_name(step), parent, checkpoint, step.eval,
                               prefix=f"{step.name}/")
+
+    def pseudo_label(self, parent: str, checkpoint: str) -> None:
+        """The teacher's (``pseudo_label.teacher``, else the trained ``checkpoint``) predictions for ``pseudo_label.images`` as the corpus source ``pseudo_label.source``
+        (``dpt predict --as-shards``, which resumes by itself). Unreadable images are its rejects, as an ingest's:
+        the pipeline goes on with the others."""
+        step = self.config.pseudo_label
+        if step is None:
+            return
+        teacher = step.teacher or checkpoint
+        run_id = self._run("pseudo_label", f"pseudo_label:{step.source}", parent)
+        if self._done("pseudo_label") and self._manifests(step.source):
+            self.say(f"pseudo_label {step.source}: complete in an earlier run of this pipeline, skipped")
+            return
+        self.client.set_tag(run_id, "pseudo_label.teacher", teacher)
+        # Exit code 1 with a manifest: some images were skipped and are in rejects.parquet, beside the shards.
+        code = self._call(["predict", step.images, "--checkpoint", teacher, "--as-shards", self.shards,
+                           "--source", step.source, *step.args], accept=(0, 1))
+        manifests = self._manifests(step.source)
+        if code and not manifests:
+            raise RuntimeError(f"`dpt predict --as-shards` wrote no corpus for {step.source}; see the lines above")
+        self._log_corpus(run_id, parent, step.source, manifests)
+        self.client.set_terminated(run_id, "FINISHED")
+        self._mark_done("pseudo_label")
 
     def run(self) -> str:
         """Run every stage that is not finished yet; returns the parent run id.
@@ -278,7 +323,9 @@ class Pipeline:
             self.ingest(parent)
             checkpoint, model = self.train(parent)
             eval_runs = [self.evaluate(parent, checkpoint, model)]
-            eval_runs += [self.finetune(parent, step, checkpoint) for step in self.config.finetune]
+            eval_runs += [self.train_step(parent, step, checkpoint) for step in self.config.finetune]
+            self.pseudo_label(parent, checkpoint)
+            eval_runs += [self.train_step(parent, step, None) for step in self.config.students]
             eval_runs = [run for run in eval_runs if run]
             if self.config.compare and eval_runs:
                 self._call(["compare", "--runs", ",".join(eval_runs), "--out",

@@ -8,6 +8,8 @@ training sources   TartanAir (PNG + .npy metres), HR-WSI (JPEG + 16-bit disparit
 benchmarks         TUM RGB-D (a people sequence, depth PNG / 5000), KITTI (Eigen list + sparse
                    improved ground truth, depth PNG / 256), and on request NYUv2's labeled set (MATLAB v7.3
                    .mat of metres + splits.mat: the ``nyu`` and ``nyu_metric`` benchmarks)
+unlabeled images   on request, a folder of JPEGs without any target (``unlabeled/``): what a teacher labels in
+                   the pseudo-label pipeline (configs/pipeline_pseudo_label.yaml)
 
 Layouts follow each adapter's / reader's docstring (ingest/sources, evaluation/benchmarks). Benchmark
 scenes use other seeds than training scenes, so evaluation is on unseen images.
@@ -29,6 +31,7 @@ TRAINING_SOURCES = ("tartanair", "hrwsi", "diml")
 BENCHMARKS = ("tum", "kitti")  # what write_sample_data writes unless told otherwise (the quickstart's)
 NYU_MAX_DEPTH = 10.0  # metres: the Kinect's range indoors; NYUv2's benchmarks score up to 10 m
 _BENCHMARK_SEED = 1_000_000  # benchmark scenes never repeat a training scene
+_UNLABELED_SEED = 2_000_000  # nor do unlabeled ones: a teacher labels scenes no model has seen
 
 
 def _encode(array: np.ndarray, fmt: str = "PNG") -> bytes:
@@ -135,6 +138,14 @@ def write_nyu(root: str, count: int, size: tuple[int, int], seed: int = _BENCHMA
     return count
 
 
+def write_unlabeled(root: str, count: int, size: tuple[int, int], seed: int = _UNLABELED_SEED) -> int:
+    """``img%06d.jpg``: RGB only, as a crawl of web images comes."""
+    for i in range(count):
+        rgb, _ = render_scene(seed + i, *size)
+        storage.write_bytes(storage.join(root, f"img{i:06d}.jpg"), _encode(rgb, "JPEG"))
+    return count
+
+
 WRITERS = {"tartanair": write_tartanair, "hrwsi": write_hrwsi, "diml": write_diml,
            "tum": write_tum, "kitti": write_kitti, "nyu": write_nyu}
 BENCHMARK_WRITERS = tuple(name for name in WRITERS if name not in TRAINING_SOURCES)  # sample_data.benchmarks
@@ -148,9 +159,10 @@ def check_benchmarks(names: Sequence[str]) -> None:
 
 
 def write_sample_data(root: str, per_source: int = 40, per_benchmark: int = 12, size: tuple[int, int] = (192, 256),
-                      benchmarks: Sequence[str] = BENCHMARKS) -> dict[str, str]:
-    """Write every tree under ``root``: ``{name: its root}`` (sources under raw/, benchmarks under benchmarks/);
-    ``benchmarks`` among :data:`BENCHMARK_WRITERS`."""
+                      benchmarks: Sequence[str] = BENCHMARKS, unlabeled: int = 0) -> dict[str, str]:
+    """Write every tree under ``root``: ``{name: its root}`` (sources under raw/, benchmarks under benchmarks/,
+    ``unlabeled`` images without targets under unlabeled/ when asked for); ``benchmarks`` among
+    :data:`BENCHMARK_WRITERS`."""
     check_benchmarks(benchmarks)
     roots = {}
     for name in TRAINING_SOURCES:
@@ -159,4 +171,7 @@ def write_sample_data(root: str, per_source: int = 40, per_benchmark: int = 12, 
     for name in benchmarks:
         roots[name] = storage.join(root, "benchmarks", name)
         WRITERS[name](roots[name], per_benchmark, size)
+    if unlabeled:
+        roots["unlabeled"] = storage.join(root, "unlabeled")
+        write_unlabeled(roots["unlabeled"], unlabeled, size)
     return roots

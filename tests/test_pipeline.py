@@ -77,3 +77,26 @@ def test_an_absent_tracking_server_ends_the_pipeline_in_one_line_that_says_how_t
         f"dpt pipeline: error: MLflow at {uri} failed (connection refused); what is done is kept in "
         f"{workdir}/pipeline_state.json: re-run the same command to continue")
     assert "Traceback" not in out.stderr
+
+
+def test_a_pipeline_without_train_needs_a_teacher_to_label_with(tmp_path):
+    path = tmp_path / "p.yaml"
+    path.write_text("name: x\nworkdir: w\npseudo_label: {images: u}\n")
+    out = dpt("pipeline", "run", "--config", str(path), timeout=120)
+    assert out.returncode == 1
+    assert out.stderr.splitlines()[-1] == (
+        f"dpt pipeline: error: {path}: train: required (the model to train), unless pseudo_label.teacher names a "
+        "trained one")
+
+
+def test_a_student_may_not_share_a_fine_tuning_step_s_name(tmp_path):
+    path = tmp_path / "p.yaml"
+    path.write_text("name: x\nworkdir: w\ntrain: {config: c.yaml}\nfinetune: [{name: s, config: m.yaml}]\n"
+                    "pseudo_label: {images: u, source: Bad-Name}\nstudents: [{name: s, config: m.yaml}]\n")
+    out = dpt("pipeline", "run", "--config", str(path), timeout=120)
+    assert out.returncode == 1
+    assert "pseudo_label.source 'Bad-Name': use lower-case letters" in out.stderr.splitlines()[-1]
+    path.write_text(path.read_text().replace("Bad-Name", "pseudo"))
+    out = dpt("pipeline", "run", "--config", str(path), timeout=120)
+    assert out.returncode == 1
+    assert "finetune, students: two steps named 's'; each step needs its own name" in out.stderr.splitlines()[-1]
