@@ -17,7 +17,10 @@ with the same weights and the same image set, in one run (issue 19).
 - **Where the time goes:** the stages of the one inference path timed one by one in this process on the same
   images: decode (``read_rgb``), preprocess (``prepare``), model (the task's ``infer``: forward and resize back),
   write (the task's ``encode`` and the files).
-- ``--ray-actors``: ``dpt predict --engine ray --actors K`` on a local Ray instance for each K (the Ray Data path).
+- ``--ray-actors``: ``dpt predict --engine ray --actors K`` on a local Ray instance for each K (the Ray Data path),
+  with how busy its model actors were over the run on all images (the line ``dpt predict`` closes with:
+  ``training.predict_ray.ActorClock``, the share of each actor's time inside the model, the rest waiting for input
+  or for the writers).
 
 Threads: torch uses every core in each setup (the default); nothing else should run.
 """
@@ -28,6 +31,7 @@ import argparse
 import io
 import os
 import platform
+import re
 import statistics
 import subprocess
 import sys
@@ -71,8 +75,8 @@ def write_weights(path: Path):
     return model.eval()
 
 
-def dpt_predict_seconds(inputs: list[Path], weights: Path, out: Path, extra: list[str]) -> float:
-    """Wall seconds of one ``dpt predict`` child process over ``inputs`` (a user's command)."""
+def dpt_predict_seconds(inputs: list[Path], weights: Path, out: Path, extra: list[str]) -> tuple[float, str]:
+    """Wall seconds and standard output of one ``dpt predict`` child process over ``inputs`` (a user's command)."""
     command = [str(Path(sys.executable).with_name("dpt")), "predict", *map(str, inputs), "--checkpoint", str(weights),
                "--model", "dpt_base", "--out", str(out), "--device", "cpu", *extra]
     start = time.perf_counter()
@@ -81,17 +85,19 @@ def dpt_predict_seconds(inputs: list[Path], weights: Path, out: Path, extra: lis
     seconds = time.perf_counter() - start
     if done.returncode != 0:
         raise SystemExit(f"dpt predict failed ({done.returncode}):\n{done.stderr[-3000:]}")
-    return seconds
+    return seconds, done.stdout
 
 
-def ours_rate(images: list[Path], weights: Path, tmp: Path, extra: list[str]) -> float:
-    """Images/s of ``dpt predict`` at the margin: (N - 1) / (t_N - t_1). Each run writes into a new folder: the
-    Ray engine resumes, and would skip images an earlier measurement wrote."""
+def ours_rate(images: list[Path], weights: Path, tmp: Path, extra: list[str]) -> tuple[float, float | None]:
+    """Images/s of ``dpt predict`` at the margin, (N - 1) / (t_N - t_1), and the busy share of the model actors
+    over the run on all N (None in process). Each run writes into a new folder: the Ray engine resumes, and
+    would skip images an earlier measurement wrote."""
     out = Path(tempfile.mkdtemp(prefix="out-", dir=tmp))
-    one = dpt_predict_seconds(images[:1], weights, out / "one", extra)
+    one, _ = dpt_predict_seconds(images[:1], weights, out / "one", extra)
     folder = images[0].parent
-    all_ = dpt_predict_seconds([folder], weights, out / "all", extra)
-    return (len(images) - 1) / (all_ - one)
+    all_, stdout = dpt_predict_seconds([folder], weights, out / "all", extra)
+    busy = re.search(r"model actors: busy ([0-9.]+)%", stdout)
+    return (len(images) - 1) / (all_ - one), busy and float(busy.group(1))
 
 
 def transformers_pipeline(model):
@@ -103,14 +109,14 @@ def transformers_pipeline(model):
     return pipeline("depth-estimation", model=model, image_processor=processor, device="cpu")
 
 
-def transformers_rate(pipe, images: list[Path], out: Path) -> float:
+def transformers_rate(pipe, images: list[Path], out: Path) -> tuple[float, None]:
     """Images/s of the transformers pipeline over the image paths, each result's depth PNG saved."""
     out.mkdir(exist_ok=True)
     pipe(str(images[0]))  # warm-up: the first call builds what the pipeline caches
     start = time.perf_counter()
     for path in images:
         pipe(str(path))["depth"].save(out / f"{path.stem}.png")
-    return len(images) / (time.perf_counter() - start)
+    return len(images) / (time.perf_counter() - start), None
 
 
 def stage_shares(images: list[Path], weights: Path) -> dict[str, float]:
@@ -164,17 +170,22 @@ def main() -> None:
             setups[f"dpt predict (Ray Data, {actors} actor{'s' if actors > 1 else ''})"] = (
                 lambda k=actors: ours_rate(images, weights, tmp, ["--engine", "ray", "--actors", str(k)]))
         rates: dict[str, list[float]] = {name: [] for name in setups}
+        busy: dict[str, list[float]] = {name: [] for name in setups}
         for round_ in range(args.rounds):
             order = list(setups) if round_ % 2 == 0 else list(reversed(setups))
             for name in order:
-                rates[name].append(setups[name]())
-                print(f"round {round_ + 1} {name:<36} {rates[name][-1]:6.3f} images/s", flush=True)
+                rate, share = setups[name]()
+                rates[name].append(rate)
+                busy[name] += [] if share is None else [share]
+                actors = "" if share is None else f", model actors busy {share:.1f}%"
+                print(f"round {round_ + 1} {name:<36} {rate:6.3f} images/s{actors}", flush=True)
         shares = stage_shares(images, weights)
     print(f"load average at end {os.getloadavg()[0]:.1f}")
     base = statistics.median(rates["transformers pipeline"])
     for name, values in rates.items():
         median = statistics.median(values)
-        print(f"{name:<36} median {median:6.3f} images/s ({median / base:.2f}x transformers)")
+        actors = f", model actors busy {statistics.median(busy[name]):.1f}%" if busy[name] else ""
+        print(f"{name:<36} median {median:6.3f} images/s ({median / base:.2f}x transformers){actors}")
     total = sum(shares.values())
     print("time per image in process: " + ", ".join(f"{name} {1000 * s:.0f} ms ({100 * s / total:.0f}%)"
                                                    for name, s in shares.items()))

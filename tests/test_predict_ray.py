@@ -125,6 +125,7 @@ def test_ray_engine_writes_the_in_process_maps_and_rejects_the_unreadable(ray_wo
     assert code == 1  # one image skipped, as in process
     assert f"skipped {images / 'broken.png'}: not an image (cannot identify image file)" in captured.err
     assert captured.out.strip().endswith(f"wrote 5 of 6 images to {out}")
+    assert "model actors: busy " in captured.out and "(1 actor(s); the rest waiting for input" in captured.out
     assert read_rejects(str(out)) == [Reject(str(images / "broken.png"), "not an image (cannot identify image file)")]
     ray_files = {k: v for k, v in _files(out).items() if k not in ("rejects.parquet", "_predict.json")}
     reference = _files(local_maps)
@@ -134,6 +135,22 @@ def test_ray_engine_writes_the_in_process_maps_and_rejects_the_unreadable(ray_wo
         assert ray_files[name] == data, name  # bit for bit: the .npy float32 disparity, and the PNGs made of it
     disparity = np.load(out / "sub" / "c.npy")
     assert disparity.shape == SIZES["sub/c"] and disparity.std() > 0
+
+
+def test_the_actor_clock_is_the_share_of_each_actor_s_span_inside_its_batches():
+    from training.predict_ray import ActorClock
+
+    clock = ActorClock()
+    assert clock.busy() is None and clock.line() is None
+    # Actor a: batches [0, 3] and [4, 10] (span 10, busy 9); every row of a batch carries the batch's times.
+    for start, end in ((0.0, 3.0), (0.0, 3.0), (4.0, 10.0)):
+        clock.add({"actor": "a", "busy_from": start, "busy_to": end})
+    assert clock.busy() == pytest.approx(0.9)
+    clock.add({"actor": "b", "busy_from": 100.0, "busy_to": 101.0})  # one batch alone: no span to measure
+    assert clock.busy() == pytest.approx(0.9)
+    clock.add({"actor": "b", "busy_from": 109.0, "busy_to": 110.0})  # b: span 10, busy 2
+    assert clock.busy() == pytest.approx((9 + 2) / 20)
+    assert clock.line().startswith("model actors: busy 55.0% of the time between their first and last batch (2 ")
 
 
 def test_a_rerun_after_sigkill_writes_only_what_was_missing(ray_workers, teacher, tmp_path, capsys):

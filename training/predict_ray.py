@@ -29,6 +29,10 @@ a file that is there is whole), and a re-run writes only the others, provided th
 model and options: ``<out>/_predict.json`` records them (the checkpoint's sha256, the task, ``--size``,
 ``--npy``, ``--colormap``) before any work; a run with others writes every image again. Unreadable images are
 printed and written to ``<out>/rejects.parquet`` (``path``, ``reason``: ``pipeline.manifest``) at the end.
+
+The closing lines say how busy the model actors were (:class:`ActorClock`): the share of their time spent in the
+model, the rest waiting for input or for the writers to take their output. Near 100 % the model is the bottleneck,
+as it should be; well below, more decoding (CPUs) or writing would make the run faster, not more actors.
 """
 
 from __future__ import annotations
@@ -37,6 +41,8 @@ import argparse
 import dataclasses
 import json
 import os
+import time
+from collections import defaultdict
 
 from pipeline import storage
 from training import predict_rows
@@ -70,19 +76,55 @@ def plan(args: argparse.Namespace) -> Plan:
 
 class Predictor:
     """One model actor: builds the model once, then runs the task on each batch of decoded rows (a pyarrow
-    table, ``--batch-size`` rows) and returns them inferred (:func:`training.predict_rows.infer`)."""
+    table, ``--batch-size`` rows) and returns them inferred (:func:`training.predict_rows.infer`), each with the
+    actor's id and the monotonic seconds its batch started and ended (``actor``, ``busy_from``, ``busy_to``) for
+    :class:`ActorClock`."""
 
     def __init__(self, checkpoint: str, variant: str | None, device: str, task: str):
+        import ray
+
         from training.predict_command import load_for_inference
         from training.tasks import get_task
 
         self.model = load_for_inference(checkpoint, variant, device)
         self.task = get_task(task)
+        self.actor = ray.get_runtime_context().get_actor_id() or str(os.getpid())
 
     def __call__(self, batch):
         import pyarrow as pa
 
-        return pa.Table.from_pylist(predict_rows.infer(batch.to_pylist(), self.model, self.task))
+        started = time.monotonic()
+        rows = predict_rows.infer(batch.to_pylist(), self.model, self.task)
+        clock = {"actor": self.actor, "busy_from": started, "busy_to": time.monotonic()}
+        return pa.Table.from_pylist([dict(row, **clock) for row in rows])
+
+
+class ActorClock:
+    """How busy the model actors were, from the rows they returned: per actor, the seconds inside its batches
+    over the seconds from its first batch's start to its last one's end (one batch alone says nothing); the
+    rest of that span it waited for input, or for the next operator to take its output."""
+
+    def __init__(self):
+        self.batches: dict[str, set[tuple[float, float]]] = defaultdict(set)
+
+    def add(self, row: dict) -> None:
+        self.batches[row["actor"]].add((row["busy_from"], row["busy_to"]))
+
+    def busy(self) -> float | None:
+        """The share 0-1 over every actor with two batches or more; None without any."""
+        busy = span = 0.0
+        for batches in self.batches.values():
+            if len(batches) > 1:
+                busy += sum(end - start for start, end in batches)
+                span += max(end for _, end in batches) - min(start for start, _ in batches)
+        return busy / span if span > 0 else None
+
+    def line(self) -> str | None:
+        share = self.busy()
+        if share is None:
+            return None
+        return (f"model actors: busy {100 * share:.1f}% of the time between their first and last batch "
+                f"({len(self.batches)} actor(s); the rest waiting for input or for the writers)")
 
 
 def _write_batch(batch, out: str, task: str, colormap: str, npy: bool):
@@ -92,7 +134,7 @@ def _write_batch(batch, out: str, task: str, colormap: str, npy: bool):
     from training.tasks import get_task
 
     rows = [predict_rows.write_maps(row, out, get_task(task), colormap, npy) for row in batch.to_pylist()]
-    return pa.table({"url": [r["url"] for r in rows], "error": [r["error"] for r in rows]})
+    return pa.table({key: [r[key] for r in rows] for key in ("url", "error", "actor", "busy_from", "busy_to")})
 
 
 def connect(args: argparse.Namespace) -> None:
@@ -142,19 +184,22 @@ def run_ray(args: argparse.Namespace, items: list[tuple[str, str]]) -> int:
     keep = _resume(out, _settings(args, run), items, suffixes)
     todo = [(url, stem) for url, stem in items if stem not in keep]
     problems: list[tuple[str, str]] = []
-    written = 0
+    written, clock = 0, ActorClock()
     if todo:
         connect(args)
         ds = inferred(args, run, todo).map_batches(
             _write_batch, fn_kwargs={"out": out, "task": run.task, "colormap": args.colormap, "npy": args.npy},
             batch_size=args.batch_size, batch_format="pyarrow")
         for row in progress(ds.iter_rows(), total=len(todo), desc="dpt predict (Ray Data)", unit="image"):
+            clock.add(row)
             if row["error"]:
                 problems.append((row["url"], row["error"]))
             else:
                 written += 1
     problems.sort()
     write_rejects(out, [Reject(url, reason) for url, reason in problems])
+    if clock.line():
+        print(clock.line())
     return report(problems, written, len(items), args.out, kept=len(keep))
 
 

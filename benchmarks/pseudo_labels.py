@@ -1,0 +1,158 @@
+"""Does the teacher-student loop help? configs/pipeline_pseudo_label.yaml over several seeds (issue 19).
+
+    PYTHONPATH=. python benchmarks/pseudo_labels.py [--seeds 0 1 2] [--workdir /tmp/pseudo_labels] [--held-out 96]
+
+- **What runs:** for each seed, ``dpt pipeline run --config configs/pipeline_pseudo_label.yaml`` as a user runs
+  it (a child process, its own workdir and SQLite store), with ``schedule.seed`` and ``data.stream.seed`` added to
+  every training step's overrides: a DPT-Small teacher trained on the labeled images (HR-WSI's generated train split) labels the
+  unlabeled ones, then the same DPT-Tiny trains twice for the same steps, on labeled + pseudo-labeled images
+  (``student``) and on the labeled images alone (``labeled_only``). The seed sets each run's initialisation, data
+  order and augmentation; the images are the same across seeds.
+- **Held-out loss:** the SSI loss (``ssitrim``, the training loss) of each final checkpoint on ``--held-out``
+  generated scenes that no run saw (seeds of their own), through the training's validation path (centred crops at
+  the training's 64 pixels); beside it the untrained DPT-Tiny and a constant prediction, as the scale of "learned".
+  Also from MLflow: the zero-shot TUM AbsRel that ``dpt eval`` logged for each.
+- **Claim:** ``student`` < ``labeled_only`` on the held-out loss, for every seed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIG = "configs/pipeline_pseudo_label.yaml"
+HELD_OUT_SEED = 3_000_000  # beyond every seed the pipeline's sample data uses (pipeline.sample_data)
+RUNS = ("teacher", "student", "labeled_only")
+
+
+def seeded_overrides(seed: int, workdir: Path) -> list[str]:
+    """The shipped pipeline with the seed after each training step's own overrides (lists are set whole)."""
+    shipped = yaml.safe_load((ROOT / CONFIG).read_text())
+    seeds = [f"schedule.seed={seed}", f"data.stream.seed={seed}"]
+    students = [{**s, "overrides": [*s["overrides"], *seeds]} for s in shipped["students"]]
+    return [f"workdir={workdir}", f"train.overrides={json.dumps([*shipped['train']['overrides'], *seeds])}",
+            f"students={json.dumps(students)}"]
+
+
+def write_held_out(prefix: Path, count: int) -> None:
+    """``count`` scenes as the ``heldout`` source's val split (exact disparity, the sky masked)."""
+    from pipeline.demo import SKY_DEPTH, render_scene
+    from pipeline.manifest import write_manifest, write_rejects
+    from pipeline.shards import Sample, ShardWriter, make_key, shard_dir, shard_url
+
+    with ShardWriter(shard_url(str(prefix), "heldout", "val", 0)) as writer:
+        for i in range(count):
+            rgb, depth = render_scene(HELD_OUT_SEED + i)
+            mask = depth < SKY_DEPTH
+            meta = {"source": "heldout", "id": f"scene{i:05d}", "split": "val", "kind": "metric_depth",
+                    "height": rgb.shape[0], "width": rgb.shape[1]}
+            writer.write(Sample(make_key("heldout", meta["id"]), rgb,
+                                np.where(mask, 1.0 / depth, 0.0).astype(np.float32), mask, meta))
+    directory = shard_dir(str(prefix), "heldout", "val")
+    write_rejects(directory, [])
+    write_manifest(directory, [writer.info])
+
+
+class ConstantDisparity(torch.nn.Module):
+    def forward(self, x):
+        return torch.ones_like(x[:, :1])
+
+
+def held_out_loss(model: torch.nn.Module, prefix: Path, size: int) -> float:
+    """Mean ``ssitrim`` per valid pixel over the held-out scenes, as the training validates."""
+    from training import augment
+    from training.data import DataConfig, ShardsConfig, validation_batches
+    from training.tasks.relative_depth import RelativeDepthTask
+
+    config = DataConfig(shards=ShardsConfig(str(prefix), ["heldout"]), geometric=augment.GeometricConfig(size=size))
+    model.eval()
+    with torch.no_grad():
+        sums = RelativeDepthTask().validation_sums(model, validation_batches(config, "heldout", "val", 0, 1),
+                                                   torch.device("cpu"))
+    return float(sums["ssitrim"] / sums["pixels"])
+
+
+def run_seed(seed: int, workdir: Path) -> tuple[dict[str, str], float]:
+    """One pipeline run; ``({run: checkpoint}, seconds)``."""
+    from pipeline.checkpoint_layout import latest_checkpoint
+
+    env = {**os.environ, "MLFLOW_TRACKING_URI": "", "MLFLOW_DISABLE_TELEMETRY": "true", "RAY_ADDRESS": ""}
+    started = time.monotonic()
+    with open(workdir.with_suffix(".log"), "w") as log:
+        subprocess.run([sys.executable, "-m", "pipeline.cli", "pipeline", "run", "--config", CONFIG,
+                        *seeded_overrides(seed, workdir)], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+                       check=True)
+    seconds = time.monotonic() - started
+    name = yaml.safe_load((ROOT / CONFIG).read_text())["name"]
+    train = workdir / "train"
+    return ({"teacher": latest_checkpoint(str(train / name)), "student": latest_checkpoint(str(train / f"{name}-student")),
+             "labeled_only": latest_checkpoint(str(train / f"{name}-labeled_only"))}, seconds)
+
+
+def zero_shot_abs_rel(workdir: Path) -> dict[str, float]:
+    """TUM AbsRel of the teacher's and the students' evaluations, from the pipeline's parent run."""
+    from mlflow import MlflowClient
+
+    state = json.loads((workdir / "pipeline_state.json").read_text())
+    metrics = MlflowClient(state["tracking_uri"]).get_run(state["runs"]["pipeline"]).data.metrics
+    key = "zero_shot/tum_abs_rel"
+    return {"teacher": metrics.get(key, float("nan")), "student": metrics.get(f"student/{key}", float("nan")),
+            "labeled_only": metrics.get(f"labeled_only/{key}", float("nan"))}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--workdir", type=Path, default=Path("/tmp/pseudo_labels"))
+    parser.add_argument("--held-out", type=int, default=96, help="held-out scenes (default 96)")
+    args = parser.parse_args()
+    from training.model import build_model
+    from training.model.checkpoint import load_model
+
+    args.workdir.mkdir(parents=True, exist_ok=True)
+    held_out = args.workdir / "heldout"
+    if not (held_out / "heldout" / "val" / "manifest.parquet").exists():
+        write_held_out(held_out, args.held_out)
+    size = 64  # the pipeline's data.geometric.size
+    torch.manual_seed(0)
+    baselines = {"untrained dpt_tiny": held_out_loss(build_model("dpt_tiny"), held_out, size),
+                 "constant": held_out_loss(ConstantDisparity(), held_out, size)}
+    print(f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}")
+    print("baselines: " + ", ".join(f"{k} {v:.4f}" for k, v in baselines.items()))
+    rows = []
+    for seed in args.seeds:
+        workdir = args.workdir / f"seed{seed}"
+        checkpoints, seconds = run_seed(seed, workdir)
+        losses = {run: held_out_loss(load_model(checkpoints[run]), held_out, size) for run in RUNS}
+        abs_rel = zero_shot_abs_rel(workdir)
+        rows.append((seed, losses, abs_rel, seconds))
+        print(f"seed {seed}: held-out ssitrim " + ", ".join(f"{r} {losses[r]:.4f}" for r in RUNS)
+              + "; tum AbsRel " + ", ".join(f"{r} {abs_rel[r]:.4f}" for r in RUNS) + f" ({seconds:.0f} s)", flush=True)
+
+    print("\n| seed | teacher (DPT-Small) | student: labeled + pseudo | labeled only | student / labeled only |"
+          " TUM AbsRel: teacher, student, labeled only |")
+    print("|---:|---:|---:|---:|---:|---|")
+    for seed, losses, abs_rel, _ in rows:
+        print(f"| {seed} | {losses['teacher']:.4f} | {losses['student']:.4f} | {losses['labeled_only']:.4f} | "
+              f"{losses['student'] / losses['labeled_only']:.3f} | "
+              + ", ".join(f"{abs_rel[r]:.4f}" for r in RUNS) + " |")
+    ratios = [losses["student"] / losses["labeled_only"] for _, losses, _, _ in rows]
+    wins = sum(r < 1 for r in ratios)
+    print(f"\nstudent better than labeled only in {wins} of {len(rows)} seeds; median ratio "
+          f"{statistics.median(ratios):.3f}; each pipeline {statistics.median(r[3] for r in rows):.0f} s (median)")
+
+
+if __name__ == "__main__":
+    main()
