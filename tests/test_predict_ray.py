@@ -231,6 +231,7 @@ def test_pseudo_labels_are_a_corpus_that_verifies_and_trains(ray_workers, teache
     args = ["predict", str(images), "--checkpoint", teacher, "--as-shards", str(corpus), "--source", "pseudo",
             "--shard-size", "2"]
     assert main([*args, "--engine", "ray"]) == 1  # broken.png rejected
+    assert "dpt predict --as-shards: 100% 6/6 image" in capsys.readouterr().err  # the bar's last line: every input
     directory = corpus / "pseudo" / "train"
     assert main(["shards", "verify", str(directory), "--decode"]) == 0
     assert "OK" in capsys.readouterr().out

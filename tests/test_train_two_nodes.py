@@ -117,6 +117,10 @@ def test_ddp_workers_train_on_two_nodes(loopback_cluster, tmp_path):
     done = loopback_cluster.namespace.run(cmd, env=env, cwd=ROOT, check=False, timeout=600)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-4000:]
     assert "trained dpt_tiny for 4 steps" in done.stdout
+    # Rank 0's progress on the console (Ray forwards the workers' lines; here each node's log monitor forwards the
+    # one session's logs, so a line may come more than once); the other rank shows none.
+    lines = [line for line in (done.stdout + done.stderr).splitlines() if "train: 100% 4/4 step in " in line]
+    assert lines and len({line.split(")")[0] for line in lines}) == 1, lines  # one worker's pid
 
     client = MlflowClient(tracking)
     [run] = client.search_runs([client.get_experiment_by_name("dpt-quickstart").experiment_id])

@@ -205,31 +205,39 @@ def _write_shards(args: argparse.Namespace, pending: list[ShardPlan], rows):
     from pipeline.progress import progress
 
     directory = shard_dir(args.as_shards, args.source, args.split)
-    rows = iter(progress(rows, total=sum(len(s.items) for s in pending), desc="dpt predict --as-shards",
-                         unit="image"))
-    for shard in pending:
-        url = shard_url(args.as_shards, args.source, args.split, shard.index)
-        rejects: list[list[str]] = []
-        writer = ShardWriter(url)
-        try:
-            for _ in shard.items:
-                row = next(rows)
-                if row["error"]:
-                    rejects.append([row["url"], row["error"]])
-                    continue
-                writer.write_encoded(row["key"], {row["rgb_member"]: row["rgb"], "disp.npy": row["disp"],
-                                                  "mask.png": row["mask"], "json": row["meta"]})
-            info = writer.close() if len(rejects) < len(shard.items) else None
-            if info is None:
-                writer.abort()
-        except BaseException as exc:
-            writer.abort(exc if isinstance(exc, Exception) else None)
-            raise
-        record = {"index": shard.index, "fingerprint": shard.fingerprint, "url": info.url if info else None,
-                  "samples": info.samples if info else 0, "bytes": info.bytes if info else 0,
-                  "sha256": info.sha256 if info else None, "rejects": rejects}
-        storage.write_bytes(_record_url(directory, shard.index), json.dumps(record, sort_keys=True, indent=1).encode())
-        yield record
+    rows = iter(rows)
+    # The bar counts each row as it is taken (iterating a bar counts an item only when the next one is asked
+    # for, which after a shard's last row never happens: the bar closed one short).
+    with progress(total=sum(len(s.items) for s in pending), desc="dpt predict --as-shards", unit="image") as bar:
+        for shard in pending:
+            yield _write_shard(args, directory, shard, rows, bar)
+
+
+def _write_shard(args: argparse.Namespace, directory: str, shard: ShardPlan, rows, bar) -> dict:
+    """The next ``len(shard.items)`` rows as the shard (atomically), then its record; returns the record."""
+    url = shard_url(args.as_shards, args.source, args.split, shard.index)
+    rejects: list[list[str]] = []
+    writer = ShardWriter(url)
+    try:
+        for _ in shard.items:
+            row = next(rows)
+            bar.update()
+            if row["error"]:
+                rejects.append([row["url"], row["error"]])
+                continue
+            writer.write_encoded(row["key"], {row["rgb_member"]: row["rgb"], "disp.npy": row["disp"],
+                                              "mask.png": row["mask"], "json": row["meta"]})
+        info = writer.close() if len(rejects) < len(shard.items) else None
+        if info is None:
+            writer.abort()
+    except BaseException as exc:
+        writer.abort(exc if isinstance(exc, Exception) else None)
+        raise
+    record = {"index": shard.index, "fingerprint": shard.fingerprint, "url": info.url if info else None,
+              "samples": info.samples if info else 0, "bytes": info.bytes if info else 0,
+              "sha256": info.sha256 if info else None, "rejects": rejects}
+    storage.write_bytes(_record_url(directory, shard.index), json.dumps(record, sort_keys=True, indent=1).encode())
+    return record
 
 
 def _record_url(directory: str, index: int) -> str:

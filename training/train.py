@@ -32,6 +32,7 @@ from pipeline import ray_cluster, storage
 from pipeline.checkpoint_layout import META_FILE, checkpoint_step, latest_checkpoint
 from pipeline.config import ConfigError, from_dict, load_config, to_dict
 from pipeline.job_paths import check_job_path, in_ray_job
+from pipeline.progress import progress
 from pipeline.shards import MANIFEST_NAME, ShardError, shard_dir
 from pipeline.tracking import local_store_dir, tracking_uri
 from training import tracking
@@ -204,41 +205,46 @@ def _train(config: TrainConfig, model, optimizer, scheduler, step: int, position
 
     (rank, world), schedule, bf16 = placement, config.schedule, config.schedule.bf16
     task = create_task(config.task, config.data.shards.sources)
-    for phase in data_phases(config, rank, world, step, position):
-        end, sources = phase.end, phase.sources
-        timer, seen = StepTimer(), Counter()
-        while step < end:
-            batch = _next_batch(phase, rank, world, device, step, account, logger)
-            if isinstance(batch, str):
-                return step, None, batch
-            timer.data_ready()
-            logs = train_step(model, task, optimizer, scheduler, batch, config.optim, bf16)
-            step += 1
-            timer.step_done(len(batch["key"]))
-            seen.update(batch["source"])
-            if step % schedule.log_every == 0 or step == end:
-                perf = timer.summary()
-                perf["perf/images_per_s"] *= world  # every rank runs the same step
-                shares = {f"mix/{s}": seen[s] / max(1, sum(seen.values())) for s in sources}
-                logger.log({**logs, **perf, **shares}, step)
-            if (schedule.validate_every and step % schedule.validate_every == 0) or step == schedule.steps:
-                fatal = _validate(model, task, config, rank, world, device, step, account, logger)
-                if fatal is not None:
-                    return step, None, fatal
-            stop = preemption.agreed_stop(world, device) if step < schedule.steps else None
-            if stop or step % schedule.checkpoint_every == 0 or step == schedule.steps:
-                meta = {"model": config.model.name, "phase_sources": sources, "mlflow_run_id": logger.run_id,
-                        "data_position": phase.position.to_dict(), "skipped_samples": account.total,
-                        **({"stopped_by": stop} if stop else {})}
-                _report(step, {"loss": logs["loss/loss"]}, model, optimizer, scheduler, meta, rank)
-                timer.data_ready()  # checkpoint time is neither data wait nor step
-            if stop:
-                line = preemption.stopped_line(stop, step, checkpoint_url(config, preemption.wait_committed()))
-                if rank == 0:
-                    print(line, file=sys.stderr, flush=True)
-                    if stop == "stopped":  # the driver is going: its grace period may end before it marks the run
-                        logger.end("KILLED", {"dpt.stopped": line})
-                return step, stop, None
+    # Rank 0 shows the steps on the console: whole lines every 30 s in a log (a Ray worker's stderr), a bar on a
+    # terminal (pipeline.progress); the numbers themselves go to MLflow.
+    with progress(total=schedule.steps, initial=step, desc="train", unit="step", disable=rank != 0) as bar:
+        for phase in data_phases(config, rank, world, step, position):
+            end, sources = phase.end, phase.sources
+            timer, seen = StepTimer(), Counter()
+            while step < end:
+                batch = _next_batch(phase, rank, world, device, step, account, logger)
+                if isinstance(batch, str):
+                    return step, None, batch
+                timer.data_ready()
+                logs = train_step(model, task, optimizer, scheduler, batch, config.optim, bf16)
+                step += 1
+                bar.update()
+                timer.step_done(len(batch["key"]))
+                seen.update(batch["source"])
+                if step % schedule.log_every == 0 or step == end:
+                    perf = timer.summary()
+                    perf["perf/images_per_s"] *= world  # every rank runs the same step
+                    shares = {f"mix/{s}": seen[s] / max(1, sum(seen.values())) for s in sources}
+                    logger.log({**logs, **perf, **shares}, step)
+                    bar.set_postfix(loss=f"{logs['loss/loss']:.4f}")
+                if (schedule.validate_every and step % schedule.validate_every == 0) or step == schedule.steps:
+                    fatal = _validate(model, task, config, rank, world, device, step, account, logger)
+                    if fatal is not None:
+                        return step, None, fatal
+                stop = preemption.agreed_stop(world, device) if step < schedule.steps else None
+                if stop or step % schedule.checkpoint_every == 0 or step == schedule.steps:
+                    meta = {"model": config.model.name, "phase_sources": sources, "mlflow_run_id": logger.run_id,
+                            "data_position": phase.position.to_dict(), "skipped_samples": account.total,
+                            **({"stopped_by": stop} if stop else {})}
+                    _report(step, {"loss": logs["loss/loss"]}, model, optimizer, scheduler, meta, rank)
+                    timer.data_ready()  # checkpoint time is neither data wait nor step
+                if stop:
+                    line = preemption.stopped_line(stop, step, checkpoint_url(config, preemption.wait_committed()))
+                    if rank == 0:
+                        print(line, file=sys.stderr, flush=True)
+                        if stop == "stopped":  # the driver is going: its grace period may end before it marks the run
+                            logger.end("KILLED", {"dpt.stopped": line})
+                    return step, stop, None
     return step, None, None
 
 

@@ -27,6 +27,7 @@ from __future__ import annotations
 import io
 import os
 import shutil
+import sys
 import tempfile
 
 import mlflow.pyfunc
@@ -166,6 +167,8 @@ def log_model(checkpoint: str, run_id: str, step: int, register_as: str | None =
     from mlflow import MlflowClient
     from mlflow.models import Model
 
+    if not sys.stderr.isatty():  # MLflow's artifact bars, redrawn with \r, are lines of clutter in a log or pipe
+        os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     with tempfile.TemporaryDirectory(prefix="dpt-mlflow-model-") as directory:
         local = copy_checkpoint(checkpoint, directory, options)
         output, size, task = _example_output(local)
