@@ -114,3 +114,17 @@ def test_teacher_labels_then_students_train_and_compare_then_a_rerun_repeats_not
     assert "$ dpt train" not in again and "$ dpt predict" not in again
     assert again.count("already in run") == 3  # tum in eval, eval:student and eval:labeled_only
     assert set(children()) == set(runs) and client.get_run(parent_id).info.status == "FINISHED"
+
+    # A second pipeline loads that teacher instead of training one (train: null): by its MLflow run's model.
+    other = tmp_path / "loaded_teacher"
+    [student] = [s for s in yaml.safe_load((ROOT / CONFIG).read_text())["students"] if s["name"] == "student"]
+    student = {**student, "overrides": [*student["overrides"], *SMALL], "eval": None}
+    loaded = [*_small_overrides(other), "train=null", "eval=null", f"students={json.dumps([student])}",
+              f"pseudo_label.teacher=runs:/{runs['train'].info.run_id}/model"]
+    assert main(["pipeline", "run", "--config", CONFIG, *loaded]) == 0
+    out = capsys.readouterr().out
+    assert "$ dpt train --config configs/quickstart.yaml" in out and out.count("$ dpt train") == 1  # the student only
+    assert f"--checkpoint runs:/{runs['train'].info.run_id}/model --as-shards" in out
+    metadata = read_manifest_metadata(str(other / "shards" / "pseudo" / "train"))
+    assert (metadata["dpt_teacher_sha256"], metadata["dpt_teacher_mlflow_run_id"]) == (sha256, runs["train"].info.run_id)
+    assert latest_checkpoint(str(other / "train" / "pseudo_label-student"))
