@@ -292,13 +292,6 @@ def choose_engine(args: argparse.Namespace, images: int) -> str:
     return "local"
 
 
-def _write(out: str, stem: str, files: dict[str, bytes]) -> None:
-    from pipeline import storage
-
-    for suffix, data in files.items():
-        storage.write_bytes(storage.join(out, f"{stem}{suffix}"), data)
-
-
 def run(args: argparse.Namespace) -> int:
     from training.model.checkpoint_ref import resolve_checkpoint
 
@@ -318,45 +311,28 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run_local(args: argparse.Namespace, items: list[tuple[str, str]]) -> int:
-    """The in-process loop: read, prepare and predict image by image, batching those of one prepared size."""
+    """The in-process loop: the rows of :mod:`training.predict_rows` (decode, infer, write) on ``--batch-size``
+    images at a time, the steps the Ray engine runs as operators."""
     import dataclasses
 
-    import torch
-
     from pipeline.progress import progress
-    from training.model.inference import prepare
+    from training import predict_rows
     from training.tasks import get_task, task_for_model
 
     model = _load(args)
     task = task_for_model(model.config) if args.task == "auto" else get_task(args.task)
     preprocess = model.preprocess if args.size is None else dataclasses.replace(model.preprocess, size=args.size)
-    pending: dict[tuple[int, int], list] = defaultdict(list)  # batches hold images of one prepared size
+    rows = predict_rows.listed(items)
     problems: list[tuple[str, str]] = []
-    written = 0
-
-    def flush(shape: tuple[int, int]) -> None:
-        nonlocal written
-        items = pending.pop(shape, [])
-        if items:
-            batch = torch.stack([x for _, x, _ in items])
-            for (stem, _, _), output in zip(items, task.infer(model, batch, [s for _, _, s in items])):
-                _write(args.out, stem, task.encode(output, args.colormap, args.npy))
-                written += 1
-
-    for url, stem in progress(items, desc="dpt predict", unit="image"):
-        try:
-            rgb = read_rgb(url)
-        except Exception as exc:  # PIL raises many types for broken files; storage its own: report and go on
-            problems.append((url, reject_reason(exc)))
-            continue
-        x = prepare(rgb, preprocess)
-        shape = tuple(x.shape[1:])
-        pending[shape].append((stem, x, rgb.shape[:2]))
-        if len(pending[shape]) >= args.batch_size:
-            flush(shape)
-    for shape in list(pending):
-        flush(shape)
-    return report(problems, written, len(items), args.out)
+    with progress(total=len(rows), desc="dpt predict", unit="image") as bar:
+        for start in range(0, len(rows), args.batch_size):
+            decoded = [predict_rows.decode(row, preprocess) for row in rows[start:start + args.batch_size]]
+            for row in predict_rows.infer(decoded, model, task):
+                row = predict_rows.write_maps(row, args.out, task, args.colormap, args.npy)
+                if row["error"]:
+                    problems.append((row["url"], row["error"]))
+                bar.update()
+    return report(problems, len(rows) - len(problems), len(items), args.out)
 
 
 def report(problems: list[tuple[str, str]], written: int, total: int, out: str, kept: int = 0) -> int:

@@ -9,7 +9,7 @@ Three steps, each defined here once, around a model that never resizes or normal
 3. ``predict`` resizes each disparity back to its image's size (:data:`RESIZE_BACK`).
 
 ``predict_images`` does all three for a list of images, batching those that share a prepared size (the
-evaluation's chunks); ``dpt predict`` streams its files through ``prepare`` and ``predict`` itself.
+evaluation's chunks); ``dpt predict`` runs them on its rows (``training.predict_rows``: decode, infer, write).
 """
 
 from __future__ import annotations
