@@ -115,7 +115,10 @@ class LineProgress:
         if self.disable:
             return
         sys.stdout.flush()  # what was printed before this line stays before it in a combined log
-        print(self.line(), file=self.file, flush=True)
+        # Written to the stream, not print()ed: Ray Train's workers patch print to log each line and, when Ray has
+        # wrapped the stream, print it as well: every line came twice.
+        self.file.write(self.line() + "\n")
+        self.file.flush()
 
 
 def _is_terminal(file: TextIO) -> bool:
