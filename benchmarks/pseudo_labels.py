@@ -28,7 +28,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 import yaml
 
@@ -45,30 +44,6 @@ def seeded_overrides(seed: int, workdir: Path) -> list[str]:
     students = [{**s, "overrides": [*s["overrides"], *seeds]} for s in shipped["students"]]
     return [f"workdir={workdir}", f"train.overrides={json.dumps([*shipped['train']['overrides'], *seeds])}",
             f"students={json.dumps(students)}"]
-
-
-def write_held_out(prefix: Path, count: int) -> None:
-    """``count`` scenes as the ``heldout`` source's val split (exact disparity, the sky masked)."""
-    from pipeline.demo import SKY_DEPTH, render_scene
-    from pipeline.manifest import write_manifest, write_rejects
-    from pipeline.shards import Sample, ShardWriter, make_key, shard_dir, shard_url
-
-    with ShardWriter(shard_url(str(prefix), "heldout", "val", 0)) as writer:
-        for i in range(count):
-            rgb, depth = render_scene(HELD_OUT_SEED + i)
-            mask = depth < SKY_DEPTH
-            meta = {"source": "heldout", "id": f"scene{i:05d}", "split": "val", "kind": "metric_depth",
-                    "height": rgb.shape[0], "width": rgb.shape[1]}
-            writer.write(Sample(make_key("heldout", meta["id"]), rgb,
-                                np.where(mask, 1.0 / depth, 0.0).astype(np.float32), mask, meta))
-    directory = shard_dir(str(prefix), "heldout", "val")
-    write_rejects(directory, [])
-    write_manifest(directory, [writer.info])
-
-
-class ConstantDisparity(torch.nn.Module):
-    def forward(self, x):
-        return torch.ones_like(x[:, :1])
 
 
 def held_out_loss(model: torch.nn.Module, prefix: Path, size: int) -> float:
@@ -121,13 +96,14 @@ def main() -> None:
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/pseudo_labels"))
     parser.add_argument("--held-out", type=int, default=96, help="held-out scenes (default 96)")
     args = parser.parse_args()
+    from tests.helpers.training_corpus import ConstantDisparity, write_source
     from training.model import build_model
     from training.model.checkpoint import load_model
 
     args.workdir.mkdir(parents=True, exist_ok=True)
     held_out = args.workdir / "heldout"
-    if not (held_out / "heldout" / "val" / "manifest.parquet").exists():
-        write_held_out(held_out, args.held_out)
+    if not (held_out / "heldout" / "val" / "manifest.parquet").exists():  # scenes of seeds no run saw
+        write_source(str(held_out), "heldout", args.held_out, per_shard=args.held_out, split="val", offset=HELD_OUT_SEED)
     size = 64  # the pipeline's data.geometric.size
     torch.manual_seed(0)
     baselines = {"untrained dpt_tiny": held_out_loss(build_model("dpt_tiny"), held_out, size),

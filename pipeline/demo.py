@@ -51,11 +51,11 @@ def render_scene(seed: int, height: int = 96, width: int = 128) -> tuple[np.ndar
     return rgb, depth.astype(np.float32)
 
 
-def demo_samples(count: int, split: str = "train", source: str = "demo") -> list[Sample]:
-    """``count`` synthetic samples in the shard contract (disparity = 1 / depth; the sky is unmeasured,
-    as for a depth sensor's limited range)."""
+def demo_samples(count: int, split: str = "train", source: str = "demo", first: int = 0) -> list[Sample]:
+    """``count`` synthetic samples in the shard contract, the scenes of seeds ``first, first + 1, ...`` (disparity =
+    1 / depth; the sky is unmeasured, as for a depth sensor's limited range)."""
     samples = []
-    for i in range(count):
+    for i in range(first, first + count):
         rgb, depth = render_scene(seed=i)
         mask = depth < SKY_DEPTH
         disparity = np.where(mask, 1.0 / depth, 0.0).astype(np.float32)

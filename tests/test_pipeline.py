@@ -100,3 +100,18 @@ def test_a_student_may_not_share_a_fine_tuning_step_s_name(tmp_path):
     out = dpt("pipeline", "run", "--config", str(path), timeout=120)
     assert out.returncode == 1
     assert "finetune, students: two steps named 's'; each step needs its own name" in out.stderr.splitlines()[-1]
+
+
+def test_missing_unlabeled_images_fail_before_the_teacher_trains(tmp_path):
+    path = tmp_path / "p.yaml"
+    workdir = tmp_path / "w"
+    path.write_text(yaml.safe_dump({
+        "name": "x", "workdir": str(workdir), "sample_data": {"per_source": 2, "per_benchmark": 1},
+        "train": {"config": "configs/quickstart.yaml"},
+        "pseudo_label": {"images": "{workdir}/data/unlabeled"}}))  # sample_data writes no unlabeled images
+    out = dpt("pipeline", "run", "--config", str(path), env={**os.environ, "MLFLOW_TRACKING_URI": ""}, cwd=ROOT,
+              timeout=300)
+    assert out.returncode == 1
+    assert out.stderr.splitlines()[-1] == (
+        f"dpt pipeline: error: pseudo_label.images: {workdir}/data/unlabeled: no such file or folder")
+    assert not (workdir / "shards").exists()  # nothing ingested, nothing trained

@@ -13,6 +13,7 @@ import yaml
 
 from pipeline.checkpoint_layout import latest_checkpoint
 from pipeline.cli import main
+from tests.helpers.pipeline_runs import child_runs, parent_run
 from pipeline.depth_metrics import DEPTH_METRICS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -51,14 +52,9 @@ def test_fine_tuning_stage_after_pre_training_then_a_rerun_repeats_nothing(ray_c
     first = capsys.readouterr().out
 
     client = MlflowClient(mlflow_tracking)
-    parent_id = json.loads((workdir / "pipeline_state.json").read_text())["runs"]["pipeline"]
-    parent = client.get_run(parent_id)
-
-    def children() -> dict:
-        runs = client.search_runs([parent.info.experiment_id], f"tags.mlflow.parentRunId = '{parent_id}'")
-        return {r.data.tags["dpt.stage"]: r for r in runs}
-
-    runs = children()
+    parent = parent_run(client, workdir)
+    parent_id = parent.info.run_id
+    runs = child_runs(client, parent)
     assert set(runs) == {"ingest:tartanair", "train", "eval", "finetune:nyu", "eval:nyu"}
     assert all(r.info.status == "FINISHED" for r in runs.values()) and parent.info.status == "FINISHED"
 
@@ -97,4 +93,4 @@ def test_fine_tuning_stage_after_pre_training_then_a_rerun_repeats_nothing(ray_c
         assert line in again, line
     assert "$ dpt train" not in again and "$ dpt ingest" not in again
     assert again.count("already in run") == 2  # tum in eval, nyu_metric in eval:nyu
-    assert set(children()) == set(runs) and client.get_run(parent_id).info.status == "FINISHED"
+    assert set(child_runs(client, parent)) == set(runs) and client.get_run(parent_id).info.status == "FINISHED"

@@ -16,6 +16,7 @@ import yaml
 
 from pipeline.checkpoint_layout import latest_checkpoint
 from pipeline.cli import main
+from tests.helpers.pipeline_runs import child_runs, parent_run
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = "configs/pipeline_pseudo_label.yaml"
@@ -60,14 +61,9 @@ def test_teacher_labels_then_students_train_and_compare_then_a_rerun_repeats_not
     first = capsys.readouterr()
 
     client = MlflowClient(mlflow_tracking)
-    parent_id = json.loads((workdir / "pipeline_state.json").read_text())["runs"]["pipeline"]
-    parent = client.get_run(parent_id)
-
-    def children() -> dict:
-        runs = client.search_runs([parent.info.experiment_id], f"tags.mlflow.parentRunId = '{parent_id}'")
-        return {r.data.tags["dpt.stage"]: r for r in runs}
-
-    runs = children()
+    parent = parent_run(client, workdir)
+    parent_id = parent.info.run_id
+    runs = child_runs(client, parent)
     assert set(runs) == {"ingest:hrwsi", "train", "eval", "pseudo_label", "student:student", "eval:student",
                          "student:labeled_only", "eval:labeled_only"}
     assert all(r.info.status == "FINISHED" for r in runs.values()) and parent.info.status == "FINISHED"
@@ -113,7 +109,7 @@ def test_teacher_labels_then_students_train_and_compare_then_a_rerun_repeats_not
         assert line in again, line
     assert "$ dpt train" not in again and "$ dpt predict" not in again
     assert again.count("already in run") == 3  # tum in eval, eval:student and eval:labeled_only
-    assert set(children()) == set(runs) and client.get_run(parent_id).info.status == "FINISHED"
+    assert set(child_runs(client, parent)) == set(runs) and client.get_run(parent_id).info.status == "FINISHED"
 
     # A second pipeline loads that teacher instead of training one (train: null): by its MLflow run's model.
     other = tmp_path / "loaded_teacher"

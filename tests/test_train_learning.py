@@ -8,18 +8,13 @@ import time
 import pytest
 import torch
 
-from tests.helpers.training_corpus import write_source
+from tests.helpers.training_corpus import ConstantDisparity, write_source
 from training import augment
 from training.data import DataConfig, LoaderConfig, ShardsConfig, StreamConfig, make_loader, validation_batches
 from training.model import build_model
 from training.optim import OptimConfig, build_optimizer, build_scheduler
 from training.step import train_step
 from training.tasks.relative_depth import LossConfig, RelativeDepthConfig, RelativeDepthTask
-
-
-class ConstantDisparity(torch.nn.Module):
-    def forward(self, x):
-        return torch.ones_like(x[:, :1])
 
 
 def _held_out_ssitrim(model, config: DataConfig) -> float:

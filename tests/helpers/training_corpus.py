@@ -9,7 +9,7 @@ from pipeline.shards import ShardWriter, shard_dir, shard_url
 
 def write_source(prefix: str, source: str, count: int, per_shard: int, split: str = "train", offset: int = 0) -> list[str]:
     """Write ``count`` scenes of ``source`` into shards of ``per_shard`` samples; returns the sample keys."""
-    samples = demo_samples(count + offset, split=split, source=source)[offset:]
+    samples = demo_samples(count, split=split, source=source, first=offset)
     infos = []
     for index, start in enumerate(range(0, count, per_shard)):
         with ShardWriter(shard_url(prefix, source, split, index)) as writer:
@@ -20,6 +20,19 @@ def write_source(prefix: str, source: str, count: int, per_shard: int, split: st
     write_rejects(directory, [])
     write_manifest(directory, infos)
     return [s.key for s in samples]
+
+
+class ConstantDisparity:
+    """Factory for the constant prediction (1 everywhere, ``[B, 1, H, W]``): the baseline "learned" must beat."""
+
+    def __new__(cls):
+        import torch
+
+        class _Constant(torch.nn.Module):
+            def forward(self, x):
+                return torch.ones_like(x[:, :1])
+
+        return _Constant()
 
 
 class TinyDepthNet:
